@@ -1,0 +1,52 @@
+"""fastpatch: nearly free timing of chosen Python functions.
+
+``instrument(func)`` rewrites ``func.__code__`` in place: no wrapper, no
+extra frame, and every existing reference to the function is timed.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, TextIO
+
+from ._version import __version__
+
+try:
+    from . import _ext  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    import platform as _platform
+    import sys as _sys
+
+    raise ImportError(
+        "fastpatch's C extension (fastpatch._ext) could not be loaded: "
+        f"{exc}. fastpatch needs it to time anything; it supports CPython 3.9 to 3.13 "
+        f"and this is {_platform.python_implementation()} {_sys.version.split()[0]}. "
+        "Reinstall fastpatch from a wheel for this interpreter, or from source with a C compiler."
+    ) from exc
+
+from ._patch import all_stats, instrument, is_instrumented, reset, stats, uninstrument
+from ._recipes import SUPPORTED_VERSIONS, UnsupportedPythonError
+from ._stats import RELATIVE_ERROR, Stats
+
+
+def report(file: Optional[TextIO] = None, *, sort: str = "total", limit: Optional[int] = None) -> None:
+    """Print a table of every instrumented definition's stats."""
+    from ._stats import render
+
+    render(all_stats(), file, sort, limit)
+
+
+__all__ = [
+    "RELATIVE_ERROR",
+    "SUPPORTED_VERSIONS",
+    "Stats",
+    "UnsupportedPythonError",
+    "__version__",
+    "all_stats",
+    "instrument",
+    "is_instrumented",
+    "report",
+    "reset",
+    "stats",
+    "uninstrument",
+]
+

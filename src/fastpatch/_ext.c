@@ -1,0 +1,557 @@
+/*
+ * fastpatch._ext -- the hot path of fastpatch.
+ *
+ * The Python front end splices two tiny instruction sequences into a
+ * function's own code object:
+ *
+ *   entry:   LOAD_CONST <probe>; UNARY_INVERT        -> pushes a Token
+ *   return:  BINARY_SUBSCR   (token[retval])         -> records, yields retval
+ *
+ * Neither UNARY_INVERT nor BINARY_SUBSCR is a call, so sys.setprofile,
+ * sys.monitoring and cProfile see no C call: the probe reaches C through
+ * the nb_invert and mp_subscript slots.
+ *
+ * The Token is the per-activation state. It lives at the bottom of the
+ * frame's value stack, under everything the function itself pushes, so a
+ * suspended generator or coroutine carries its own start time with it:
+ * interleaved coroutines and greenlet stack switches cannot mix them up,
+ * and nothing appears in locals() or co_varnames.
+ *
+ * An activation that does not end through a return (an exception leaving
+ * the frame, close() of a suspended generator, finalisation) still drops
+ * its token: the interpreter pops the value stack while unwinding or
+ * clearing the frame. token_dealloc records those endings, so no exception
+ * handler is injected and tracebacks are untouched.
+ *
+ * Everything here runs under the GIL and allocates nothing in the steady
+ * state: tokens come from a free list kept in the module state.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(_WIN32)
+#  include <windows.h>
+#else
+#  include <time.h>
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define FP_LIKELY(x) __builtin_expect(!!(x), 1)
+#  define FP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#  define FP_LIKELY(x) (x)
+#  define FP_UNLIKELY(x) (x)
+#endif
+
+/* ===================================================================== */
+/* Clock                                                                 */
+/* ===================================================================== */
+
+#if defined(_WIN32)
+static LARGE_INTEGER fp_qpc_freq;
+
+static void
+fp_clock_init(void)
+{
+    QueryPerformanceFrequency(&fp_qpc_freq);
+}
+
+static inline int64_t
+fp_now_ns(void)
+{
+    LARGE_INTEGER c;
+    QueryPerformanceCounter(&c);
+    /* Split to avoid overflowing 64 bits for long uptimes. */
+    int64_t f = fp_qpc_freq.QuadPart;
+    int64_t s = c.QuadPart / f, r = c.QuadPart % f;
+    return s * 1000000000LL + (r * 1000000000LL) / f;
+}
+#else
+static void
+fp_clock_init(void)
+{
+}
+
+/* CLOCK_MONOTONIC is served by the vDSO on Linux: no system call. */
+static inline int64_t
+fp_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+#endif
+
+/* ===================================================================== */
+/* Histogram                                                             */
+/* ===================================================================== */
+
+/*
+ * Log-linear buckets over u = duration_ns >> FP_HIST_SHIFT (4 ns units):
+ * u < 8 gets one bucket per unit; above that every power of two is split
+ * into 8 equal sub-buckets. A bucket is at most 1/8 of its lower bound
+ * wide, so its midpoint is within 6.25% of any value in it. 232 buckets
+ * reach 2**33 ns (8.6 s); longer durations land in the last bucket, which
+ * Python treats as open-ended. The whole probe stays under 1 KiB.
+ */
+#define FP_HIST_SHIFT 2
+#define FP_HIST_SUB_BITS 3
+#define FP_HIST_SUB (1 << FP_HIST_SUB_BITS)
+#define FP_HIST_BUCKETS 232
+
+static inline unsigned
+fp_bucket_of(uint64_t ns)
+{
+    uint64_t u = ns >> FP_HIST_SHIFT;
+    if (u < FP_HIST_SUB) {
+        return (unsigned)u;
+    }
+#if defined(__GNUC__) || defined(__clang__)
+    unsigned e = 63u - (unsigned)__builtin_clzll(u);
+#else
+    unsigned e = 0;
+    for (uint64_t v = u; v > 1; v >>= 1) {
+        e++;
+    }
+#endif
+    unsigned idx = (e - FP_HIST_SUB_BITS + 1) * FP_HIST_SUB
+                   + (unsigned)((u >> (e - FP_HIST_SUB_BITS)) & (FP_HIST_SUB - 1));
+    return idx < FP_HIST_BUCKETS ? idx : FP_HIST_BUCKETS - 1;
+}
+
+/* ===================================================================== */
+/* Module state                                                          */
+/* ===================================================================== */
+
+typedef struct TokenObject TokenObject;
+
+typedef struct {
+    PyTypeObject *probe_type;
+    PyTypeObject *token_type;
+    TokenObject *free_tokens; /* singly linked through TokenObject.next */
+    Py_ssize_t n_free;
+} fp_state;
+
+/* Tokens beyond this many idle ones are returned to the allocator. */
+#define FP_MAX_FREE_TOKENS 4096
+
+/* ===================================================================== */
+/* Probe: one per instrumented definition                                */
+/* ===================================================================== */
+
+typedef struct {
+    PyObject_HEAD
+    fp_state *state;      /* borrowed: the module outlives its probes' use */
+    PyObject *module;     /* strong: keeps state alive */
+    uint64_t calls;       /* activations started */
+    uint64_t completed;   /* activations ended, however */
+    uint64_t errors;      /* activations ended by an exception */
+    uint64_t total_ns;
+    uint64_t min_ns;
+    uint64_t max_ns;
+    uint32_t hist[FP_HIST_BUCKETS];
+} ProbeObject;
+
+struct TokenObject {
+    PyObject_HEAD
+    ProbeObject *probe;   /* strong while the activation runs, NULL after */
+    int64_t start_ns;
+    fp_state *state;      /* kept alive by the token type's module */
+    TokenObject *next;    /* free-list link, meaningful only while idle */
+};
+
+static void
+probe_clear_counters(ProbeObject *p)
+{
+    p->calls = p->completed = p->errors = p->total_ns = p->max_ns = 0;
+    p->min_ns = UINT64_MAX;
+    memset(p->hist, 0, sizeof(p->hist));
+}
+
+/* Halve every bucket when one would overflow. Percentiles only use the
+   buckets' proportions, which halving keeps. Runs once per 4 billion
+   observations in one bucket at most. */
+static void
+probe_halve_histogram(ProbeObject *p)
+{
+    for (int i = 0; i < FP_HIST_BUCKETS; i++) {
+        p->hist[i] = (p->hist[i] >> 1) + (p->hist[i] & 1);
+    }
+}
+
+static inline void
+probe_record(ProbeObject *p, int64_t elapsed, int is_error)
+{
+    uint64_t ns = elapsed > 0 ? (uint64_t)elapsed : 0;
+    p->completed++;
+    p->errors += (uint64_t)is_error;
+    p->total_ns += ns;
+    if (ns < p->min_ns) {
+        p->min_ns = ns;
+    }
+    if (ns > p->max_ns) {
+        p->max_ns = ns;
+    }
+    uint32_t *slot = &p->hist[fp_bucket_of(ns)];
+    if (FP_UNLIKELY(++*slot == 0)) {
+        *slot = UINT32_MAX;
+        probe_halve_histogram(p);
+    }
+}
+
+/* nb_invert: the entry probe. Returns a new reference to a Token that
+   holds the start time, or NULL with MemoryError set. */
+static PyObject *
+probe_enter(PyObject *self)
+{
+    ProbeObject *p = (ProbeObject *)self;
+    fp_state *st = p->state;
+    TokenObject *t = st->free_tokens;
+    if (FP_LIKELY(t != NULL)) {
+        st->free_tokens = t->next;
+        st->n_free--;
+        (void)PyObject_Init((PyObject *)t, st->token_type);
+    }
+    else {
+        t = PyObject_New(TokenObject, st->token_type);
+        if (t == NULL) {
+            return NULL;
+        }
+        t->state = st;
+    }
+    Py_INCREF(p);
+    t->probe = p;
+    p->calls++;
+    t->start_ns = fp_now_ns();
+    return (PyObject *)t;
+}
+
+static PyObject *
+probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Probe() takes no arguments");
+        return NULL;
+    }
+    PyObject *module = PyType_GetModule(type);
+    if (module == NULL) {
+        return NULL;
+    }
+    ProbeObject *p = (ProbeObject *)type->tp_alloc(type, 0);
+    if (p == NULL) {
+        return NULL;
+    }
+    p->state = (fp_state *)PyModule_GetState(module);
+    Py_INCREF(module);
+    p->module = module;
+    probe_clear_counters(p);
+    return (PyObject *)p;
+}
+
+static void
+probe_dealloc(PyObject *self)
+{
+    ProbeObject *p = (ProbeObject *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_CLEAR(p->module);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* Returns a new reference to the tuple
+   (calls, completed, errors, total_ns, min_ns, max_ns, histogram_bytes).
+   min_ns is 0 while nothing has completed. */
+static PyObject *
+probe_snapshot(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    ProbeObject *p = (ProbeObject *)self;
+    return Py_BuildValue(
+        "(KKKKKKy#)",
+        (unsigned long long)p->calls,
+        (unsigned long long)p->completed,
+        (unsigned long long)p->errors,
+        (unsigned long long)p->total_ns,
+        (unsigned long long)(p->completed ? p->min_ns : 0),
+        (unsigned long long)p->max_ns,
+        (const char *)p->hist, (Py_ssize_t)sizeof(p->hist));
+}
+
+static PyObject *
+probe_reset(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    probe_clear_counters((ProbeObject *)self);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef probe_methods[] = {
+    {"snapshot", probe_snapshot, METH_NOARGS,
+     "snapshot() -> (calls, completed, errors, total_ns, min_ns, max_ns, histogram)"},
+    {"reset", probe_reset, METH_NOARGS, "Zero every counter."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot probe_slots[] = {
+    {Py_tp_new, probe_new},
+    {Py_tp_dealloc, probe_dealloc},
+    {Py_nb_invert, probe_enter},
+    {Py_tp_methods, probe_methods},
+    {Py_tp_doc, "Counters and latency histogram of one instrumented definition."},
+    {0, NULL},
+};
+
+static PyType_Spec probe_spec = {
+    .name = "fastpatch._ext.Probe",
+    .basicsize = sizeof(ProbeObject),
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = probe_slots,
+};
+
+/* ===================================================================== */
+/* Token: one per running or suspended activation                        */
+/* ===================================================================== */
+
+/* mp_subscript: the return probe. token[retval] records a normal end and
+   returns a new reference to retval. The stack's reference to the token
+   is dropped by BINARY_SUBSCR right after, which recycles it. */
+static PyObject *
+token_exit(PyObject *self, PyObject *retval)
+{
+    TokenObject *t = (TokenObject *)self;
+    ProbeObject *p = t->probe;
+    if (FP_LIKELY(p != NULL)) {
+        probe_record(p, fp_now_ns() - t->start_ns, 0);
+        t->probe = NULL;
+        Py_DECREF(p);
+    }
+    Py_INCREF(retval);
+    return retval;
+}
+
+/* A token that still has its probe when it dies was dropped by the
+   interpreter without a return: an exception left the frame, or a
+   suspended generator was closed or finalised. The exception being
+   propagated, if any, is still set while the stack unwinds. GeneratorExit
+   is how close() ends a frame and is not an error. */
+static void
+token_dealloc(PyObject *self)
+{
+    TokenObject *t = (TokenObject *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    ProbeObject *p = t->probe;
+    if (p != NULL) {
+        int64_t end = fp_now_ns();
+        int is_error = PyErr_Occurred() != NULL
+                       && !PyErr_ExceptionMatches(PyExc_GeneratorExit);
+        probe_record(p, end - t->start_ns, is_error);
+        t->probe = NULL;
+        Py_DECREF(p);
+    }
+    fp_state *st = t->state;
+    if (st != NULL && st->n_free < FP_MAX_FREE_TOKENS) {
+        t->next = st->free_tokens;
+        st->free_tokens = t;
+        st->n_free++;
+    }
+    else {
+        PyObject_Free(self);
+    }
+    Py_DECREF(tp);
+}
+
+static PyType_Slot token_slots[] = {
+    {Py_tp_dealloc, token_dealloc},
+    {Py_mp_subscript, token_exit},
+    {Py_tp_doc, "Start time of one activation; lives on the frame's value stack."},
+    {0, NULL},
+};
+
+static PyType_Spec token_spec = {
+    .name = "fastpatch._ext.Token",
+    .basicsize = sizeof(TokenObject),
+    .itemsize = 0,
+#if PY_VERSION_HEX >= 0x030A0000
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+#else
+    .flags = Py_TPFLAGS_DEFAULT,
+#endif
+    .slots = token_slots,
+};
+
+/* ===================================================================== */
+/* Module functions (cold path)                                          */
+/* ===================================================================== */
+
+#if PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+/* Exported, but declared only in an internal header. */
+PyAPI_FUNC(void) _PyFunction_SetVersion(PyFunctionObject *func, uint32_t version);
+#  define FP_RESTORE_FUNC_VERSION 1
+#else
+#  define FP_RESTORE_FUNC_VERSION 0
+#endif
+
+/* set_code(func, code): func.__code__ = code. On 3.13 assigning __code__
+   leaves the function without a version, which stops every call site from
+   specialising calls to it; a function made from `code` would carry
+   code->co_version, so give it that. */
+static PyObject *
+fp_set_code(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "set_code() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *func = args[0], *code = args[1];
+    if (!PyFunction_Check(func)) {
+        PyErr_Format(PyExc_TypeError, "set_code() needs a function, not %.100s",
+                     Py_TYPE(func)->tp_name);
+        return NULL;
+    }
+    if (!PyCode_Check(code)) {
+        PyErr_Format(PyExc_TypeError, "set_code() needs a code object, not %.100s",
+                     Py_TYPE(code)->tp_name);
+        return NULL;
+    }
+    if (PyObject_SetAttrString(func, "__code__", code) < 0) {
+        return NULL;
+    }
+#if FP_RESTORE_FUNC_VERSION
+    _PyFunction_SetVersion((PyFunctionObject *)func, ((PyCodeObject *)code)->co_version);
+#endif
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+fp_now(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLongLong(fp_now_ns());
+}
+
+static PyObject *
+fp_probe_size(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t((Py_ssize_t)sizeof(ProbeObject));
+}
+
+static PyObject *
+fp_idle_tokens(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    fp_state *st = (fp_state *)PyModule_GetState(module);
+    return PyLong_FromSsize_t(st->n_free);
+}
+
+static PyMethodDef fp_methods[] = {
+    {"set_code", (PyCFunction)(void (*)(void))fp_set_code, METH_FASTCALL,
+     "set_code(func, code): assign func.__code__, keeping calls to func specialisable."},
+    {"now_ns", fp_now, METH_NOARGS, "The probes' clock, in nanoseconds."},
+    {"probe_size", fp_probe_size, METH_NOARGS, "Bytes of C state per probe."},
+    {"idle_tokens", fp_idle_tokens, METH_NOARGS, "Tokens waiting on the free list."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ===================================================================== */
+/* Module setup                                                          */
+/* ===================================================================== */
+
+/* PyModule_AddObjectRef is 3.10+. */
+static int
+fp_add_object(PyObject *module, const char *name, PyObject *value)
+{
+    Py_INCREF(value);
+    if (PyModule_AddObject(module, name, value) < 0) {
+        Py_DECREF(value);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+fp_exec(PyObject *module)
+{
+    fp_state *st = (fp_state *)PyModule_GetState(module);
+    fp_clock_init();
+    st->free_tokens = NULL;
+    st->n_free = 0;
+    st->probe_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &probe_spec, NULL);
+    if (st->probe_type == NULL) {
+        return -1;
+    }
+    st->token_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &token_spec, NULL);
+    if (st->token_type == NULL) {
+        return -1;
+    }
+    if (fp_add_object(module, "Probe", (PyObject *)st->probe_type) < 0
+        || fp_add_object(module, "Token", (PyObject *)st->token_type) < 0
+        || PyModule_AddIntConstant(module, "HIST_BUCKETS", FP_HIST_BUCKETS) < 0
+        || PyModule_AddIntConstant(module, "HIST_SHIFT", FP_HIST_SHIFT) < 0
+        || PyModule_AddIntConstant(module, "HIST_SUB_BITS", FP_HIST_SUB_BITS) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+fp_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    fp_state *st = (fp_state *)PyModule_GetState(module);
+    Py_VISIT(st->probe_type);
+    Py_VISIT(st->token_type);
+    return 0;
+}
+
+static int
+fp_clear(PyObject *module)
+{
+    fp_state *st = (fp_state *)PyModule_GetState(module);
+    Py_CLEAR(st->probe_type);
+    Py_CLEAR(st->token_type);
+    return 0;
+}
+
+/* Idle tokens hold no references: their memory is all that is left. */
+static void
+fp_free(void *module)
+{
+    fp_state *st = (fp_state *)PyModule_GetState((PyObject *)module);
+    while (st->free_tokens != NULL) {
+        TokenObject *t = st->free_tokens;
+        st->free_tokens = t->next;
+        PyObject_Free(t);
+    }
+    st->n_free = 0;
+    fp_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot fp_slots[] = {
+    {Py_mod_exec, fp_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    /* The token free list and probe counters are shared module-wide. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#if PY_VERSION_HEX >= 0x030D0000
+    /* Counters are plain increments that rely on the GIL. */
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef fp_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "fastpatch._ext",
+    .m_doc = "Clock, probes, counters and histograms for fastpatch.",
+    .m_size = sizeof(fp_state),
+    .m_methods = fp_methods,
+    .m_slots = fp_slots,
+    .m_traverse = fp_traverse,
+    .m_clear = fp_clear,
+    .m_free = fp_free,
+};
+
+PyMODINIT_FUNC
+PyInit__ext(void)
+{
+    return PyModuleDef_Init(&fp_module);
+}
