@@ -431,6 +431,16 @@ fp_now(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
+fp_bucket_index(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    unsigned long long ns = PyLong_AsUnsignedLongLong(arg);
+    if (ns == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(fp_bucket_of((uint64_t)ns));
+}
+
+static PyObject *
 fp_probe_size(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
     return PyLong_FromSsize_t((Py_ssize_t)sizeof(ProbeObject));
@@ -447,6 +457,7 @@ static PyMethodDef fp_methods[] = {
     {"set_code", (PyCFunction)(void (*)(void))fp_set_code, METH_FASTCALL,
      "set_code(func, code): assign func.__code__, keeping calls to func specialisable."},
     {"now_ns", fp_now, METH_NOARGS, "The probes' clock, in nanoseconds."},
+    {"bucket_index", fp_bucket_index, METH_O, "Histogram bucket of a duration in ns."},
     {"probe_size", fp_probe_size, METH_NOARGS, "Bytes of C state per probe."},
     {"idle_tokens", fp_idle_tokens, METH_NOARGS, "Tokens waiting on the free list."},
     {NULL, NULL, 0, NULL},
