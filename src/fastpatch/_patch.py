@@ -9,6 +9,8 @@ definition alive on their own:
   callback when the original code object dies;
 * ``_by_patched``: id(patched code) -> the same _Definition (the definition
   holds the patched code, so the id stays valid while the entry exists);
+* ``_by_probe``: id(probe) -> the same _Definition, so that code another
+  tool rewrote after us is still recognised by the probe it carries;
 * ``_keepalive``: function -> original code, weak on the function. While a
   function runs patched code, nothing else may hold its original, and
   uninstrument must be able to put it back.
@@ -30,37 +32,55 @@ from ._stats import Stats, snapshot
 
 
 class _Definition:
-    __slots__ = ("original_ref", "patched", "probe", "name", "__weakref__")
+    __slots__ = ("original_ref", "original_id", "patched", "probe", "name", "__weakref__")
 
     def __init__(self, original: CodeType, patched: CodeType, probe: Any, name: str) -> None:
         self.original_ref = weakref.ref(original, self._forget)
+        self.original_id = id(original)
         self.patched = patched
         self.probe = probe
         self.name = name
 
+    def _register(self) -> None:
+        _by_original[self.original_id] = self
+        _by_patched[id(self.patched)] = self
+        _by_probe[id(self.probe)] = self
+
     def _forget(self, _ref: "weakref.ref[CodeType]") -> None:
         with _lock:
-            for table, key in ((_by_original, _original_ids.pop(id(self), None)), (_by_patched, id(self.patched))):
-                if key is not None and table.get(key) is self:
+            for table, key in (
+                (_by_original, self.original_id),
+                (_by_patched, id(self.patched)),
+                (_by_probe, id(self.probe)),
+            ):
+                if table.get(key) is self:
                     del table[key]
 
 
 _lock = threading.RLock()
 _by_original: Dict[int, _Definition] = {}
 _by_patched: Dict[int, _Definition] = {}
-_original_ids: Dict[int, int] = {}  # id(definition) -> id(original), for cleanup after the original is gone
+_by_probe: Dict[int, _Definition] = {}
 _keepalive: "weakref.WeakKeyDictionary[FunctionType, CodeType]" = weakref.WeakKeyDictionary()
 
 
-def _current_definition(code: CodeType) -> Optional[_Definition]:
-    """The definition whose patched code is ``code``, if any."""
+def _running_definition(code: CodeType) -> Optional[_Definition]:
+    """The definition whose probe ``code`` runs: our patched code, or a
+    rewrite of it by a tool layered after us that kept our constant."""
     d = _by_patched.get(id(code))
-    return d if d is not None and d.patched is code else None
+    if d is not None and d.patched is code:
+        return d
+    for const in reversed(code.co_consts):
+        if type(const) is _ext.Probe:
+            d = _by_probe.get(id(const))
+            if d is not None and d.probe is const:
+                return d
+    return None
 
 
 def _definition_of(code: CodeType) -> Optional[_Definition]:
-    """The definition ``code`` belongs to, patched or original."""
-    d = _current_definition(code)
+    """The definition ``code`` belongs to, running a probe or original."""
+    d = _running_definition(code)
     if d is not None:
         return d
     d = _by_original.get(id(code))
@@ -81,12 +101,10 @@ def instrument(target: Any, *, name: Optional[str] = None) -> Any:
             except SpliceError as exc:
                 raise ValueError(f"fastpatch cannot instrument {default_name(func)}: {exc}") from None
             d = _Definition(code, patched, probe, name or default_name(func))
-            _by_original[id(code)] = d
-            _original_ids[id(d)] = id(code)
-            _by_patched[id(patched)] = d
+            d._register()
         elif name is not None:
             d.name = name
-        if func.__code__ is not d.patched:
+        if _running_definition(code) is None:
             _ext.set_code(func, d.patched)
             _keepalive[func] = code
     return target
@@ -95,9 +113,16 @@ def instrument(target: Any, *, name: Optional[str] = None) -> Any:
 def uninstrument(target: Any) -> Any:
     func = resolve_function(target)
     with _lock:
-        d = _current_definition(func.__code__)
+        code = func.__code__
+        d = _running_definition(code)
         if d is None:
             return target
+        if d.patched is not code:
+            raise RuntimeError(
+                f"{default_name(func)}.__code__ was rewritten by another tool after fastpatch "
+                "instrumented it; fastpatch cannot take its probes out of that code. "
+                "Undo that tool's patch first."
+            )
         original = d.original_ref()
         if original is None:  # only if patched code was copied onto a function we never saw
             raise RuntimeError(f"the original code of {default_name(func)} no longer exists")
@@ -107,7 +132,7 @@ def uninstrument(target: Any) -> Any:
 
 
 def is_instrumented(target: Any) -> bool:
-    return _current_definition(resolve_function(target).__code__) is not None
+    return _running_definition(resolve_function(target).__code__) is not None
 
 
 def _require_definition(target: Any) -> _Definition:

@@ -9,17 +9,19 @@ ACCEPTED = "a Python function (def, lambda, generator, coroutine), a bound metho
 
 
 def resolve_function(target: Any) -> FunctionType:
-    """The function object behind ``target``, or TypeError naming what was passed."""
-    if isinstance(target, FunctionType):
-        return target
-    inner = None
-    if isinstance(target, MethodType):
-        inner = target.__func__
-    elif isinstance(target, (staticmethod, classmethod)):
-        inner = target.__func__
-    if isinstance(inner, FunctionType):
-        return inner
+    """The function object behind ``target``, or TypeError naming what was passed.
+
+    Types are checked exactly, not with isinstance(): object proxies such as
+    wrapt's report the wrapped object's ``__class__`` but are not functions.
+    """
     kind = type(target)
+    if kind is FunctionType:
+        return target  # type: ignore[no-any-return]
+    inner = None
+    if kind is MethodType or issubclass(kind, (staticmethod, classmethod)):
+        inner = target.__func__
+    if type(inner) is FunctionType:
+        return inner  # type: ignore[return-value]
     what = f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else kind.__qualname__
     if inner is not None:
         what = f"{what} wrapping {type(inner).__qualname__}"
