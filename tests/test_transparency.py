@@ -340,3 +340,25 @@ def test_frame_locals_show_no_hidden_variable():
     assert seen == {"x": 4, "y": 8}
     assert gen.__code__.co_varnames == ("x", "y")
     assert gen.__code__.co_nlocals == 2
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="adaptive dis is 3.12+ (3.11 specialises too, but dis cannot show it the same way)")
+def test_calls_to_an_instrumented_function_still_specialise():
+    # On 3.13 a plain __code__ assignment leaves the function without a version,
+    # and every call site then stays on the generic CALL.
+    import dis
+    import io
+
+    def callee(x):
+        return x + 1
+
+    def caller(n):
+        for i in range(n):
+            callee(i)
+
+    fastpatch.instrument(callee)
+    caller(5000)
+    out = io.StringIO()
+    dis.dis(caller, adaptive=True, file=out)
+    assert "CALL_PY_EXACT_ARGS" in out.getvalue()
+    assert fastpatch.stats(callee).calls == 5000

@@ -23,9 +23,35 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "Reinstall fastpatch from a wheel for this interpreter, or from source with a C compiler."
     ) from exc
 
+import os as _os
+import warnings as _warnings
+
 from ._patch import all_stats, instrument, is_instrumented, reset, stats, uninstrument
 from ._recipes import SUPPORTED_VERSIONS, UnsupportedPythonError
 from ._stats import RELATIVE_ERROR, Stats
+
+
+def clock() -> str:
+    """The probes' clock: ``"monotonic"`` (default) or ``"tsc"``."""
+    return str(_ext.clock_name())
+
+
+def _choose_clock(requested: str) -> None:
+    if requested in ("", "monotonic"):
+        return
+    if requested != "tsc":
+        _warnings.warn(
+            f"FASTPATCH_CLOCK={requested!r} is not a clock fastpatch knows ('monotonic', 'tsc'); using monotonic",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    elif not _ext.use_tsc():
+        _warnings.warn(
+            "FASTPATCH_CLOCK=tsc: this CPU has no invariant TSC; using CLOCK_MONOTONIC", RuntimeWarning, stacklevel=3
+        )
+
+
+_choose_clock(_os.environ.get("FASTPATCH_CLOCK", "").strip().lower())
 
 
 def report(file: Optional[TextIO] = None, *, sort: str = "total", limit: Optional[int] = None) -> None:
@@ -42,6 +68,7 @@ __all__ = [
     "UnsupportedPythonError",
     "__version__",
     "all_stats",
+    "clock",
     "instrument",
     "is_instrumented",
     "report",

@@ -50,6 +50,9 @@ class Stats:
     max_ns: int
     completed: int
     histogram: Tuple[int, ...] = field(repr=False, compare=False)
+    #: Nanoseconds per histogram tick: 1.0 for the monotonic clock, the
+    #: calibrated TSC period for the TSC clock.
+    tick_ns: float = field(default=1.0, repr=False, compare=False)
 
     @property
     def mean_ns(self) -> float:
@@ -83,7 +86,8 @@ class Stats:
         if index == len(hist) - 1:  # open-ended top bucket
             return self.max_ns
         low, high = bucket_bounds(index)
-        return min(max((low + high) // 2, self.min_ns), self.max_ns)
+        mid = (low + high) // 2 if self.tick_ns == 1.0 else round((low + high) / 2 * self.tick_ns)
+        return min(max(mid, self.min_ns), self.max_ns)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -103,6 +107,9 @@ class Stats:
 
 def snapshot(name: str, probe: Any) -> Stats:
     calls, completed, errors, total, lo, hi, hist = probe.snapshot()
+    tick_ns = _ext.ns_per_tick()
+    if tick_ns != 1.0:
+        total, lo, hi = round(total * tick_ns), round(lo * tick_ns), round(hi * tick_ns)
     return Stats(
         name=name,
         calls=calls,
@@ -112,6 +119,7 @@ def snapshot(name: str, probe: Any) -> Stats:
         max_ns=hi,
         completed=completed,
         histogram=tuple(memoryview(hist).cast("I")),
+        tick_ns=tick_ns,
     )
 
 
