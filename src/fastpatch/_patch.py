@@ -46,7 +46,7 @@ class _Definition:
         _by_patched[id(self.patched)] = self
         _by_probe[id(self.probe)] = self
 
-    def _forget(self, _ref: "weakref.ref[CodeType]") -> None:
+    def _forget(self, _ref: weakref.ref[CodeType]) -> None:
         with _lock:
             for table, key in (
                 (_by_original, self.original_id),
@@ -61,7 +61,7 @@ _lock = threading.RLock()
 _by_original: Dict[int, _Definition] = {}
 _by_patched: Dict[int, _Definition] = {}
 _by_probe: Dict[int, _Definition] = {}
-_keepalive: "weakref.WeakKeyDictionary[FunctionType, CodeType]" = weakref.WeakKeyDictionary()
+_keepalive: weakref.WeakKeyDictionary[FunctionType, CodeType] = weakref.WeakKeyDictionary()
 
 
 def _running_definition(code: CodeType) -> Optional[_Definition]:

@@ -16,12 +16,12 @@ def resolve_function(target: Any) -> FunctionType:
     """
     kind = type(target)
     if kind is FunctionType:
-        return target  # type: ignore[no-any-return]
+        return target  # type: ignore[no-any-return, unused-ignore]
     inner = None
     if kind is MethodType or issubclass(kind, (staticmethod, classmethod)):
         inner = target.__func__
     if type(inner) is FunctionType:
-        return inner  # type: ignore[return-value]
+        return inner  # type: ignore[return-value, unused-ignore]
     what = f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else kind.__qualname__
     if inner is not None:
         what = f"{what} wrapping {type(inner).__qualname__}"

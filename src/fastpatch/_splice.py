@@ -29,7 +29,7 @@ import dis
 from types import CodeType
 from typing import Dict, List, Optional, Tuple
 
-from ._recipes import ABSOLUTE, BACKWARD, FORWARD, Dialect, current
+from ._recipes import ABSOLUTE, FORWARD, Dialect, current
 
 
 class SpliceError(ValueError):
@@ -270,7 +270,7 @@ def _lnotab_39(code: CodeType, dec: _Decoded, span_start: List[int]) -> bytes:
 def _linetable_310(code: CodeType, dec: _Decoded, span_start: List[int]) -> bytes:
     out = bytearray()
     prev_line = code.co_firstlineno
-    for start, end, line in code.co_lines():  # type: ignore[attr-defined]
+    for start, end, line in code.co_lines():  # type: ignore[attr-defined, unused-ignore]
         gs = dec.group_at(start // 2, "line range start")
         ge = dec.group_at(end // 2, "line range end")
         bdelta = 2 * (span_start[ge] - span_start[gs])
@@ -311,7 +311,7 @@ _Location = Tuple[Optional[int], Optional[int], Optional[int], Optional[int]]
 
 def _locations_table(code: CodeType, dec: _Decoded, span_start: List[int]) -> bytes:
     """3.11+ location table (Objects/locations.md), in long and short-free forms."""
-    positions = list(code.co_positions())  # type: ignore[attr-defined]
+    positions = list(code.co_positions())  # type: ignore[attr-defined, unused-ignore]
     caches = current().caches
     runs: List[Tuple[_Location, int]] = []
     for g, s in enumerate(dec.starts):
@@ -395,13 +395,12 @@ def _exception_table(
 ) -> bytes:
     out = bytearray()
     hole = hole_end - hole_start
-    for start, end, tgt, depth, lasti in _read_exception_table(code.co_exceptiontable):  # type: ignore[attr-defined]
+    for start, end, tgt, depth, lasti in _read_exception_table(code.co_exceptiontable):  # type: ignore[attr-defined, unused-ignore]
         gs = dec.group_at(start, "exception range start")
         ge = dec.group_at(end, "exception range end")
         gt = dec.group_at(tgt, "exception handler")
         new_start, new_end = span_start[gs], span_start[ge]
         new_target = span_start[gt] + (hole if gt == g_entry else 0)
-        dl = ((depth + 1) << 1) | int(lasti)
         # The entry code runs before the token exists: no handler may cover it.
         pieces = []
         if new_start < hole_end and new_end > hole_start:
@@ -412,6 +411,10 @@ def _exception_table(
         else:
             pieces.append((new_start, new_end))
         for s, e in pieces:
+            # A range (or piece) in the prologue, such as the 3.12+ generator
+            # wrapper's RESUME, runs before the token is pushed: its depth
+            # stays. Everything after the entry has the token under it.
+            dl = ((depth + 1 if s >= hole_end else depth) << 1) | int(lasti)
             _write_exception_varint(out, s, 0x80)
             _write_exception_varint(out, e - s, 0)
             _write_exception_varint(out, new_target, 0)

@@ -79,7 +79,7 @@ class Stats:
         n = sum(hist)
         rank = max(1, math.ceil(q / 100 * n))
         seen = 0
-        for index, count in enumerate(hist):
+        for index, count in enumerate(hist):  # noqa: B007 - index is read after the loop
             seen += count
             if seen >= rank:
                 break
