@@ -78,13 +78,15 @@ def _running_definition(code: CodeType) -> Optional[_Definition]:
     return None
 
 
-def _definition_of(code: CodeType) -> Optional[_Definition]:
-    """The definition ``code`` belongs to, running a probe or original."""
-    d = _running_definition(code)
-    if d is not None:
-        return d
+def _original_definition(code: CodeType) -> Optional[_Definition]:
+    """The definition whose original code is ``code``, if any."""
     d = _by_original.get(id(code))
     return d if d is not None and d.original_ref() is code else None
+
+
+def _definition_of(code: CodeType) -> Optional[_Definition]:
+    """The definition ``code`` belongs to, original or running a probe."""
+    return _original_definition(code) or _running_definition(code)
 
 
 def instrument(target: Any, *, name: Optional[str] = None) -> Any:
@@ -93,8 +95,13 @@ def instrument(target: Any, *, name: Optional[str] = None) -> Any:
     func = resolve_function(target)
     with _lock:
         code = func.__code__
-        d = _definition_of(code)
+        d = _original_definition(code)
         if d is None:
+            running = _running_definition(code)
+            if running is not None:  # already instrumented
+                if name is not None:
+                    running.name = name
+                return target
             probe = _ext.Probe()
             try:
                 patched = splice(code, probe)
@@ -104,9 +111,8 @@ def instrument(target: Any, *, name: Optional[str] = None) -> Any:
             d._register()
         elif name is not None:
             d.name = name
-        if _running_definition(code) is None:
-            _ext.set_code(func, d.patched)
-            _keepalive[func] = code
+        _ext.set_code(func, d.patched)
+        _keepalive[func] = code
     return target
 
 
