@@ -1,33 +1,45 @@
 """Splice the dialect's entry and exit sequences into a code object.
 
-Disassembling every function with ``bytecode`` would cost many times a
-``compile()`` of its source, so the splicer works on the raw code units:
-it decodes instructions once, inserts the cached sequences, re-encodes jump
-arguments (growing EXTENDED_ARG prefixes until they fit), and rewrites the
-line table and exception table for the new offsets. ``tests/test_splice.py``
-checks its output against the same transformation done with ``bytecode``.
+Disassembling every function with ``bytecode`` costs many times a
+``compile()`` of its source, and even re-assembling every instruction in
+Python costs several. So the splicer treats the patch as a short list of
+*insertions* into the raw code units and touches only what they move:
 
-The transformation, for every dialect:
+* the entry (``LOAD_CONST probe; UNARY_INVERT``) is inserted before the
+  first body instruction (after RESUME on 3.11+, after GEN_START on 3.10
+  generators, at offset 0 otherwise);
+* every ``RETURN_VALUE`` gets the ``exit`` (``BINARY_SUBSCR``) inserted
+  before it; every ``RETURN_CONST k`` becomes ``LOAD_CONST k`` followed by
+  an inserted ``exit; RETURN_VALUE``;
+* a jump whose new argument no longer fits gets EXTENDED_ARG units
+  inserted before it, which moves everything again (repeated to a fixpoint).
 
-* the entry (``LOAD_CONST probe; UNARY_INVERT``) goes at the start of the
-  body: after the prologue (RESUME on 3.11+, GEN_START on 3.10
-  generators), never inside any exception-table range, and jumps to the
-  first body instruction still land after it;
-* every ``RETURN_VALUE`` gains an ``exit`` prefix (``BINARY_SUBSCR``), and
-  every ``RETURN_CONST k`` becomes ``LOAD_CONST k; exit; RETURN_VALUE``;
-  jumps to the return land on the prefix;
-* the token sits under the function's own stack, so every exception-table
-  depth grows by one and ``co_stacksize`` by one.
+Only jump arguments are re-encoded; the location table and linetable have
+their entries lengthened in place; the exception table (a handful of
+entries) and 3.9's lnotab are re-encoded through the offset map.
 
-Injected instructions take the location of the instruction they are
-attached to, so tracers see the same lines, and tracebacks keep theirs.
+Each insertion sits at a boundary between two original code units and
+belongs to one side of it, which decides how old offsets map:
+
+* jump and handler targets land *after* the entry (it runs once, at the
+  start) but *on* a return's prefix (it is part of the return);
+* exception ranges never cover the entry: it runs before the token exists;
+* every inserted unit takes the source location of the instruction it
+  belongs to, so tracers see the same lines and tracebacks keep theirs.
+
+The token sits under the function's own stack, so exception-table depths
+after the entry grow by one and ``co_stacksize`` by one.
+``tests/test_splice.py`` checks the result against the same transformation
+done with the ``bytecode`` package.
 """
 
 from __future__ import annotations
 
-import dis
+import re
+from bisect import bisect_right
+from itertools import accumulate
 from types import CodeType
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Pattern, Tuple
 
 from ._recipes import ABSOLUTE, FORWARD, Dialect, current
 
@@ -36,18 +48,7 @@ class SpliceError(ValueError):
     """The code object has a shape the splicer does not recognise."""
 
 
-def _arg_bytes(ext: int, op: int, arg: int, extended_arg: int) -> bytes:
-    """The code units of ``op arg`` with exactly ``ext`` EXTENDED_ARG prefixes."""
-    out = bytearray()
-    for shift in range(8 * ext, 0, -8):
-        out += bytes((extended_arg, (arg >> shift) & 0xFF))
-    out += bytes((op, arg & 0xFF))
-    return bytes(out)
-
-
 def _ext_needed(arg: int) -> int:
-    if arg < 0:
-        raise SpliceError(f"negative instruction argument {arg}")
     n = 0
     while arg > 0xFF:
         arg >>= 8
@@ -55,203 +56,320 @@ def _ext_needed(arg: int) -> int:
     return n
 
 
-class _Decoded:
-    """Instruction groups of a code object: EXTENDED_ARG prefixes, opcode
-    and inline caches together, addressed in code units."""
-
-    __slots__ = ("starts", "ops", "args", "sizes", "index_of", "n_units")
-
-    def __init__(self, raw: bytes, d: Dialect) -> None:
-        caches = d.caches
-        ext_op = d.extended_arg
-        starts: List[int] = []
-        ops: List[int] = []
-        args: List[int] = []
-        sizes: List[int] = []
-        n = len(raw) // 2
-        i = 0
-        while i < n:
-            s = i
-            op = raw[2 * i]
-            arg = raw[2 * i + 1]
-            while op == ext_op:
-                i += 1
-                if i >= n:
-                    raise SpliceError("code ends inside an EXTENDED_ARG prefix")
-                op = raw[2 * i]
-                arg = (arg << 8) | raw[2 * i + 1]
-            i += 1 + caches[op]
-            starts.append(s)
-            ops.append(op)
-            args.append(arg)
-            sizes.append(i - s)
-        self.starts = starts
-        self.ops = ops
-        self.args = args
-        self.sizes = sizes
-        self.n_units = n
-        self.index_of: Dict[int, int] = {s: g for g, s in enumerate(starts)}
-        self.index_of[n] = len(starts)
-
-    def group_at(self, unit: int, what: str) -> int:
-        g = self.index_of.get(unit)
-        if g is None:
-            raise SpliceError(f"{what} at code unit {unit} is not an instruction boundary")
-        return g
+# Which side of its boundary an insertion belongs to.
+_AFTER_PREVIOUS = 0  # a RETURN_CONST's tail: part of the instruction before the boundary
+_ENTRY = 1  # the entry: its own, runs before the instruction after it
+_BEFORE_NEXT = 2  # a return's prefix or a jump's new EXTENDED_ARGs: part of the instruction after it
 
 
-def _entry_group(dec: _Decoded, d: Dialect, flags: int) -> int:
-    """Index of the first body instruction: the entry goes right before it."""
-    ops = dec.ops
-    if d.prologue_end is not None:  # 3.11+: after the first RESUME
-        for g, op in enumerate(ops):
-            if op == d.prologue_end:
-                return g + 1
-        raise SpliceError("code object has no RESUME instruction")
-    if d.gen_start is not None and ops and ops[0] == d.gen_start:  # 3.10 generators
-        return 1
-    return 0
+class _Insertion(NamedTuple):
+    at: int  # code unit boundary in the original code
+    side: int
+    units: int
+    content: bytes
+
+
+class _Jump(NamedTuple):
+    start: int  # first unit of the instruction, EXTENDED_ARG prefixes included
+    op_unit: int
+    kind: int
+    target: int  # code unit the jump lands on, in the original code
+
+
+_patterns: Dict[Tuple[int, int], "Pattern[bytes]"] = {}
+
+
+def _interesting(d: Dialect) -> "Pattern[bytes]":
+    """A pattern over opcode bytes matching jumps and returns."""
+    pat = _patterns.get(d.version)
+    if pat is None:
+        ops = {op for op in range(256) if d.jumps[op]} | {d.return_value}
+        if d.return_const is not None:
+            ops.add(d.return_const)
+        pat = re.compile(b"[" + b"".join(re.escape(bytes((op,))) for op in sorted(ops)) + b"]")
+        _patterns[d.version] = pat
+    return pat
+
+
+class _OffsetMap:
+    """Where original code-unit boundaries land once insertions are made."""
+
+    __slots__ = ("_at", "_before", "_prev", "_entry", "_all")
+
+    def __init__(self, insertions: List[_Insertion]) -> None:
+        self._at: List[int] = []
+        self._before: List[int] = [0]  # units inserted strictly before self._at[i]
+        self._prev: List[int] = []
+        self._entry: List[int] = []
+        self._all: List[int] = []
+        for ins in insertions:
+            if not self._at or self._at[-1] != ins.at:
+                self._at.append(ins.at)
+                self._before.append(self._before[-1])
+                self._prev.append(0)
+                self._entry.append(0)
+                self._all.append(0)
+            self._before[-1] += ins.units
+            self._all[-1] += ins.units
+            if ins.side == _AFTER_PREVIOUS:
+                self._prev[-1] += ins.units
+            elif ins.side == _ENTRY:
+                self._entry[-1] += ins.units
+
+    def _split(self, b: int) -> Tuple[int, int]:
+        """(units inserted before boundary b, index of b's own insertions or -1)."""
+        i = bisect_right(self._at, b)
+        if i and self._at[i - 1] == b:
+            return b + self._before[i - 1], i - 1
+        return b + self._before[i], -1
+
+    def target(self, b: int) -> int:
+        """A jump or handler target: after the entry, on a return's prefix."""
+        pos, i = self._split(b)
+        return pos if i < 0 else pos + self._prev[i] + self._entry[i]
+
+    def boundary(self, b: int) -> int:
+        """A range boundary (line tables, range ends): before what belongs to the next instruction."""
+        pos, i = self._split(b)
+        return pos if i < 0 else pos + self._prev[i]
+
+    def own(self, b: int) -> int:
+        """The original instruction starting at b: after everything inserted at b."""
+        pos, i = self._split(b)
+        return pos if i < 0 else pos + self._all[i]
 
 
 def splice(code: CodeType, probe: object) -> CodeType:
     """Return a copy of ``code`` that times each activation with ``probe``."""
     d = current()
     raw = code.co_code
-    dec = _Decoded(raw, d)
-    starts, ops, args, sizes = dec.starts, dec.ops, dec.args, dec.sizes
-    n_groups = len(starts)
+    n = len(raw) // 2
+    ops = raw[0::2]
+    args = raw[1::2]
     caches = d.caches
-    jumps = d.jumps
     ext_op = d.extended_arg
-    unit = d.jump_unit
 
-    g_entry = _entry_group(dec, d, code.co_flags)
-    if g_entry >= n_groups:
+    if d.prologue_end is not None:
+        resume = ops.find(bytes((d.prologue_end,)))
+        if resume < 0:
+            raise SpliceError("code object has no RESUME instruction")
+        entry_at = resume + 1 + caches[d.prologue_end]
+    elif d.gen_start is not None and n and ops[0] == d.gen_start:
+        entry_at = 1
+    else:
+        entry_at = 0
+    if entry_at >= n:
         raise SpliceError("code object has no body after its prologue")
-
-    # Jump targets, as group indices.
-    target: Dict[int, int] = {}
-    for g in range(n_groups):
-        kind = jumps[ops[g]]
-        if kind:
-            a = args[g] // unit if unit != 1 else args[g]
-            if kind == ABSOLUTE:
-                t = a
-            elif kind == FORWARD:
-                t = starts[g] + sizes[g] + a
-            else:
-                t = starts[g] + sizes[g] - a
-            target[g] = dec.group_at(t, "jump target")
 
     consts = code.co_consts
     probe_index = len(consts)
-    entry_units = _arg_bytes(_ext_needed(probe_index), d.load_const, probe_index, ext_op) + d.entry_tail
+    entry = _with_arg(ext_op, d.load_const, probe_index) + d.entry_tail
+    base: List[_Insertion] = [_Insertion(entry_at, _ENTRY, len(entry) // 2, entry)]
+    jumps: List[_Jump] = []
+    buf = bytearray(raw)
     exit_code = d.exit
-    ret_value, ret_const = d.return_value, d.return_const
-    ret_value_code = d.return_value_code
+    const_tail = exit_code + d.return_value_code
+    unit = d.jump_unit
 
-    # Units inserted before each group's own instruction, and the
-    # own instruction's EXTENDED_ARG count (grown for jumps as needed).
-    pre = [0] * n_groups
-    ext = [0] * n_groups
-    own = [0] * n_groups
-    for g in range(n_groups):
-        op = ops[g]
-        if op == ret_value:
-            pre[g] = len(exit_code) // 2
-        elif op == ret_const and ret_const is not None:
-            # LOAD_CONST k; exit; then RETURN_VALUE stands for the group's own instruction.
-            pre[g] = 1 + _ext_needed(args[g]) + len(exit_code) // 2
-        if g in target:
-            ext[g] = sizes[g] - 1 - caches[op]
+    for m in _interesting(d).finditer(ops):
+        i = m.start()
+        op = ops[i]
+        start = i
+        while start and ops[start - 1] == ext_op:
+            start -= 1
+        if op == d.return_value:
+            base.append(_Insertion(start, _BEFORE_NEXT, len(exit_code) // 2, exit_code))
+        elif op == d.return_const:
+            buf[2 * i] = d.load_const  # same argument: the constant to return
+            base.append(_Insertion(i + 1, _AFTER_PREVIOUS, len(const_tail) // 2, const_tail))
         else:
-            ext[g] = _ext_needed(args[g])
-        own[g] = (1 if op == ret_const else ext[g] + 1 + caches[op])
-    hole = len(entry_units) // 2
-    pre[g_entry] += hole
+            arg = 0
+            for j in range(start, i + 1):
+                arg = (arg << 8) | args[j]
+            a = arg // unit
+            kind = d.jumps[op]
+            nxt = i + 1 + caches[op]
+            target = a if kind == ABSOLUTE else nxt + a if kind == FORWARD else nxt - a
+            if not 0 <= target < n or ops[target] == 0 or (target and ops[target - 1] == ext_op):
+                raise SpliceError(f"jump at code unit {i} lands inside an instruction")
+            jumps.append(_Jump(start, i, kind, target))
 
-    # Lay out until every jump argument fits its EXTENDED_ARG prefixes.
-    span_start = [0] * (n_groups + 1)
-    new_arg: Dict[int, int] = {}
+    # Lay out until every jump argument fits its EXTENDED_ARG prefixes;
+    # grown[start] counts the EXTENDED_ARG units inserted before a jump.
+    grown: Dict[int, int] = {}
     while True:
-        pos = 0
-        for g in range(n_groups):
-            span_start[g] = pos
-            pos += pre[g] + own[g]
-        span_start[n_groups] = pos
-        grew = False
-        for g, t in target.items():
-            dest = span_start[t] + (hole if t == g_entry else 0)
-            own_start = span_start[g] + pre[g]
-            kind = jumps[ops[g]]
-            if kind == ABSOLUTE:
-                a = dest
-            elif kind == FORWARD:
-                a = dest - (own_start + own[g])
-            else:
-                a = (own_start + own[g]) - dest
+        insertions = base + [_Insertion(start, _BEFORE_NEXT, extra, b"") for start, extra in grown.items()]
+        insertions.sort(key=lambda ins: (ins.at, ins.side))
+        offsets = _OffsetMap(insertions)
+        new_args = []
+        more = []
+        for jmp in jumps:
+            ext = jmp.op_unit - jmp.start + grown.get(jmp.start, 0)
+            dest = offsets.target(jmp.target)
+            nxt = offsets.own(jmp.start) + (jmp.op_unit - jmp.start) + 1 + caches[ops[jmp.op_unit]]
+            a = dest if jmp.kind == ABSOLUTE else dest - nxt if jmp.kind == FORWARD else nxt - dest
             if a < 0:
-                raise SpliceError(f"jump direction flipped at code unit {starts[g]}")
+                raise SpliceError(f"jump at code unit {jmp.op_unit} changed direction")
             a *= unit
             need = _ext_needed(a)
-            if need > ext[g]:
-                own[g] += need - ext[g]
-                ext[g] = need
-                grew = True
-            new_arg[g] = a
-        if not grew:
+            if need > ext:
+                more.append((jmp.start, need - ext))
+            new_args.append(a)
+        if not more:
             break
-    total_units = span_start[n_groups]
+        for start, extra in more:
+            grown[start] = grown.get(start, 0) + extra
 
+    # Write jump arguments: the low bytes into the original prefix and
+    # opcode units, the high bytes into the inserted EXTENDED_ARGs.
+    grown_content: Dict[int, bytes] = {}
+    for jmp, a in zip(jumps, new_args):
+        own_ext = jmp.op_unit - jmp.start
+        for k in range(own_ext + 1):
+            buf[2 * (jmp.op_unit - k) + 1] = (a >> (8 * k)) & 0xFF
+        extra = grown.get(jmp.start, 0)
+        if extra:
+            grown_content[jmp.start] = b"".join(
+                bytes((ext_op, (a >> (8 * k)) & 0xFF)) for k in range(own_ext + extra, own_ext, -1)
+            )
     out = bytearray()
-    for g in range(n_groups):
-        op = ops[g]
-        if g == g_entry:
-            out += entry_units
-        if op == ret_const and ret_const is not None:
-            k = args[g]
-            out += _arg_bytes(_ext_needed(k), d.load_const, k, ext_op)
-            out += exit_code
-            out += ret_value_code
-            continue
-        if op == ret_value:
-            out += exit_code
-        out += _arg_bytes(ext[g], op, new_arg.get(g, args[g]), ext_op)
-        out += b"\x00\x00" * caches[op]
-    assert len(out) == 2 * total_units
+    prev = 0
+    for ins in insertions:
+        out += buf[2 * prev : 2 * ins.at]
+        out += ins.content if ins.content else grown_content[ins.at]
+        prev = ins.at
+    out += buf[2 * prev :]
 
-    hole_start = span_start[g_entry]
     replace: Dict[str, object] = {
         "co_code": bytes(out),
         "co_consts": consts + (probe,),
         "co_stacksize": max(code.co_stacksize + 1, 2),
     }
     if d.line_format == "locations":
-        replace["co_linetable"] = _locations_table(code, dec, span_start)
+        replace["co_linetable"] = _lengthen_entries(code.co_linetable, insertions, locations=True)
     elif d.line_format == "linetable":
-        replace["co_linetable"] = _linetable_310(code, dec, span_start)
+        replace["co_linetable"] = _lengthen_entries(code.co_linetable, insertions, locations=False)
     else:
-        replace["co_lnotab"] = _lnotab_39(code, dec, span_start)
+        replace["co_lnotab"] = _lnotab_39(code, offsets)
     if d.has_exception_table:
-        replace["co_exceptiontable"] = _exception_table(
-            code, dec, span_start, hole_start, hole_start + hole, g_entry
-        )
+        hole_start = offsets.boundary(entry_at)
+        hole_end = hole_start + len(entry) // 2
+        replace["co_exceptiontable"] = _exception_table(code.co_exceptiontable, offsets, hole_start, hole_end)  # type: ignore[attr-defined, unused-ignore]
     return code.replace(**replace)  # type: ignore[arg-type]
 
 
+def _with_arg(ext_op: int, op: int, arg: int) -> bytes:
+    """Code units of ``op arg``, with as many EXTENDED_ARG prefixes as it needs."""
+    out = bytearray()
+    for k in range(_ext_needed(arg), 0, -1):
+        out += bytes((ext_op, (arg >> (8 * k)) & 0xFF))
+    out += bytes((op, arg & 0xFF))
+    return bytes(out)
+
+
 # --------------------------------------------------------------------------
-# Line tables. Every unit of a group's span (inserted prefix included) gets
-# the location of the group's own instruction.
+# Line tables. An insertion lengthens the entry that covers the instruction
+# it belongs to, so the inserted units share that instruction's location.
 # --------------------------------------------------------------------------
 
 
-def _lnotab_39(code: CodeType, dec: _Decoded, span_start: List[int]) -> bytes:
-    line_starts = list(dis.findlinestarts(code))  # (byte offset, line), line changes only
+# Code units covered by an entry, per byte of a 3.11+ location table: every
+# entry starts with a byte that has bit 7 set and covers (byte & 7) + 1 units;
+# payload bytes never have bit 7 set.
+_LOCATION_UNITS = bytes(((b & 7) + 1) if b & 0x80 else 0 for b in range(256))
+
+
+def _lengthen_entries(table: bytes, insertions: List[_Insertion], locations: bool) -> bytes:
+    """Lengthen the entries covering each insertion's instruction by its units."""
+    if locations:
+        covered = list(accumulate(table.translate(_LOCATION_UNITS)))  # units up to and including byte j
+        step = 1
+    else:  # 3.10: (byte delta, line delta) pairs
+        covered = [c // 2 for c in accumulate(table[0::2])]
+        step = 2
+    extra: Dict[int, int] = {}
+    for ins in insertions:
+        owner_unit = ins.at - 1 if ins.side == _AFTER_PREVIOUS else ins.at
+        k = bisect_right(covered, owner_unit)  # the entry whose range holds owner_unit
+        if k >= len(covered):
+            raise SpliceError(f"no line table entry covers code unit {owner_unit}")
+        extra[k] = extra.get(k, 0) + ins.units
+    out = bytearray()
+    prev = 0
+    for k in sorted(extra):
+        j = k * step
+        if locations:
+            end = j + 1
+            while end < len(table) and not table[end] & 0x80:
+                end += 1
+            units = (table[j] & 7) + 1
+            out += table[prev:j]
+            _write_location_entry(out, table[j:end], units + extra[k])
+        else:
+            end = j + 2
+            out += table[prev:j]
+            _write_linetable_310_entry(out, table[j + 1], table[j] // 2 + extra[k])
+        prev = end
+    out += table[prev:]
+    return bytes(out)
+
+
+def _write_location_entry(out: bytearray, entry: bytes, units: int) -> None:
+    """Write one 3.11+ location entry covering ``units`` code units (split
+    into entries of at most 8; the repeats encode "same location again")."""
+    code = (entry[0] >> 3) & 15
+    payload = entry[1:]
+    repeat = payload
+    if 10 <= code <= 12:  # one-line form: its code carries a line delta
+        repeat_code = 10
+    else:
+        repeat_code = code
+        if code in (13, 14):  # the first varint is the line delta: repeat with 0
+            j = 0
+            while payload[j] & 64:
+                j += 1
+            repeat = b"\x00" + payload[j + 1 :]
+    first = True
+    while units > 0:
+        chunk = min(units, 8)
+        units -= chunk
+        if first:
+            out.append(0x80 | (code << 3) | (chunk - 1))
+            out += payload
+            first = False
+        else:
+            out.append(0x80 | (repeat_code << 3) | (chunk - 1))
+            out += repeat
+
+
+def _write_linetable_310_entry(out: bytearray, ldelta: int, units: int) -> None:
+    """Write one 3.10 linetable range covering ``units`` code units."""
+    remaining = 2 * units
+    while remaining > 254:
+        out += bytes((254, ldelta))
+        ldelta = 0x80 if ldelta == 0x80 else 0  # continuation: same line, or still none
+        remaining -= 254
+    out += bytes((remaining, ldelta))
+
+
+def _lnotab_39(code: CodeType, offsets: _OffsetMap) -> bytes:
+    """3.9 lnotab: line changes (boundaries where the line delta is non-zero)."""
+    table = code.co_lnotab
+    changes: List[Tuple[int, int]] = []
+    addr, line = 0, code.co_firstlineno
+    for j in range(0, len(table) - 1, 2):
+        addr += table[j]
+        ld = table[j + 1]
+        if ld:
+            line += ld - 256 if ld >= 128 else ld
+            if changes and changes[-1][0] == addr:
+                changes[-1] = (addr, line)
+            else:
+                changes.append((addr, line))
     out = bytearray()
     prev_addr, prev_line = 0, code.co_firstlineno
-    for addr, line in line_starts:
-        g = dec.group_at(addr // 2, "line start")
-        new_addr = 2 * span_start[g]
+    for addr, line in changes:
+        new_addr = 2 * offsets.boundary(addr // 2)
         bd, ld = new_addr - prev_addr, line - prev_line
         while bd > 255:
             out += b"\xff\x00"
@@ -264,84 +382,6 @@ def _lnotab_39(code: CodeType, dec: _Decoded, span_start: List[int]) -> bytes:
             bd, ld = 0, ld + 128
         out += bytes((bd, ld & 0xFF))
         prev_addr, prev_line = new_addr, line
-    return bytes(out)
-
-
-def _linetable_310(code: CodeType, dec: _Decoded, span_start: List[int]) -> bytes:
-    out = bytearray()
-    prev_line = code.co_firstlineno
-    for start, end, line in code.co_lines():  # type: ignore[attr-defined, unused-ignore]
-        gs = dec.group_at(start // 2, "line range start")
-        ge = dec.group_at(end // 2, "line range end")
-        bdelta = 2 * (span_start[ge] - span_start[gs])
-        if bdelta == 0:
-            continue
-        if line is None:
-            ldelta = -128
-        else:
-            ldelta = line - prev_line
-            prev_line = line
-            while ldelta > 127:
-                out += b"\x00\x7f"
-                ldelta -= 127
-            while ldelta < -127:
-                out += b"\x00\x81"
-                ldelta += 127
-        while bdelta > 254:
-            out += bytes((254, ldelta & 0xFF))
-            ldelta = -128 if line is None else 0
-            bdelta -= 254
-        out += bytes((bdelta, ldelta & 0xFF))
-    return bytes(out)
-
-
-def _write_varint(out: bytearray, value: int) -> None:
-    while value >= 64:
-        out.append(64 | (value & 63))
-        value >>= 6
-    out.append(value)
-
-
-def _write_svarint(out: bytearray, value: int) -> None:
-    _write_varint(out, ((-value) << 1) | 1 if value < 0 else value << 1)
-
-
-_Location = Tuple[Optional[int], Optional[int], Optional[int], Optional[int]]
-
-
-def _locations_table(code: CodeType, dec: _Decoded, span_start: List[int]) -> bytes:
-    """3.11+ location table (Objects/locations.md), in long and short-free forms."""
-    positions = list(code.co_positions())  # type: ignore[attr-defined, unused-ignore]
-    caches = current().caches
-    runs: List[Tuple[_Location, int]] = []
-    for g, s in enumerate(dec.starts):
-        op_unit = s + dec.sizes[g] - 1 - caches[dec.ops[g]]
-        loc = positions[op_unit]
-        length = span_start[g + 1] - span_start[g]
-        if runs and runs[-1][0] == loc:
-            runs[-1] = (loc, runs[-1][1] + length)
-        else:
-            runs.append((loc, length))
-    out = bytearray()
-    prev_line = code.co_firstlineno
-    for loc, length in runs:
-        line, end_line, col, end_col = loc
-        while length > 0:
-            chunk = min(length, 8)
-            length -= chunk
-            if line is None:
-                out.append(0x80 | (15 << 3) | (chunk - 1))
-                continue
-            if col is None and end_col is None and (end_line is None or end_line == line):
-                out.append(0x80 | (13 << 3) | (chunk - 1))
-                _write_svarint(out, line - prev_line)
-            else:
-                out.append(0x80 | (14 << 3) | (chunk - 1))
-                _write_svarint(out, line - prev_line)
-                _write_varint(out, (end_line if end_line is not None else line) - line)
-                _write_varint(out, (col if col is not None else -1) + 1)
-                _write_varint(out, (end_col if end_col is not None else -1) + 1)
-            prev_line = line
     return bytes(out)
 
 
@@ -385,38 +425,25 @@ def _write_exception_varint(out: bytearray, value: int, msb: int) -> None:
         out.append(b)
 
 
-def _exception_table(
-    code: CodeType,
-    dec: _Decoded,
-    span_start: List[int],
-    hole_start: int,
-    hole_end: int,
-    g_entry: int,
-) -> bytes:
+def _exception_table(table: bytes, offsets: _OffsetMap, hole_start: int, hole_end: int) -> bytes:
     out = bytearray()
-    hole = hole_end - hole_start
-    for start, end, tgt, depth, lasti in _read_exception_table(code.co_exceptiontable):  # type: ignore[attr-defined, unused-ignore]
-        gs = dec.group_at(start, "exception range start")
-        ge = dec.group_at(end, "exception range end")
-        gt = dec.group_at(tgt, "exception handler")
-        new_start, new_end = span_start[gs], span_start[ge]
-        new_target = span_start[gt] + (hole if gt == g_entry else 0)
-        # The entry code runs before the token exists: no handler may cover it.
-        pieces = []
+    for start, end, tgt, depth, lasti in _read_exception_table(table):
+        new_start, new_end = offsets.target(start), offsets.boundary(end)
+        new_target = offsets.target(tgt)
+        # The entry runs before the token exists: no range may cover it.
         if new_start < hole_end and new_end > hole_start:
-            if new_start < hole_start:
-                pieces.append((new_start, hole_start))
-            if new_end > hole_end:
-                pieces.append((hole_end, new_end))
+            pieces = [(s, e) for s, e in ((new_start, hole_start), (hole_end, new_end)) if s < e]
         else:
-            pieces.append((new_start, new_end))
+            pieces = [(new_start, new_end)] if new_start < new_end else []
         for s, e in pieces:
-            # A range (or piece) in the prologue, such as the 3.12+ generator
-            # wrapper's RESUME, runs before the token is pushed: its depth
-            # stays. Everything after the entry has the token under it.
+            # A piece in the prologue, such as the 3.12+ generator wrapper's
+            # RESUME, runs before the token is pushed: its depth stays.
             dl = ((depth + 1 if s >= hole_end else depth) << 1) | int(lasti)
             _write_exception_varint(out, s, 0x80)
             _write_exception_varint(out, e - s, 0)
             _write_exception_varint(out, new_target, 0)
             _write_exception_varint(out, dl, 0)
     return bytes(out)
+
+
+__all__ = ["SpliceError", "splice"]
