@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import io
+import sys
 import types
 
 import pytest
@@ -282,3 +283,21 @@ def test_report_prints_one_row_per_definition_sorted_and_limited():
         fastpatch.report(out, sort="bogus")
     with pytest.raises(ValueError, match="limit"):
         fastpatch.report(out, limit=-1)
+
+
+def test_unvalidated_python_version_is_refused_by_name_and_nothing_changes(monkeypatch):
+    from fastpatch import _recipes
+
+    def f():
+        return 1
+
+    original = f.__code__
+    monkeypatch.setattr(_recipes, "_dialect", None)
+    monkeypatch.setattr(_recipes, "SUPPORTED_VERSIONS", ((2, 7),))
+    v = sys.version_info
+    with pytest.raises(fastpatch.UnsupportedPythonError, match=rf"no validated bytecode recipe for CPython {v[0]}\.{v[1]}; supported: CPython 2\.7"):
+        fastpatch.instrument(f)
+    assert f.__code__ is original
+    assert not fastpatch.is_instrumented(f)
+    with pytest.raises(ValueError, match="never instrumented"):
+        fastpatch.stats(f)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import opcode
 import platform
 import sys
-from typing import FrozenSet, List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 #: Minor versions whose recipe has been validated against CPython's own
 #: test-suite behaviours (tracing, tracebacks, generators) in tests/.
@@ -166,24 +166,13 @@ def _supported_text() -> str:
     return f"{first[0]}.{first[1]} to {last[0]}.{last[1]}"
 
 
-def return_opcodes(d: Dialect) -> FrozenSet[int]:
-    ops = {d.return_value}
-    if d.return_const is not None:
-        ops.add(d.return_const)
-    return frozenset(ops)
-
-
-CODE_FLAGS_GENERATOR_LIKE = 0x20 | 0x80 | 0x100 | 0x200  # generator, coroutine, iterable coroutine, async gen
-
 __all__ = [
     "ABSOLUTE",
     "BACKWARD",
-    "CODE_FLAGS_GENERATOR_LIKE",
     "Dialect",
     "FORWARD",
     "NOT_A_JUMP",
     "SUPPORTED_VERSIONS",
     "UnsupportedPythonError",
     "current",
-    "return_opcodes",
 ]
