@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import io
+import os
 import sys
 import types
 
@@ -295,9 +296,29 @@ def test_unvalidated_python_version_is_refused_by_name_and_nothing_changes(monke
     monkeypatch.setattr(_recipes, "_dialect", None)
     monkeypatch.setattr(_recipes, "SUPPORTED_VERSIONS", ((2, 7),))
     v = sys.version_info
-    with pytest.raises(fastpatch.UnsupportedPythonError, match=rf"no validated bytecode recipe for CPython {v[0]}\.{v[1]}; supported: CPython 2\.7"):
+    expected = rf"no validated bytecode recipe for CPython {v[0]}\.{v[1]}; supported: CPython 2\.7"
+    with pytest.raises(fastpatch.UnsupportedPythonError, match=expected):
         fastpatch.instrument(f)
     assert f.__code__ is original
     assert not fastpatch.is_instrumented(f)
     with pytest.raises(ValueError, match="never instrumented"):
         fastpatch.stats(f)
+
+
+def test_missing_extension_says_what_is_missing_and_what_is_supported(tmp_path):
+    import shutil
+    import subprocess
+
+    package = os.path.dirname(fastpatch.__file__)
+    copy = tmp_path / "fastpatch"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("_ext*.so", "_ext*.pyd", "__pycache__"))
+    proc = subprocess.run(
+        [sys.executable, "-c", "import fastpatch"], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: fastpatch's C extension (fastpatch._ext) could not be loaded: ")
+    assert "No module named 'fastpatch._ext'" in last
+    assert "supports CPython 3.9 to 3.13" in last
+    assert "circular import" not in proc.stderr

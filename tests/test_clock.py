@@ -70,7 +70,9 @@ def test_tsc_clock_agrees_with_clock_monotonic_within_half_a_percent():
 def test_unknown_clock_name_warns_and_keeps_monotonic():
     r = _child("sundial")
     assert r["clock"] == "monotonic"
-    assert r["warnings"] == ["FASTPATCH_CLOCK='sundial' is not a clock fastpatch knows ('monotonic', 'tsc'); using monotonic"]
+    assert r["warnings"] == [
+        "FASTPATCH_CLOCK='sundial' is not a clock fastpatch knows ('monotonic', 'tsc'); using monotonic"
+    ]
     assert r["calls"] == 3
 
 

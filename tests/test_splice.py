@@ -217,7 +217,10 @@ CASES: List[Case] = [
         "        total += v\n"
         "    return total\n",
         lambda f: [
-            _script(f("t"), [("send", None), ("send", "a"), ("throw", KeyError("k")), ("send", 5), ("send", 6), ("send", None)]),
+            _script(
+                f("t"),
+                [("send", None), ("send", "a"), ("throw", KeyError("k")), ("send", 5), ("send", 6), ("send", None)],
+            ),
             _script(f("u"), [("send", None), ("send", "b"), ("send", "c"), ("throw", ValueError())]),
             _script(f("v"), [("send", None), ("send", "b"), ("send", "c"), ("throw", TypeError("boom"))]),
             _script(f("w"), [("send", None), ("close", None)]),

@@ -21,12 +21,18 @@ SUITES = {
                                         "test.test_contextlib,test.test_tokenize,test.test_fnmatch,test.test_glob,test.test_heapq"),
     "classes_and_introspection": ("argparse,enum,dataclasses,pprint,copy,fractions",
                                   "test.test_argparse,test.test_enum,test.test_dataclasses,test.test_pprint,test.test_copy,test.test_fractions"),
-    "asyncio": ("asyncio.tasks,asyncio.locks,asyncio.queues,asyncio.futures,asyncio.base_events,asyncio.events,asyncio.streams",
-                "test.test_asyncio.test_locks,test.test_asyncio.test_queues,test.test_asyncio.test_tasks,test.test_asyncio.test_streams"),
+    "asyncio": (
+        "asyncio.tasks,asyncio.locks,asyncio.queues,asyncio.futures,asyncio.base_events,asyncio.events,asyncio.streams",
+        "test.test_asyncio.test_locks,test.test_asyncio.test_queues,test.test_asyncio.test_tasks,"
+        "test.test_asyncio.test_streams",
+    ),
 }
 
 
-@pytest.mark.skipif(importlib.util.find_spec("test.test_json") is None, reason="CPython's test package is not installed")
+NO_TEST_PACKAGE = importlib.util.find_spec("test.test_json") is None
+
+
+@pytest.mark.skipif(NO_TEST_PACKAGE, reason="CPython's test package is not installed")
 @pytest.mark.parametrize("suite", sorted(SUITES))
 def test_stdlib_modules_pass_their_own_tests_while_instrumented(suite):
     modules, tests = SUITES[suite]

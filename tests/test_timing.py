@@ -14,7 +14,6 @@ import pytest
 import fastpatch
 from fastpatch import _ext
 from fastpatch._stats import HISTOGRAM_RANGE_NS, RELATIVE_ERROR, bucket_bounds
-from kinds import run_coroutine
 
 PAUSE_S = 0.05
 PAUSE_NS = int(PAUSE_S * 1e9)

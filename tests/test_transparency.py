@@ -342,7 +342,7 @@ def test_frame_locals_show_no_hidden_variable():
     assert gen.__code__.co_nlocals == 2
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12), reason="adaptive dis is 3.12+ (3.11 specialises too, but dis cannot show it the same way)")
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="dis shows specialised instructions the same way from 3.12")
 def test_calls_to_an_instrumented_function_still_specialise():
     # On 3.13 a plain __code__ assignment leaves the function without a version,
     # and every call site then stays on the generic CALL.

@@ -6,12 +6,14 @@ extra frame, and every existing reference to the function is timed.
 
 from __future__ import annotations
 
+import importlib
 from typing import Optional, TextIO
 
 from ._version import __version__
 
 try:
-    from . import _ext  # noqa: F401
+    # import_module, not `from . import _ext`: on failure Python would blame a circular import.
+    _ext = importlib.import_module(f"{__name__}._ext")
 except ImportError as exc:  # pragma: no cover - depends on the installation
     import platform as _platform
     import sys as _sys

@@ -76,10 +76,10 @@ class _Jump(NamedTuple):
     target: int  # code unit the jump lands on, in the original code
 
 
-_patterns: Dict[Tuple[int, int], "Pattern[bytes]"] = {}
+_patterns: Dict[Tuple[int, int], Pattern[bytes]] = {}
 
 
-def _interesting(d: Dialect) -> "Pattern[bytes]":
+def _interesting(d: Dialect) -> Pattern[bytes]:
     """A pattern over opcode bytes matching jumps and returns."""
     pat = _patterns.get(d.version)
     if pat is None:

@@ -1,0 +1,70 @@
+"""Type stub of fastpatch._ext, the C extension (src/fastpatch/_ext.c).
+
+Keep in step with the module's method table and its exec slot.
+"""
+
+from types import CodeType, FunctionType
+from typing import TypeVar, final
+
+_T = TypeVar("_T")
+
+#: Number of histogram buckets per probe; the last one is open-ended.
+HIST_BUCKETS: int
+#: Durations are shifted right by this many bits before bucketing.
+HIST_SHIFT: int
+#: Each power of two is split into 2**HIST_SUB_BITS sub-buckets.
+HIST_SUB_BITS: int
+
+@final
+class Probe:
+    """Counters and latency histogram of one instrumented definition."""
+
+    def __init__(self) -> None: ...
+    def __invert__(self) -> Token:
+        """The entry probe: starts an activation and returns its token."""
+    def snapshot(self) -> tuple[int, int, int, int, int, int, bytes]:
+        """(calls, completed, errors, total_ns, min_ns, max_ns, histogram).
+
+        ``histogram`` holds HIST_BUCKETS native-endian uint32 counts;
+        ``min_ns`` is 0 while nothing has completed. Durations are clock
+        ticks, nanoseconds unless the TSC clock is on (see ns_per_tick()).
+        """
+    def reset(self) -> None:
+        """Zero every counter."""
+
+@final
+class Token:
+    """Start time of one activation; lives on the frame's value stack.
+
+    Created only by ``~probe``; cannot be instantiated from Python.
+    """
+
+    def __getitem__(self, retval: _T, /) -> _T:
+        """The return probe: records a normal end and returns ``retval``."""
+
+def set_code(func: FunctionType, code: CodeType, /) -> None:
+    """Assign ``func.__code__ = code``, keeping calls to ``func`` specialisable."""
+
+def now_ns() -> int:
+    """The probes' clock (CLOCK_MONOTONIC or QueryPerformanceCounter), in nanoseconds."""
+
+def use_tsc() -> bool:
+    """Switch the probes to an invariant TSC; False if there is none.
+
+    RuntimeError once any Probe exists.
+    """
+
+def ns_per_tick() -> float:
+    """Nanoseconds per probe clock tick: 1.0 unless the TSC clock is on."""
+
+def clock_name() -> str:
+    """``"tsc"`` or ``"monotonic"``."""
+
+def bucket_index(ns: int, /) -> int:
+    """Histogram bucket of a duration in nanoseconds."""
+
+def probe_size() -> int:
+    """Bytes of C state per Probe."""
+
+def idle_tokens() -> int:
+    """Tokens waiting on the free list."""
