@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -47,9 +49,30 @@ def _child(clock):
     return json.loads(out.stdout)
 
 
-def test_default_clock_is_monotonic():
-    assert fastpatch.clock() == "monotonic"
-    assert _ext.ns_per_tick() == 1.0
+def _kernel_clocksource():
+    try:
+        with open("/sys/devices/system/clocksource/clocksource0/current_clocksource") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def test_auto_clock_is_the_tsc_only_where_the_kernel_keeps_time_with_an_invariant_tsc():
+    invariant = _child("tsc")["clock"] == "tsc"
+    expected = "tsc" if invariant and _kernel_clocksource() == "tsc" else "monotonic"
+    for setting in ("", "auto"):
+        r = _child(setting)
+        assert (r["clock"], r["warnings"], r["calls"]) == (expected, [], 3)
+    if "FASTPATCH_CLOCK" not in os.environ:
+        assert fastpatch.clock() == expected
+
+
+def test_monotonic_clock_can_be_forced():
+    r = _child("monotonic")
+    assert (r["clock"], r["warnings"], r["calls"]) == ("monotonic", [], 3)
+    outer = r["outer_ns"]
+    assert r["min_ns"] <= outer[0] and r["max_ns"] <= outer[2]
+    assert r["min_ns"] >= 0.99 * outer[0]
 
 
 def test_tsc_clock_agrees_with_clock_monotonic_within_half_a_percent():
@@ -71,17 +94,36 @@ def test_unknown_clock_name_warns_and_keeps_monotonic():
     r = _child("sundial")
     assert r["clock"] == "monotonic"
     assert r["warnings"] == [
-        "FASTPATCH_CLOCK='sundial' is not a clock fastpatch knows ('monotonic', 'tsc'); using monotonic"
+        "FASTPATCH_CLOCK='sundial' is not a clock fastpatch knows ('auto', 'monotonic', 'tsc'); using monotonic"
     ]
     assert r["calls"] == 3
 
 
-def test_clock_cannot_change_once_probes_exist():
-    def f():
-        pass
+def test_each_definition_keeps_the_clock_it_was_instrumented_with():
+    if not _ext.set_default_clock(True):
+        pytest.skip("no invariant TSC on this machine")
+    before = fastpatch.clock()
+    try:
 
-    fastpatch.instrument(f)
-    if fastpatch.clock() == "monotonic":
-        with pytest.raises(RuntimeError, match="before anything is instrumented"):
-            _ext.use_tsc()
-    assert fastpatch.clock() == "monotonic"
+        def on_tsc():
+            time.sleep(0.02)
+
+        fastpatch.instrument(on_tsc)
+        _ext.set_default_clock(False)
+
+        def on_monotonic():
+            time.sleep(0.02)
+
+        fastpatch.instrument(on_monotonic)
+        assert fastpatch.clock() == "monotonic"
+        for f in (on_tsc, on_monotonic):
+            t0 = time.monotonic_ns()
+            f()
+            outer = time.monotonic_ns() - t0
+            s = fastpatch.stats(f)
+            assert abs(s.total_ns - outer) <= 0.005 * outer
+        assert (fastpatch.stats(on_tsc).clock, fastpatch.stats(on_monotonic).clock) == ("tsc", "monotonic")
+        assert fastpatch.stats(on_monotonic).tick_ns == 1.0
+        assert fastpatch.stats(on_tsc).to_dict()["clock"] == "tsc"
+    finally:
+        _ext.set_default_clock(before == "tsc")

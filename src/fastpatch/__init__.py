@@ -34,22 +34,46 @@ from ._stats import RELATIVE_ERROR, Stats
 
 
 def clock() -> str:
-    """The probes' clock: ``"monotonic"`` (default) or ``"tsc"``."""
+    """The clock of definitions instrumented from now on: ``"tsc"`` or ``"monotonic"``.
+
+    Chosen at import from FASTPATCH_CLOCK (see the README); each definition
+    keeps the clock it was first instrumented with (``Stats.clock``).
+    """
     return str(_ext.clock_name())
 
 
+def _kernel_times_with_tsc() -> bool:
+    """Linux only: the kernel's own clocksource is the TSC, so CLOCK_MONOTONIC
+    is derived from it and the TSC is as trustworthy as that clock."""
+    try:
+        with open("/sys/devices/system/clocksource/clocksource0/current_clocksource") as fh:
+            return fh.read().strip() == "tsc"
+    except OSError:
+        return False
+
+
 def _choose_clock(requested: str) -> None:
-    if requested in ("", "monotonic"):
-        return
-    if requested != "tsc":
+    """FASTPATCH_CLOCK: "auto" (default), "tsc" or "monotonic".
+
+    "auto" reads the TSC where the CPU reports it invariant *and* the kernel
+    itself keeps time with it; everywhere else it uses CLOCK_MONOTONIC.
+    """
+    if requested in ("", "auto"):
+        if _kernel_times_with_tsc():
+            _ext.set_default_clock(True)  # stays on CLOCK_MONOTONIC if the CPU says the TSC is not invariant
+    elif requested == "tsc":
+        if not _ext.set_default_clock(True):
+            _warnings.warn(
+                "FASTPATCH_CLOCK=tsc: this CPU has no invariant TSC; using CLOCK_MONOTONIC",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    elif requested != "monotonic":
         _warnings.warn(
-            f"FASTPATCH_CLOCK={requested!r} is not a clock fastpatch knows ('monotonic', 'tsc'); using monotonic",
+            f"FASTPATCH_CLOCK={requested!r} is not a clock fastpatch knows ('auto', 'monotonic', 'tsc'); "
+            "using monotonic",
             RuntimeWarning,
             stacklevel=3,
-        )
-    elif not _ext.use_tsc():
-        _warnings.warn(
-            "FASTPATCH_CLOCK=tsc: this CPU has no invariant TSC; using CLOCK_MONOTONIC", RuntimeWarning, stacklevel=3
         )
 
 

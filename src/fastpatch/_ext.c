@@ -86,13 +86,14 @@ fp_now_ns(void)
 #endif
 
 /*
- * The optional TSC clock: rdtsc costs about 10 ns against about 23 ns for
+ * The TSC clock: rdtsc costs about 10 ns against about 23 ns for
  * clock_gettime. It is offered only where the CPU reports an invariant TSC
- * (constant rate, running through sleep states), and the probes then count
+ * (constant rate, running through sleep states); a probe on it counts
  * ticks. Ticks become nanoseconds when stats are read, using the ratio of
  * CLOCK_MONOTONIC to the TSC over the whole interval since the module was
  * loaded, so the conversion gets more accurate the longer the process runs
- * and no calibration sleep is needed.
+ * and no calibration sleep is needed. Each probe keeps the clock it was
+ * created with, so both kinds can live side by side.
  */
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER))
 #  define FP_HAVE_TSC 1
@@ -106,7 +107,8 @@ fp_now_ns(void)
 #  define FP_HAVE_TSC 0
 #endif
 
-static int fp_clock_is_tsc = 0;
+static int fp_tsc_invariant = 0;  /* set once at module load */
+static int fp_default_tsc = 0;    /* the clock of probes created from now on */
 static int64_t fp_calib_ns0 = 0;
 static int64_t fp_calib_tsc0 = 0;
 
@@ -140,14 +142,16 @@ fp_tsc_is_invariant(void)
 }
 #endif
 
-/* The probes' clock: nanoseconds, or TSC ticks when the TSC clock is on. */
+/* A probe's clock: TSC ticks for a TSC probe, nanoseconds otherwise. */
 static inline int64_t
-fp_now_ticks(void)
+fp_now_ticks(int tsc)
 {
 #if FP_HAVE_TSC
-    if (fp_clock_is_tsc) {
+    if (tsc) {
         return (int64_t)__rdtsc();
     }
+#else
+    (void)tsc;
 #endif
     return fp_now_ns();
 }
@@ -200,11 +204,21 @@ typedef struct {
     PyTypeObject *token_type;
     TokenObject *free_tokens; /* singly linked through TokenObject.next */
     Py_ssize_t n_free;
-    Py_ssize_t n_probes_made; /* the clock may change only while this is 0 */
 } fp_state;
 
 /* Tokens beyond this many idle ones are returned to the allocator. */
 #define FP_MAX_FREE_TOKENS 4096
+
+/* An idle token keeps its reference to the token type, so reusing one is
+   only a reference-count reset (_Py_NewReference, exported through 3.13).
+   Elsewhere idle tokens drop the type and PyObject_Init takes it back. */
+#if PY_VERSION_HEX < 0x030E0000
+#  define FP_IDLE_KEEPS_TYPE 1
+#  define FP_REVIVE(t, type) _Py_NewReference((PyObject *)(t))
+#else
+#  define FP_IDLE_KEEPS_TYPE 0
+#  define FP_REVIVE(t, type) (void)PyObject_Init((PyObject *)(t), (type))
+#endif
 
 /* ===================================================================== */
 /* Probe: one per instrumented definition                                */
@@ -214,9 +228,11 @@ typedef struct {
     PyObject_HEAD
     fp_state *state;      /* borrowed: the module outlives its probes' use */
     PyObject *module;     /* strong: keeps state alive */
+    int tsc;              /* this probe's clock: 1 for TSC ticks, 0 for ns */
     uint64_t calls;       /* activations started */
     uint64_t completed;   /* activations ended, however */
     uint64_t errors;      /* activations ended by an exception */
+    /* Durations below are in this probe's clock ticks: ns, or TSC ticks. */
     uint64_t total_ns;
     uint64_t min_ns;
     uint64_t max_ns;
@@ -281,7 +297,7 @@ probe_enter(PyObject *self)
     if (FP_LIKELY(t != NULL)) {
         st->free_tokens = t->next;
         st->n_free--;
-        (void)PyObject_Init((PyObject *)t, st->token_type);
+        FP_REVIVE(t, st->token_type);
     }
     else {
         t = PyObject_New(TokenObject, st->token_type);
@@ -293,7 +309,7 @@ probe_enter(PyObject *self)
     Py_INCREF(p);
     t->probe = p;
     p->calls++;
-    t->start_ns = fp_now_ticks();
+    t->start_ns = fp_now_ticks(p->tsc);
     return (PyObject *)t;
 }
 
@@ -313,7 +329,7 @@ probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     p->state = (fp_state *)PyModule_GetState(module);
-    p->state->n_probes_made++;
+    p->tsc = fp_default_tsc;
     Py_INCREF(module);
     p->module = module;
     probe_clear_counters(p);
@@ -330,22 +346,26 @@ probe_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-/* Returns a new reference to the tuple
-   (calls, completed, errors, total_ns, min_ns, max_ns, histogram_bytes).
-   min_ns is 0 while nothing has completed. */
+static double fp_tsc_ns_per_tick(void);
+
+/* Returns a new reference to the tuple (calls, completed, errors, total,
+   min, max, histogram_bytes, ns_per_tick): durations in this probe's clock
+   ticks, and the nanoseconds per tick to convert them. min is 0 while
+   nothing has completed. */
 static PyObject *
 probe_snapshot(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     ProbeObject *p = (ProbeObject *)self;
     return Py_BuildValue(
-        "(KKKKKKy#)",
+        "(KKKKKKy#d)",
         (unsigned long long)p->calls,
         (unsigned long long)p->completed,
         (unsigned long long)p->errors,
         (unsigned long long)p->total_ns,
         (unsigned long long)(p->completed ? p->min_ns : 0),
         (unsigned long long)p->max_ns,
-        (const char *)p->hist, (Py_ssize_t)sizeof(p->hist));
+        (const char *)p->hist, (Py_ssize_t)sizeof(p->hist),
+        p->tsc ? fp_tsc_ns_per_tick() : 1.0);
 }
 
 static PyObject *
@@ -362,7 +382,19 @@ static PyMethodDef probe_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *
+probe_clock(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyUnicode_FromString(((ProbeObject *)self)->tsc ? "tsc" : "monotonic");
+}
+
+static PyGetSetDef probe_getset[] = {
+    {"clock", probe_clock, NULL, "This probe's clock: 'tsc' or 'monotonic'.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyType_Slot probe_slots[] = {
+    {Py_tp_getset, probe_getset},
     {Py_tp_new, probe_new},
     {Py_tp_dealloc, probe_dealloc},
     {Py_nb_invert, probe_enter},
@@ -392,7 +424,7 @@ token_exit(PyObject *self, PyObject *retval)
     TokenObject *t = (TokenObject *)self;
     ProbeObject *p = t->probe;
     if (FP_LIKELY(p != NULL)) {
-        probe_record(p, fp_now_ticks() - t->start_ns, 0);
+        probe_record(p, fp_now_ticks(p->tsc) - t->start_ns, 0);
         t->probe = NULL;
         Py_DECREF(p);
     }
@@ -412,7 +444,7 @@ token_dealloc(PyObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     ProbeObject *p = t->probe;
     if (p != NULL) {
-        int64_t end = fp_now_ticks();
+        int64_t end = fp_now_ticks(p->tsc);
         int is_error = PyErr_Occurred() != NULL
                        && !PyErr_ExceptionMatches(PyExc_GeneratorExit);
         probe_record(p, end - t->start_ns, is_error);
@@ -424,10 +456,12 @@ token_dealloc(PyObject *self)
         t->next = st->free_tokens;
         st->free_tokens = t;
         st->n_free++;
+        if (!FP_IDLE_KEEPS_TYPE) {
+            Py_DECREF(tp);
+        }
+        return;
     }
-    else {
-        PyObject_Free(self);
-    }
+    PyObject_Free(self);
     Py_DECREF(tp);
 }
 
@@ -499,57 +533,48 @@ fp_now(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
     return PyLong_FromLongLong(fp_now_ns());
 }
 
-/* use_tsc(): switch the probes to the TSC clock. True if done; False where
-   the TSC is not invariant. Refused once a probe exists, so that no probe
-   ever mixes nanoseconds and ticks. */
+/* set_default_clock(tsc): the clock of probes created from now on. Returns
+   whether the TSC is used; asking for it where it is not invariant leaves
+   CLOCK_MONOTONIC and returns False. */
 static PyObject *
-fp_use_tsc(PyObject *module, PyObject *Py_UNUSED(ignored))
+fp_set_default_clock(PyObject *Py_UNUSED(module), PyObject *arg)
 {
-    fp_state *st = (fp_state *)PyModule_GetState(module);
-    if (fp_clock_is_tsc) {
-        Py_RETURN_TRUE;
-    }
-    if (st->n_probes_made != 0) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "the clock can only be chosen before anything is instrumented");
+    int want = PyObject_IsTrue(arg);
+    if (want < 0) {
         return NULL;
     }
-    if (!fp_tsc_is_invariant()) {
-        Py_RETURN_FALSE;
-    }
-#if FP_HAVE_TSC
-    fp_calib_ns0 = fp_now_ns();
-    fp_calib_tsc0 = (int64_t)__rdtsc();
-    fp_clock_is_tsc = 1;
-#endif
-    Py_RETURN_TRUE;
+    fp_default_tsc = want && fp_tsc_invariant;
+    return PyBool_FromLong(fp_default_tsc);
 }
 
-/* ns_per_tick(): nanoseconds per probe tick; 1.0 for the monotonic clock.
-   For the TSC, measured against CLOCK_MONOTONIC since use_tsc(); waits
-   until that interval is at least 1 ms so that the ratio is meaningful. */
-static PyObject *
-fp_ns_per_tick(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+/* Nanoseconds per TSC tick, measured against CLOCK_MONOTONIC since the
+   module was loaded; waits until that interval is at least 1 ms so that
+   the ratio is meaningful. */
+static double
+fp_tsc_ns_per_tick(void)
 {
-    if (!fp_clock_is_tsc) {
-        return PyFloat_FromDouble(1.0);
-    }
 #if FP_HAVE_TSC
     int64_t ns, tsc;
     do {
         ns = fp_now_ns();
         tsc = (int64_t)__rdtsc();
     } while (ns - fp_calib_ns0 < 1000000 || tsc <= fp_calib_tsc0);
-    return PyFloat_FromDouble((double)(ns - fp_calib_ns0) / (double)(tsc - fp_calib_tsc0));
+    return (double)(ns - fp_calib_ns0) / (double)(tsc - fp_calib_tsc0);
 #else
-    return PyFloat_FromDouble(1.0);
+    return 1.0;
 #endif
+}
+
+static PyObject *
+fp_ns_per_tick(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyFloat_FromDouble(fp_tsc_invariant ? fp_tsc_ns_per_tick() : 1.0);
 }
 
 static PyObject *
 fp_clock_name(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
-    return PyUnicode_FromString(fp_clock_is_tsc ? "tsc" : "monotonic");
+    return PyUnicode_FromString(fp_default_tsc ? "tsc" : "monotonic");
 }
 
 static PyObject *
@@ -579,9 +604,10 @@ static PyMethodDef fp_methods[] = {
     {"set_code", (PyCFunction)(void (*)(void))fp_set_code, METH_FASTCALL,
      "set_code(func, code): assign func.__code__, keeping calls to func specialisable."},
     {"now_ns", fp_now, METH_NOARGS, "The probes' clock, in nanoseconds."},
-    {"use_tsc", fp_use_tsc, METH_NOARGS, "Switch the probes to an invariant TSC; False if there is none."},
-    {"ns_per_tick", fp_ns_per_tick, METH_NOARGS, "Nanoseconds per probe clock tick."},
-    {"clock_name", fp_clock_name, METH_NOARGS, "'tsc' or 'monotonic'."},
+    {"set_default_clock", fp_set_default_clock, METH_O,
+     "set_default_clock(tsc) -> bool: the clock of probes created from now on."},
+    {"ns_per_tick", fp_ns_per_tick, METH_NOARGS, "Nanoseconds per TSC tick; 1.0 without an invariant TSC."},
+    {"clock_name", fp_clock_name, METH_NOARGS, "The default clock of new probes: 'tsc' or 'monotonic'."},
     {"bucket_index", fp_bucket_index, METH_O, "Histogram bucket of a duration in ns."},
     {"probe_size", fp_probe_size, METH_NOARGS, "Bytes of C state per probe."},
     {"idle_tokens", fp_idle_tokens, METH_NOARGS, "Tokens waiting on the free list."},
@@ -609,9 +635,15 @@ fp_exec(PyObject *module)
 {
     fp_state *st = (fp_state *)PyModule_GetState(module);
     fp_clock_init();
+    fp_tsc_invariant = fp_tsc_is_invariant();
+#if FP_HAVE_TSC
+    if (fp_tsc_invariant) {
+        fp_calib_ns0 = fp_now_ns();
+        fp_calib_tsc0 = (int64_t)__rdtsc();
+    }
+#endif
     st->free_tokens = NULL;
     st->n_free = 0;
-    st->n_probes_made = 0;
     st->probe_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &probe_spec, NULL);
     if (st->probe_type == NULL) {
         return -1;
@@ -648,7 +680,7 @@ fp_clear(PyObject *module)
     return 0;
 }
 
-/* Idle tokens hold no references: their memory is all that is left. */
+/* Idle tokens hold at most a reference to their type. */
 static void
 fp_free(void *module)
 {
@@ -656,6 +688,9 @@ fp_free(void *module)
     while (st->free_tokens != NULL) {
         TokenObject *t = st->free_tokens;
         st->free_tokens = t->next;
+        if (FP_IDLE_KEEPS_TYPE) {
+            Py_DECREF(Py_TYPE(t));
+        }
         PyObject_Free(t);
     }
     st->n_free = 0;

@@ -22,12 +22,16 @@ class Probe:
     def __init__(self) -> None: ...
     def __invert__(self) -> Token:
         """The entry probe: starts an activation and returns its token."""
-    def snapshot(self) -> tuple[int, int, int, int, int, int, bytes]:
-        """(calls, completed, errors, total_ns, min_ns, max_ns, histogram).
+    @property
+    def clock(self) -> str:
+        """This probe's clock, fixed when it was created: "tsc" or "monotonic"."""
+    def snapshot(self) -> tuple[int, int, int, int, int, int, bytes, float]:
+        """(calls, completed, errors, total, min, max, histogram, ns_per_tick).
 
         ``histogram`` holds HIST_BUCKETS native-endian uint32 counts;
-        ``min_ns`` is 0 while nothing has completed. Durations are clock
-        ticks, nanoseconds unless the TSC clock is on (see ns_per_tick()).
+        ``min`` is 0 while nothing has completed. Durations are in this
+        probe's clock ticks; ``ns_per_tick`` converts them (1.0 for the
+        monotonic clock).
         """
     def reset(self) -> None:
         """Zero every counter."""
@@ -48,14 +52,12 @@ def set_code(func: FunctionType, code: CodeType, /) -> None:
 def now_ns() -> int:
     """The probes' clock (CLOCK_MONOTONIC or QueryPerformanceCounter), in nanoseconds."""
 
-def use_tsc() -> bool:
-    """Switch the probes to an invariant TSC; False if there is none.
-
-    RuntimeError once any Probe exists.
-    """
+def set_default_clock(tsc: object, /) -> bool:
+    """The clock of probes created from now on: the TSC if ``tsc`` is true and
+    the TSC is invariant. Returns whether the TSC is used."""
 
 def ns_per_tick() -> float:
-    """Nanoseconds per probe clock tick: 1.0 unless the TSC clock is on."""
+    """Nanoseconds per TSC tick, measured since load; 1.0 without an invariant TSC."""
 
 def clock_name() -> str:
     """``"tsc"`` or ``"monotonic"``."""

@@ -53,6 +53,8 @@ class Stats:
     #: Nanoseconds per histogram tick: 1.0 for the monotonic clock, the
     #: calibrated TSC period for the TSC clock.
     tick_ns: float = field(default=1.0, repr=False, compare=False)
+    #: The clock this definition's probe reads: "monotonic" or "tsc".
+    clock: str = field(default="monotonic", compare=False)
 
     @property
     def mean_ns(self) -> float:
@@ -102,12 +104,12 @@ class Stats:
             "p50_ns": self.percentile(50),
             "p90_ns": self.percentile(90),
             "p99_ns": self.percentile(99),
+            "clock": self.clock,
         }
 
 
 def snapshot(name: str, probe: Any) -> Stats:
-    calls, completed, errors, total, lo, hi, hist = probe.snapshot()
-    tick_ns = _ext.ns_per_tick()
+    calls, completed, errors, total, lo, hi, hist, tick_ns = probe.snapshot()
     if tick_ns != 1.0:
         total, lo, hi = round(total * tick_ns), round(lo * tick_ns), round(hi * tick_ns)
     return Stats(
@@ -120,6 +122,7 @@ def snapshot(name: str, probe: Any) -> Stats:
         completed=completed,
         histogram=tuple(memoryview(hist).cast("I")),
         tick_ns=tick_ns,
+        clock=probe.clock,
     )
 
 
