@@ -409,6 +409,12 @@ class Monitoring(Variant):
 
     name = "sys.monitoring"
 
+    def callbacks(self) -> Tuple[Any, Any, Any]:
+        """The PY_START, PY_RETURN and PY_UNWIND callbacks."""
+        self.ns = compile_namespace(MONITORING_CALLBACKS, f"monitoring.{self.label}")
+        self.ns["_code"] = self.code
+        return self.ns["on_start"], self.ns["on_return"], self.ns["on_unwind"]
+
     def install(self, func: FunctionType) -> Any:
         mon = sys.monitoring  # type: ignore[attr-defined]
         ev = mon.events
@@ -417,15 +423,14 @@ class Monitoring(Variant):
             raise RuntimeError("no free sys.monitoring tool id (tried 3, 4, 0, 1)")
         mon.use_tool_id(self.tool, "fastpatch-bench")
         self.code = func.__code__
-        self.ns = compile_namespace(MONITORING_CALLBACKS, f"monitoring.{self.label}")
-        self.ns["_code"] = self.code
-        mon.register_callback(self.tool, ev.PY_START, self.ns["on_start"])
-        mon.register_callback(self.tool, ev.PY_RETURN, self.ns["on_return"])
+        on_start, on_return, on_unwind = self.callbacks()
+        mon.register_callback(self.tool, ev.PY_START, on_start)
+        mon.register_callback(self.tool, ev.PY_RETURN, on_return)
         self.local_events = ev.PY_START | ev.PY_RETURN
         mon.set_local_events(self.tool, self.code, self.local_events)
         self.global_events = 0
         if self.workload.raises:
-            mon.register_callback(self.tool, ev.PY_UNWIND, self.ns["on_unwind"])
+            mon.register_callback(self.tool, ev.PY_UNWIND, on_unwind)
             self.global_events = ev.PY_UNWIND
             mon.set_events(self.tool, self.global_events)
         return func
@@ -458,24 +463,8 @@ class MonitoringC(Monitoring):
 
     name = "sys.monitoring-C-callback"
 
-    def install(self, func: FunctionType) -> Any:
-        mon = sys.monitoring  # type: ignore[attr-defined]
-        ev = mon.events
-        self.tool = next((t for t in (3, 4, 0, 1) if mon.get_tool(t) is None), None)
-        if self.tool is None:
-            raise RuntimeError("no free sys.monitoring tool id (tried 3, 4, 0, 1)")
-        mon.use_tool_id(self.tool, "fastpatch-bench")
-        self.code = func.__code__
-        self.local_events = ev.PY_START | ev.PY_RETURN
-        for event in (ev.PY_START, ev.PY_RETURN):
-            mon.register_callback(self.tool, event, slice)
-        mon.set_local_events(self.tool, self.code, self.local_events)
-        self.global_events = 0
-        if self.workload.raises:
-            mon.register_callback(self.tool, ev.PY_UNWIND, slice)
-            self.global_events = ev.PY_UNWIND
-            mon.set_events(self.tool, self.global_events)
-        return func
+    def callbacks(self) -> Tuple[Any, Any, Any]:
+        return slice, slice, slice
 
     def verify(self, calls: int) -> Dict[str, Any]:
         mon = sys.monitoring  # type: ignore[attr-defined]

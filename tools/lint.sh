@@ -21,15 +21,7 @@ export RUFF_CACHE_DIR="$work/ruff-cache" MYPY_CACHE_DIR="$work/mypy-cache"
 RUFF="ruff==0.17.6"
 MYPY="mypy==2.4.1"
 
-find_python() {  # find_python 3.12 -> that interpreter's path, or nothing
-    local prefix
-    if command -v pyenv >/dev/null 2>&1 && prefix="$(pyenv prefix "$1" 2>/dev/null)" \
-        && [ -x "$prefix/bin/python$1" ]; then
-        echo "$prefix/bin/python$1"
-    elif command -v "python$1" >/dev/null 2>&1; then
-        command -v "python$1"
-    fi
-}
+source "$repo/tools/find_python.sh"
 
 py=""
 for v in 3.13 3.12 3.11 3.10; do  # mypy 2.x runs on 3.10+

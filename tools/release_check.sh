@@ -52,15 +52,7 @@ quiet_pip() {
     fi
 }
 
-find_python() {  # find_python 3.12 -> that interpreter's path, or nothing
-    local prefix
-    if command -v pyenv >/dev/null 2>&1 && prefix="$(pyenv prefix "$1" 2>/dev/null)" \
-        && [ -x "$prefix/bin/python$1" ]; then
-        echo "$prefix/bin/python$1"
-    elif command -v "python$1" >/dev/null 2>&1; then
-        command -v "python$1"
-    fi
-}
+source "$repo/tools/find_python.sh"
 
 # ---------------------------------------------------------------------------
 step "tools venv"
