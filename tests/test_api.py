@@ -322,3 +322,21 @@ def test_missing_extension_says_what_is_missing_and_what_is_supported(tmp_path):
     assert "No module named 'fastpatch._ext'" in last
     assert "supports CPython 3.9 to 3.13" in last
     assert "circular import" not in proc.stderr
+
+
+def test_ten_thousand_instrumented_definitions_are_ordinary():
+    source = "\n".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(10_000))
+    namespace = {"__name__": "tenk"}
+    exec(compile(source, "<tenk>", "exec"), namespace)
+    funcs = [namespace[f"f{i}"] for i in range(10_000)]
+    for f in funcs:
+        fastpatch.instrument(f)
+    assert [f(1) for f in funcs[:5]] == [1, 2, 3, 4, 5]
+    for f in funcs:
+        f(0)
+    mine = [s for s in fastpatch.all_stats() if s.name.startswith("tenk.")]
+    assert len(mine) == 10_000
+    assert sorted(s.calls for s in mine) == [1] * 9_995 + [2] * 5
+    for f in funcs:
+        fastpatch.uninstrument(f)
+    assert not any(fastpatch.is_instrumented(f) for f in funcs)
