@@ -44,7 +44,7 @@ CHILD = textwrap.dedent(
 def _child(clock):
     import json
 
-    env = {"FASTPATCH_CLOCK": clock, "PATH": ""}
+    env = {**os.environ, "FASTPATCH_CLOCK": clock}
     out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 

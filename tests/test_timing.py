@@ -414,13 +414,36 @@ def test_probe_state_fits_in_1_kib():
     assert _ext.probe_size() <= 1024
 
 
-def test_steady_state_reuses_tokens_from_the_free_list():
-    def f():
+@pytest.mark.parametrize("ending", ["return", "raise", "close"])
+def test_steady_state_reuses_tokens_from_the_free_list(ending):
+    def returns():
         return 1
 
-    fastpatch.instrument(f)
-    f()
+    def raises():
+        raise KeyError
+
+    def gen():
+        yield 1
+
+    def run():
+        if ending == "return":
+            returns()
+        elif ending == "raise":
+            try:
+                raises()
+            except KeyError:
+                pass
+        else:
+            it = gen()
+            next(it)
+            it.close()
+
+    for f in (returns, raises, gen):
+        fastpatch.instrument(f)
+    run()
     idle = _ext.idle_tokens()
     for _ in range(1000):
-        f()
+        run()
     assert _ext.idle_tokens() == idle
+    target = {"return": returns, "raise": raises, "close": gen}[ending]
+    assert fastpatch.stats(target).completed == 1001

@@ -209,16 +209,15 @@ typedef struct {
 /* Tokens beyond this many idle ones are returned to the allocator. */
 #define FP_MAX_FREE_TOKENS 4096
 
-/* An idle token keeps its reference to the token type, so reusing one is
-   only a reference-count reset (_Py_NewReference, exported through 3.13).
-   Elsewhere idle tokens drop the type and PyObject_Init takes it back. */
-#if PY_VERSION_HEX < 0x030E0000
-#  define FP_IDLE_KEEPS_TYPE 1
-#  define FP_REVIVE(t, type) _Py_NewReference((PyObject *)(t))
-#else
-#  define FP_IDLE_KEEPS_TYPE 0
-#  define FP_REVIVE(t, type) (void)PyObject_Init((PyObject *)(t), (type))
-#endif
+/*
+ * Token lifecycle. The free list owns one reference to each idle token, so
+ * an idle token never dies: the return probe puts its token back on the
+ * list (taking a reference) before BINARY_SUBSCR drops the stack's one, and
+ * the entry probe hands the list's reference to the value stack. The steady
+ * state therefore runs no deallocator and no allocator. A token dies only
+ * when its frame is torn down without a return (token_dealloc records that
+ * end) or when the list is full.
+ */
 
 /* ===================================================================== */
 /* Probe: one per instrumented definition                                */
@@ -295,9 +294,9 @@ probe_enter(PyObject *self)
     fp_state *st = p->state;
     TokenObject *t = st->free_tokens;
     if (FP_LIKELY(t != NULL)) {
+        /* The list's reference becomes the value stack's. */
         st->free_tokens = t->next;
         st->n_free--;
-        FP_REVIVE(t, st->token_type);
     }
     else {
         t = PyObject_New(TokenObject, st->token_type);
@@ -416,8 +415,9 @@ static PyType_Spec probe_spec = {
 /* ===================================================================== */
 
 /* mp_subscript: the return probe. token[retval] records a normal end and
-   returns a new reference to retval. The stack's reference to the token
-   is dropped by BINARY_SUBSCR right after, which recycles it. */
+   returns a new reference to retval. The token goes back on the free list
+   here, with a reference of the list's own; BINARY_SUBSCR drops the stack's
+   reference right after, and no Python code can run in between. */
 static PyObject *
 token_exit(PyObject *self, PyObject *retval)
 {
@@ -427,6 +427,13 @@ token_exit(PyObject *self, PyObject *retval)
         probe_record(p, fp_now_ticks(p->tsc) - t->start_ns, 0);
         t->probe = NULL;
         Py_DECREF(p);
+        fp_state *st = t->state;
+        if (FP_LIKELY(st->n_free < FP_MAX_FREE_TOKENS)) {
+            Py_INCREF(self);
+            t->next = st->free_tokens;
+            st->free_tokens = t;
+            st->n_free++;
+        }
     }
     Py_INCREF(retval);
     return retval;
@@ -451,16 +458,18 @@ token_dealloc(PyObject *self)
         t->probe = NULL;
         Py_DECREF(p);
     }
+#if PY_VERSION_HEX < 0x030E0000
+    /* Revive it for the free list, so that functions which keep raising
+       do not allocate either (_Py_NewReference is exported through 3.13). */
     fp_state *st = t->state;
     if (st != NULL && st->n_free < FP_MAX_FREE_TOKENS) {
+        _Py_NewReference(self);
         t->next = st->free_tokens;
         st->free_tokens = t;
         st->n_free++;
-        if (!FP_IDLE_KEEPS_TYPE) {
-            Py_DECREF(tp);
-        }
         return;
     }
+#endif
     PyObject_Free(self);
     Py_DECREF(tp);
 }
@@ -680,7 +689,7 @@ fp_clear(PyObject *module)
     return 0;
 }
 
-/* Idle tokens hold at most a reference to their type. */
+/* Idle tokens are live objects owned by the list; they hold their type. */
 static void
 fp_free(void *module)
 {
@@ -688,9 +697,7 @@ fp_free(void *module)
     while (st->free_tokens != NULL) {
         TokenObject *t = st->free_tokens;
         st->free_tokens = t->next;
-        if (FP_IDLE_KEEPS_TYPE) {
-            Py_DECREF(Py_TYPE(t));
-        }
+        Py_DECREF(Py_TYPE(t));
         PyObject_Free(t);
     }
     st->n_free = 0;
