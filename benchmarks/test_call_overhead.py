@@ -36,49 +36,20 @@ import pytest
 from _harness import HAS_MONITORING, WORKLOADS, run_call_benchmark, variants_for, wrapt
 
 
-def _params(workload_name):
-    params = []
-    for name in variants_for(WORKLOADS[workload_name]):
-        marks = []
-        if name.startswith("sys.monitoring"):
-            marks.append(pytest.mark.skipif(not HAS_MONITORING, reason="sys.monitoring is 3.12+"))
-        if name == "wrapt":
-            marks.append(pytest.mark.skipif(wrapt is None, reason="wrapt is not installed"))
-        params.append(pytest.param(name, id=name, marks=marks))
-    return params
+def _cases():
+    cases = []
+    for workload in WORKLOADS:
+        for name in variants_for(WORKLOADS[workload]):
+            marks = []
+            if name.startswith("sys.monitoring"):
+                marks.append(pytest.mark.skipif(not HAS_MONITORING, reason="sys.monitoring is 3.12+"))
+            if name == "wrapt":
+                marks.append(pytest.mark.skipif(wrapt is None, reason="wrapt is not installed"))
+            cases.append(pytest.param(workload, name, id=f"{WORKLOADS[workload].group}-{name}", marks=marks))
+    return cases
 
 
-@pytest.mark.parametrize("variant", _params("trivial"))
-def test_trivial(benchmark, variant, monkeypatch):
-    """def f(x): return x + 1"""
-    run_call_benchmark(benchmark, "trivial", variant, monkeypatch)
-
-
-@pytest.mark.parametrize("variant", _params("arguments"))
-def test_arguments(benchmark, variant, monkeypatch):
-    """Positional, keyword and default arguments: f(1, 2, d=10) of f(a, b, c=3, *, d=4, e=5)."""
-    run_call_benchmark(benchmark, "arguments", variant, monkeypatch)
-
-
-@pytest.mark.parametrize("variant", _params("method"))
-def test_method(benchmark, variant, monkeypatch):
-    """o.m(1) on an instance of a plain class."""
-    run_call_benchmark(benchmark, "method", variant, monkeypatch)
-
-
-@pytest.mark.parametrize("variant", _params("generator"))
-def test_generator(benchmark, variant, monkeypatch):
-    """A generator of 10 items, consumed to the end by a for loop."""
-    run_call_benchmark(benchmark, "generator", variant, monkeypatch)
-
-
-@pytest.mark.parametrize("variant", _params("coroutine"))
-def test_coroutine(benchmark, variant, monkeypatch):
-    """A coroutine that suspends once, driven to completion with send(None), no event loop."""
-    run_call_benchmark(benchmark, "coroutine", variant, monkeypatch)
-
-
-@pytest.mark.parametrize("variant", _params("raise"))
-def test_raise_caught(benchmark, variant, monkeypatch):
-    """A function that raises ValueError, caught by the caller."""
-    run_call_benchmark(benchmark, "raise", variant, monkeypatch)
+@pytest.mark.parametrize("workload,variant", _cases())
+def test_call_overhead(benchmark, workload, variant, monkeypatch):
+    """One workload (see _harness.WORKLOADS) timed with one variant; groups gather each workload's variants."""
+    run_call_benchmark(benchmark, workload, variant, monkeypatch)
