@@ -24,7 +24,8 @@
  * handler is injected and tracebacks are untouched.
  *
  * Everything here runs under the GIL and allocates nothing in the steady
- * state: tokens come from a free list kept in the module state.
+ * state: tokens come from the probe's spare slot or from a free list kept
+ * in the module state.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -142,18 +143,33 @@ fp_tsc_is_invariant(void)
 }
 #endif
 
+/* Out of line, so that the TSC path of the probes needs no stack frame. */
+#if defined(__GNUC__) || defined(__clang__)
+#  define FP_NOINLINE __attribute__((noinline, cold))
+#elif defined(_MSC_VER)
+#  define FP_NOINLINE __declspec(noinline)
+#else
+#  define FP_NOINLINE
+#endif
+
+static FP_NOINLINE int64_t
+fp_now_ns_cold(void)
+{
+    return fp_now_ns();
+}
+
 /* A probe's clock: TSC ticks for a TSC probe, nanoseconds otherwise. */
 static inline int64_t
 fp_now_ticks(int tsc)
 {
 #if FP_HAVE_TSC
-    if (tsc) {
+    if (FP_LIKELY(tsc)) {
         return (int64_t)__rdtsc();
     }
 #else
     (void)tsc;
 #endif
-    return fp_now_ns();
+    return fp_now_ns_cold();
 }
 
 /* ===================================================================== */
@@ -166,7 +182,7 @@ fp_now_ticks(int tsc)
  * into 8 equal sub-buckets. A bucket is at most 1/8 of its lower bound
  * wide, so its midpoint is within 6.25% of any value in it. 232 buckets
  * reach 2**33 ns (8.6 s); longer durations land in the last bucket, which
- * Python treats as open-ended. The whole probe stays under 1 KiB.
+ * Python treats as open-ended. The whole probe fits in 1 KiB.
  */
 #define FP_HIST_SHIFT 2
 #define FP_HIST_SUB_BITS 3
@@ -210,13 +226,15 @@ typedef struct {
 #define FP_MAX_FREE_TOKENS 4096
 
 /*
- * Token lifecycle. The free list owns one reference to each idle token, so
- * an idle token never dies: the return probe puts its token back on the
- * list (taking a reference) before BINARY_SUBSCR drops the stack's one, and
- * the entry probe hands the list's reference to the value stack. The steady
- * state therefore runs no deallocator and no allocator. A token dies only
- * when its frame is torn down without a return (token_dealloc records that
- * end) or when the list is full.
+ * Token lifecycle. Idle tokens are owned, one reference each, by their
+ * probe's spare slot or by the module's free list, so an idle token never
+ * dies. The entry probe hands that reference to the value stack; the
+ * return probe gives the token back with a new reference before
+ * BINARY_SUBSCR drops the stack's one. The steady state therefore runs no
+ * deallocator and no allocator, and a function that is not re-entered
+ * finds its token in its own probe. A token dies only when its frame is
+ * torn down without a return (token_dealloc records that end) or when the
+ * free list is full.
  */
 
 /* ===================================================================== */
@@ -225,8 +243,8 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    fp_state *state;      /* borrowed: the module outlives its probes' use */
-    PyObject *module;     /* strong: keeps state alive */
+    TokenObject *spare;   /* strong: an idle token for the next activation */
+    fp_state *state;      /* the probe type, which each probe holds, holds the module */
     int tsc;              /* this probe's clock: 1 for TSC ticks, 0 for ns */
     uint64_t calls;       /* activations started */
     uint64_t completed;   /* activations ended, however */
@@ -235,29 +253,46 @@ typedef struct {
     uint64_t total_ns;
     uint64_t min_ns;
     uint64_t max_ns;
+    /* The duration of the latest normal return, not yet folded into the
+       durations above; FP_NO_PENDING when there is none. See token_exit. */
+    int64_t pending;
     uint32_t hist[FP_HIST_BUCKETS];
 } ProbeObject;
 
+#define FP_NO_PENDING (-1)
+
+/*
+ * A token's probe pointer is borrowed. The token sits on the value stack
+ * of a frame running the probe's code, that code holds the probe among its
+ * constants, and every CPython clears a frame's value stack before it drops
+ * the frame's code. probe_dealloc still refuses to free a probe with
+ * activations outstanding, for a token that something took off a frame
+ * (gc.get_referents) and kept past the frame's end.
+ */
 struct TokenObject {
     PyObject_HEAD
-    ProbeObject *probe;   /* strong while the activation runs, NULL after */
+    ProbeObject *probe;   /* set while the activation runs, NULL while idle */
     int64_t start_ns;
     fp_state *state;      /* kept alive by the token type's module */
     TokenObject *next;    /* free-list link, meaningful only while idle */
 };
 
+/* Zero every counter. Activations still running stay counted as started,
+   so that their ends keep completed <= calls. */
 static void
 probe_clear_counters(ProbeObject *p)
 {
-    p->calls = p->completed = p->errors = p->total_ns = p->max_ns = 0;
+    p->calls -= p->completed;
+    p->completed = p->errors = p->total_ns = p->max_ns = 0;
     p->min_ns = UINT64_MAX;
+    p->pending = FP_NO_PENDING;
     memset(p->hist, 0, sizeof(p->hist));
 }
 
 /* Halve every bucket when one would overflow. Percentiles only use the
    buckets' proportions, which halving keeps. Runs once per 4 billion
    observations in one bucket at most. */
-static void
+static FP_NOINLINE void
 probe_halve_histogram(ProbeObject *p)
 {
     for (int i = 0; i < FP_HIST_BUCKETS; i++) {
@@ -265,12 +300,11 @@ probe_halve_histogram(ProbeObject *p)
     }
 }
 
+/* Fold one duration into total, min, max and the histogram. Counting the
+   ending itself (completed, errors) is the caller's. */
 static inline void
-probe_record(ProbeObject *p, int64_t elapsed, int is_error)
+probe_add_duration(ProbeObject *p, uint64_t ns)
 {
-    uint64_t ns = elapsed > 0 ? (uint64_t)elapsed : 0;
-    p->completed++;
-    p->errors += (uint64_t)is_error;
     p->total_ns += ns;
     if (ns < p->min_ns) {
         p->min_ns = ns;
@@ -285,30 +319,101 @@ probe_record(ProbeObject *p, int64_t elapsed, int is_error)
     }
 }
 
+/* Fold the pending return in; every reader of the durations calls this. */
+static inline void
+probe_flush(ProbeObject *p)
+{
+    if (p->pending != FP_NO_PENDING) {
+        probe_add_duration(p, (uint64_t)p->pending);
+        p->pending = FP_NO_PENDING;
+    }
+}
+
+/* The cold half of the entry: the probe's spare token is in use (recursion,
+   threads, suspended generators), so take one from the free list or make
+   one. Returns a new reference, or NULL with MemoryError set. */
+static FP_NOINLINE TokenObject *
+token_take_slow(fp_state *st)
+{
+    TokenObject *t = st->free_tokens;
+    if (t != NULL) {
+        /* The list's reference becomes the caller's. */
+        st->free_tokens = t->next;
+        st->n_free--;
+        return t;
+    }
+    t = PyObject_New(TokenObject, st->token_type);
+    if (t != NULL) {
+        t->probe = NULL;
+        t->state = st;
+    }
+    return t;
+}
+
+/* Keep an idle token that nobody else holds a reference for: the caller's
+   reference goes to the free list, or the token is freed when the list is
+   full. */
+static FP_NOINLINE void
+token_stash(TokenObject *t)
+{
+    fp_state *st = t->state;
+    if (st->n_free < FP_MAX_FREE_TOKENS) {
+        t->next = st->free_tokens;
+        st->free_tokens = t;
+        st->n_free++;
+    }
+    else {
+        Py_DECREF(t);
+    }
+}
+
+/*
+ * The hot paths below are split in two. The fast half covers the steady
+ * state of a TSC probe and is a leaf function that needs no stack frame:
+ * everything else (the monotonic clock, re-entered functions, the first
+ * return) goes to the general half with a tail call.
+ */
+#if FP_HAVE_TSC
+#  define FP_FAST_CLOCK(p) ((p)->tsc)
+#  define FP_FAST_NOW() ((int64_t)__rdtsc())
+#else
+#  define FP_FAST_CLOCK(p) 0
+#  define FP_FAST_NOW() 0
+#endif
+
+static FP_NOINLINE PyObject *
+probe_enter_general(ProbeObject *p)
+{
+    TokenObject *t = p->spare;
+    if (t != NULL) {
+        p->spare = NULL;  /* the spare slot's reference becomes the stack's */
+    }
+    else {
+        t = token_take_slow(p->state);
+        if (t == NULL) {
+            return NULL;
+        }
+    }
+    t->probe = p;
+    p->calls++;
+    t->start_ns = fp_now_ticks(p->tsc);
+    return (PyObject *)t;
+}
+
 /* nb_invert: the entry probe. Returns a new reference to a Token that
    holds the start time, or NULL with MemoryError set. */
 static PyObject *
 probe_enter(PyObject *self)
 {
     ProbeObject *p = (ProbeObject *)self;
-    fp_state *st = p->state;
-    TokenObject *t = st->free_tokens;
-    if (FP_LIKELY(t != NULL)) {
-        /* The list's reference becomes the value stack's. */
-        st->free_tokens = t->next;
-        st->n_free--;
+    TokenObject *t = p->spare;
+    if (FP_UNLIKELY(t == NULL || !FP_FAST_CLOCK(p))) {
+        return probe_enter_general(p);
     }
-    else {
-        t = PyObject_New(TokenObject, st->token_type);
-        if (t == NULL) {
-            return NULL;
-        }
-        t->state = st;
-    }
-    Py_INCREF(p);
+    p->spare = NULL;  /* the spare slot's reference becomes the stack's */
     t->probe = p;
     p->calls++;
-    t->start_ns = fp_now_ticks(p->tsc);
+    t->start_ns = FP_FAST_NOW();
     return (PyObject *)t;
 }
 
@@ -327,10 +432,10 @@ probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (p == NULL) {
         return NULL;
     }
+    p->spare = NULL;
     p->state = (fp_state *)PyModule_GetState(module);
     p->tsc = fp_default_tsc;
-    Py_INCREF(module);
-    p->module = module;
+    p->calls = 0;
     probe_clear_counters(p);
     return (PyObject *)p;
 }
@@ -340,7 +445,15 @@ probe_dealloc(PyObject *self)
 {
     ProbeObject *p = (ProbeObject *)self;
     PyTypeObject *tp = Py_TYPE(self);
-    Py_CLEAR(p->module);
+    if (p->calls != p->completed) {
+        /* A token of a running activation outlived the code that held this
+           probe (see TokenObject): keep the memory it points to. */
+        return;
+    }
+    if (p->spare != NULL) {
+        token_stash(p->spare);
+        p->spare = NULL;
+    }
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -355,6 +468,7 @@ static PyObject *
 probe_snapshot(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     ProbeObject *p = (ProbeObject *)self;
+    probe_flush(p);
     return Py_BuildValue(
         "(KKKKKKy#d)",
         (unsigned long long)p->calls,
@@ -415,27 +529,78 @@ static PyType_Spec probe_spec = {
 /* ===================================================================== */
 
 /* mp_subscript: the return probe. token[retval] records a normal end and
-   returns a new reference to retval. The token goes back on the free list
-   here, with a reference of the list's own; BINARY_SUBSCR drops the stack's
-   reference right after, and no Python code can run in between. */
+   returns a new reference to retval. The token goes back to its probe's
+   spare slot (or the free list) here, with a reference of its own;
+   BINARY_SUBSCR drops the stack's reference right after, and no Python code
+   can run in between.
+
+   The duration is accounted one return behind: this return's duration is
+   only stored in p->pending, and the previous pending one is folded into the
+   counters and the histogram. Nothing done here then waits for the clock
+   read: the histogram store's address would depend on it, and the CPU
+   cannot run later loads past a store whose address is still unknown (about
+   4 ns per call with the TSC on AMD Zen 4). Every reader flushes the pending
+   duration first (probe_flush), so what users see is always complete. */
+static FP_NOINLINE PyObject *
+token_exit_general(TokenObject *t, PyObject *retval)
+{
+    ProbeObject *p = t->probe;
+    if (p != NULL) {
+        int64_t elapsed = fp_now_ticks(p->tsc) - t->start_ns;
+        probe_flush(p);
+        p->pending = elapsed > 0 ? elapsed : 0;
+        p->completed++;
+        t->probe = NULL;
+        Py_INCREF(t);  /* the idle token's own reference */
+        if (p->spare == NULL) {
+            p->spare = t;
+        }
+        else {
+            token_stash(t);
+        }
+    }
+    Py_INCREF(retval);
+    return retval;
+}
+
+/* A histogram bucket of the fast path below just wrapped around. */
+static FP_NOINLINE PyObject *
+token_exit_overflow(ProbeObject *p, uint32_t *slot, PyObject *retval)
+{
+    *slot = UINT32_MAX;
+    probe_halve_histogram(p);
+    return retval;
+}
+
 static PyObject *
 token_exit(PyObject *self, PyObject *retval)
 {
     TokenObject *t = (TokenObject *)self;
     ProbeObject *p = t->probe;
-    if (FP_LIKELY(p != NULL)) {
-        probe_record(p, fp_now_ticks(p->tsc) - t->start_ns, 0);
-        t->probe = NULL;
-        Py_DECREF(p);
-        fp_state *st = t->state;
-        if (FP_LIKELY(st->n_free < FP_MAX_FREE_TOKENS)) {
-            Py_INCREF(self);
-            t->next = st->free_tokens;
-            st->free_tokens = t;
-            st->n_free++;
-        }
+    if (FP_UNLIKELY(p == NULL || !FP_FAST_CLOCK(p) || p->spare != NULL
+                    || p->pending == FP_NO_PENDING)) {
+        return token_exit_general(t, retval);
     }
+    int64_t elapsed = FP_FAST_NOW() - t->start_ns;
+    uint64_t previous = (uint64_t)p->pending;
+    p->pending = elapsed > 0 ? elapsed : 0;
+    p->completed++;
+    t->probe = NULL;
+    Py_INCREF(t);  /* the spare slot's reference */
+    p->spare = t;
     Py_INCREF(retval);
+    /* probe_add_duration(p, previous), with the rare overflow as a tail call. */
+    p->total_ns += previous;
+    if (previous < p->min_ns) {
+        p->min_ns = previous;
+    }
+    if (previous > p->max_ns) {
+        p->max_ns = previous;
+    }
+    uint32_t *slot = &p->hist[fp_bucket_of(previous)];
+    if (FP_UNLIKELY(++*slot == 0)) {
+        return token_exit_overflow(p, slot, retval);
+    }
     return retval;
 }
 
@@ -454,13 +619,21 @@ token_dealloc(PyObject *self)
         int64_t end = fp_now_ticks(p->tsc);
         int is_error = PyErr_Occurred() != NULL
                        && !PyErr_ExceptionMatches(PyExc_GeneratorExit);
-        probe_record(p, end - t->start_ns, is_error);
+        int64_t elapsed = end - t->start_ns;
+        p->completed++;
+        p->errors += (uint64_t)is_error;
+        probe_add_duration(p, elapsed > 0 ? (uint64_t)elapsed : 0);
         t->probe = NULL;
-        Py_DECREF(p);
     }
 #if PY_VERSION_HEX < 0x030E0000
-    /* Revive it for the free list, so that functions which keep raising
-       do not allocate either (_Py_NewReference is exported through 3.13). */
+    /* Revive it for its probe's spare slot or the free list, so that
+       functions which keep raising do not allocate either
+       (_Py_NewReference is exported through 3.13). */
+    if (p != NULL && p->spare == NULL) {
+        _Py_NewReference(self);
+        p->spare = t;
+        return;
+    }
     fp_state *st = t->state;
     if (st != NULL && st->n_free < FP_MAX_FREE_TOKENS) {
         _Py_NewReference(self);
