@@ -527,6 +527,38 @@ def test_probe_state_fits_in_1_kib():
     assert _ext.probe_size() <= 1024
 
 
+@pytest.mark.parametrize("ending", ["return", "raise"])
+def test_a_full_histogram_bucket_halves_every_bucket_instead_of_wrapping(ending):
+    def f(x):
+        if ending == "raise":
+            raise KeyError(x)
+        return [x]
+
+    def call(x):
+        try:
+            return f(x)
+        except KeyError:
+            return None
+
+    fastpatch.instrument(f)
+    (probe,) = [c for c in f.__code__.co_consts if type(c) is _ext.Probe]
+    call(1)  # a return is still pending after this one
+    probe._fill_histogram(2**32 - 1)
+    result = call(2)  # folds a duration into a full bucket
+    assert result == (None if ending == "raise" else [2])
+    # Every bucket is halved to 2**31; reading folds in call(2) itself if it
+    # returned (it is the pending one), not if it raised.
+    halved = 2**31 * _ext.HIST_BUCKETS
+    pending = 1 if ending == "return" else 0
+    hist = fastpatch.stats(f).histogram
+    assert min(hist) == 2**31 and sum(hist) == halved + pending
+    call(3)
+    s = fastpatch.stats(f)
+    assert (s.calls, s.completed, sum(s.histogram)) == (3, 3, halved + pending + 1)
+    with pytest.raises(OverflowError):
+        probe._fill_histogram(2**32)
+
+
 @pytest.mark.parametrize("ending", ["return", "raise", "close"])
 def test_steady_state_reuses_tokens_from_the_free_list(ending):
     def returns():

@@ -488,10 +488,31 @@ probe_reset(PyObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* For the tests: set every histogram bucket to `count`, so that the rare
+   overflow path can be reached without 4 billion calls. */
+static PyObject *
+probe_fill_histogram(PyObject *self, PyObject *arg)
+{
+    unsigned long count = PyLong_AsUnsignedLong(arg);
+    if (count == (unsigned long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (count > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "a bucket holds at most 2**32 - 1");
+        return NULL;
+    }
+    ProbeObject *p = (ProbeObject *)self;
+    for (int i = 0; i < FP_HIST_BUCKETS; i++) {
+        p->hist[i] = (uint32_t)count;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef probe_methods[] = {
     {"snapshot", probe_snapshot, METH_NOARGS,
      "snapshot() -> (calls, completed, errors, total_ns, min_ns, max_ns, histogram)"},
     {"reset", probe_reset, METH_NOARGS, "Zero every counter."},
+    {"_fill_histogram", probe_fill_histogram, METH_O, "For tests: set every bucket to a count."},
     {NULL, NULL, 0, NULL},
 };
 

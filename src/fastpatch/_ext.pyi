@@ -35,6 +35,8 @@ class Probe:
         """
     def reset(self) -> None:
         """Zero every counter."""
+    def _fill_histogram(self, count: int) -> None:
+        """For tests: set every histogram bucket to ``count``."""
 
 @final
 class Token:
