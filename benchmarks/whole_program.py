@@ -40,7 +40,9 @@ class Instrument:
         import fastpatch
         from stdlib_runner import instrument_module
         names = [n for n in list(sys.modules) if n == package or n.startswith(package + ".")]
+        t0 = time.perf_counter()
         result["instrumented"] = sum(instrument_module(sys.modules[n]) for n in names if sys.modules[n])
+        result["instrument_seconds"] = time.perf_counter() - t0
 
 plugins = [Instrument()] if mode == "fastpatch" else []
 profiler = None
@@ -78,9 +80,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("package")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("pytest_args", nargs="*", help="after --; default: --pyargs PACKAGE")
-    args = parser.parse_args()
-    pytest_args = args.pytest_args or ["--pyargs", args.package]
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    pytest_args = argv[cut + 1:] or ["--pyargs", args.package]
 
     runs: dict[str, list[dict]] = {m: [] for m in MODES}
     for rnd in range(args.rounds):
@@ -100,7 +103,8 @@ def main() -> None:
         secs = [r["seconds"] for r in runs[mode]]
         print(f"| {mode} | {min(secs):.2f} | {statistics.median(secs):.2f} | {min(secs) / plain:.2f} |")
     fp = runs["fastpatch"][-1]
-    print(f"\nfastpatch instrumented {fp['instrumented']} definitions and counted {fp['calls']:,} calls in one run.")
+    print(f"\nfastpatch instrumented {fp['instrumented']} definitions in {fp['instrument_seconds']:.2f} s"
+          f" (included above) and counted {fp['calls']:,} calls in one run.")
 
 
 if __name__ == "__main__":
