@@ -292,7 +292,7 @@ probe_clear_counters(ProbeObject *p)
 /* Halve every bucket when one would overflow. Percentiles only use the
    buckets' proportions, which halving keeps. Runs once per 4 billion
    observations in one bucket at most. */
-static FP_NOINLINE void
+static void
 probe_halve_histogram(ProbeObject *p)
 {
     for (int i = 0; i < FP_HIST_BUCKETS; i++) {
@@ -300,10 +300,20 @@ probe_halve_histogram(ProbeObject *p)
     }
 }
 
-/* Fold one duration into total, min, max and the histogram. Counting the
-   ending itself (completed, errors) is the caller's. */
-static inline void
-probe_add_duration(ProbeObject *p, uint64_t ns)
+/* A histogram bucket just wrapped around to 0. */
+static FP_NOINLINE void
+probe_bucket_wrapped(ProbeObject *p, uint32_t *slot)
+{
+    *slot = UINT32_MAX;
+    probe_halve_histogram(p);
+}
+
+/* Fold one duration into total, min, max and the histogram, and return the
+   bucket if it wrapped around (the caller then calls probe_bucket_wrapped),
+   else NULL. Counting the ending itself (completed, errors) is the
+   caller's. */
+static inline uint32_t *
+probe_fold_duration(ProbeObject *p, uint64_t ns)
 {
     p->total_ns += ns;
     if (ns < p->min_ns) {
@@ -313,9 +323,15 @@ probe_add_duration(ProbeObject *p, uint64_t ns)
         p->max_ns = ns;
     }
     uint32_t *slot = &p->hist[fp_bucket_of(ns)];
-    if (FP_UNLIKELY(++*slot == 0)) {
-        *slot = UINT32_MAX;
-        probe_halve_histogram(p);
+    return FP_UNLIKELY(++*slot == 0) ? slot : NULL;
+}
+
+static inline void
+probe_add_duration(ProbeObject *p, uint64_t ns)
+{
+    uint32_t *wrapped = probe_fold_duration(p, ns);
+    if (FP_UNLIKELY(wrapped != NULL)) {
+        probe_bucket_wrapped(p, wrapped);
     }
 }
 
@@ -588,8 +604,7 @@ token_exit_general(TokenObject *t, PyObject *retval)
 static FP_NOINLINE PyObject *
 token_exit_overflow(ProbeObject *p, uint32_t *slot, PyObject *retval)
 {
-    *slot = UINT32_MAX;
-    probe_halve_histogram(p);
+    probe_bucket_wrapped(p, slot);
     return retval;
 }
 
@@ -610,17 +625,10 @@ token_exit(PyObject *self, PyObject *retval)
     Py_INCREF(t);  /* the spare slot's reference */
     p->spare = t;
     Py_INCREF(retval);
-    /* probe_add_duration(p, previous), with the rare overflow as a tail call. */
-    p->total_ns += previous;
-    if (previous < p->min_ns) {
-        p->min_ns = previous;
-    }
-    if (previous > p->max_ns) {
-        p->max_ns = previous;
-    }
-    uint32_t *slot = &p->hist[fp_bucket_of(previous)];
-    if (FP_UNLIKELY(++*slot == 0)) {
-        return token_exit_overflow(p, slot, retval);
+    /* probe_add_duration(), with the rare overflow as a tail call. */
+    uint32_t *wrapped = probe_fold_duration(p, previous);
+    if (FP_UNLIKELY(wrapped != NULL)) {
+        return token_exit_overflow(p, wrapped, retval);
     }
     return retval;
 }
