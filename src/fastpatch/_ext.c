@@ -143,33 +143,32 @@ fp_tsc_is_invariant(void)
 }
 #endif
 
-/* Out of line, so that the TSC path of the probes needs no stack frame. */
+/* FP_NOINLINE keeps the general halves of the probes out of the fast ones
+   (the fast halves then need no stack frame); FP_COLD is for what runs once
+   in billions of calls. */
 #if defined(__GNUC__) || defined(__clang__)
-#  define FP_NOINLINE __attribute__((noinline, cold))
+#  define FP_NOINLINE __attribute__((noinline))
+#  define FP_COLD __attribute__((noinline, cold))
 #elif defined(_MSC_VER)
 #  define FP_NOINLINE __declspec(noinline)
+#  define FP_COLD __declspec(noinline)
 #else
 #  define FP_NOINLINE
+#  define FP_COLD
 #endif
-
-static FP_NOINLINE int64_t
-fp_now_ns_cold(void)
-{
-    return fp_now_ns();
-}
 
 /* A probe's clock: TSC ticks for a TSC probe, nanoseconds otherwise. */
 static inline int64_t
 fp_now_ticks(int tsc)
 {
 #if FP_HAVE_TSC
-    if (FP_LIKELY(tsc)) {
+    if (tsc) {
         return (int64_t)__rdtsc();
     }
 #else
     (void)tsc;
 #endif
-    return fp_now_ns_cold();
+    return fp_now_ns();
 }
 
 /* ===================================================================== */
@@ -301,7 +300,7 @@ probe_halve_histogram(ProbeObject *p)
 }
 
 /* A histogram bucket just wrapped around to 0. */
-static FP_NOINLINE void
+static FP_COLD void
 probe_bucket_wrapped(ProbeObject *p, uint32_t *slot)
 {
     *slot = UINT32_MAX;
@@ -601,7 +600,7 @@ token_exit_general(TokenObject *t, PyObject *retval)
 }
 
 /* A histogram bucket of the fast path below just wrapped around. */
-static FP_NOINLINE PyObject *
+static FP_COLD PyObject *
 token_exit_overflow(ProbeObject *p, uint32_t *slot, PyObject *retval)
 {
     probe_bucket_wrapped(p, slot);
