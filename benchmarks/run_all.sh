@@ -5,7 +5,10 @@
 #
 # PYTHON: interpreters to use, e.g. /usr/bin/python3.12. Without arguments,
 # $FASTPATCH_BENCH_PYTHONS (space-separated) is used, and without that every
-# CPython 3.9-3.13 that `pyenv prefix X.Y` knows.
+# CPython version fastpatch supports (src/fastpatch/_recipes.py), found as
+# tools/pythons.sh finds them: pyenv for 3.9-3.13, the newer-pythons root for
+# 3.14 and 3.15 (whose venvs then live under .benchmarks/venvs/, inside the
+# checkout, where that root sees them).
 #
 # An interpreter that can already import fastpatch, pytest_benchmark, wrapt and
 # bytecode (a dev venv with `pip install -e ".[bench]"`) runs the suite as is.
@@ -26,50 +29,49 @@ venvs="${FASTPATCH_BENCH_VENVS:-$repo/.benchmarks/venvs}"
 bench_args="${FASTPATCH_BENCH_ARGS:---benchmark-min-rounds=5 --benchmark-warmup=on --benchmark-sort=min}"
 mkdir -p "$out"
 
+source "$repo/tools/pythons.sh"
+
+# Each entry: "X.Y" (found by tools/pythons.sh) or an interpreter path.
 pythons=("$@")
 if [ "${#pythons[@]}" -eq 0 ] && [ -n "${FASTPATCH_BENCH_PYTHONS:-}" ]; then
     read -r -a pythons <<<"$FASTPATCH_BENCH_PYTHONS"
 fi
 if [ "${#pythons[@]}" -eq 0 ]; then
-    command -v pyenv >/dev/null 2>&1 || { echo "give python executables as arguments, or install pyenv" >&2; exit 2; }
-    for v in 3.9 3.10 3.11 3.12 3.13; do
-        if prefix="$(pyenv prefix "$v" 2>/dev/null)" && [ -x "$prefix/bin/python$v" ]; then
-            pythons+=("$prefix/bin/python$v")
-        else
-            echo "== CPython $v: not found by pyenv, skipped"
-        fi
-    done
+    read -r -a pythons <<<"$(supported_versions)"
 fi
-[ "${#pythons[@]}" -gt 0 ] || { echo "no interpreter to run" >&2; exit 2; }
-
-ready() {  # ready <python>: can it run the suite as it is?
-    "$1" -c "import fastpatch, pytest, pytest_benchmark, wrapt, bytecode" >/dev/null 2>&1
-}
 
 jsons=()
 failed=()
 plot_py=""
-for py in "${pythons[@]}"; do
-    ver="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" || { failed+=("$py"); continue; }
-    run_py="$py"
-    if ! ready "$py"; then
+for spec in "${pythons[@]}"; do
+    if [[ "$spec" == */* ]]; then
+        PY_RUN=()
+        PY_EXE="$spec"
+    elif ! python_for "$spec"; then
+        echo "== CPython $spec: no interpreter on this machine, skipped"
+        continue
+    fi
+    run=("${PY_RUN[@]}")
+    ver="$("${run[@]}" "$PY_EXE" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" || { failed+=("$spec"); continue; }
+    run_py="$PY_EXE"
+    if ! "${run[@]}" "$run_py" -c "import fastpatch, pytest, pytest_benchmark, wrapt, bytecode" >/dev/null 2>&1; then
         venv="$venvs/$ver"
         echo "== CPython $ver: installing fastpatch[bench] from $repo into $venv"
-        [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
-        "$venv/bin/python" -m pip install -q --disable-pip-version-check ".[bench]" pytest
+        [ -x "$venv/bin/python" ] || "${run[@]}" "$PY_EXE" -m venv "$venv"
+        "${run[@]}" "$venv/bin/python" -m pip install -q --disable-pip-version-check ".[bench]" pytest
         run_py="$venv/bin/python"
     fi
-    where="$("$run_py" -c 'import fastpatch; print(fastpatch.__file__)')"
+    where="$("${run[@]}" "$run_py" -c 'import fastpatch; print(fastpatch.__file__)')"
     json="$out/cpython-$ver.json"
     echo "== CPython $ver: $run_py (fastpatch from $where)"
     # shellcheck disable=SC2086  # bench_args is a list of options
-    if "$run_py" -m pytest benchmarks/ -q -p no:cacheprovider $bench_args --benchmark-json="$json"; then
+    if "${run[@]}" "$run_py" -m pytest benchmarks/ -q -p no:cacheprovider $bench_args --benchmark-json="$json"; then
         jsons+=("$json")
     else
         failed+=("$ver")
         [ -s "$json" ] && jsons+=("$json")  # failed checks still leave numbers worth a look
     fi
-    "$run_py" -c "import matplotlib" >/dev/null 2>&1 && plot_py="$run_py"
+    [ "${#run[@]}" -eq 0 ] && "$run_py" -c "import matplotlib" >/dev/null 2>&1 && plot_py="$run_py"
 done
 
 if [ "${#jsons[@]}" -gt 0 ]; then

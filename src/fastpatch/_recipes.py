@@ -1,32 +1,113 @@
-"""Per-dialect recipes: what fastpatch injects on each CPython minor version.
+"""Recipes: what fastpatch injects on each CPython minor version.
 
-A *dialect* is everything that differs between CPython versions and matters
-to the splicer: how instructions and jumps are encoded, how many inline cache
-units follow an opcode, where the prologue ends, which opcodes return, and
-which line-table format the code object uses. All of it lives here, in one
-table per version, so that the splicer (``_splice``) stays version-agnostic.
+Everything that differs between CPython versions and matters to the splicer
+lives in the ``RECIPES`` table below, one entry per supported minor version:
+the injected instruction sequences, how jumps count, where the prologue
+ends, which opcodes return, and which line-table format code objects use.
+The splicer (``_splice``) reads only the ``Dialect`` built from the running
+version's recipe, and knows no version, opcode name or encoding itself.
 
-The injected sequences themselves are assembled with the ``bytecode``
-package once per process and kept as raw code units:
+The injected sequences are data, instruction names with their arguments:
 
-* ``entry``: ``LOAD_CONST <probe>; UNARY_INVERT`` pushes the activation's
-  token (the probe's ``nb_invert`` slot).
-* ``exit``: ``BINARY_SUBSCR`` turns ``[token, retval]`` into ``retval``
-  (the token's ``mp_subscript`` slot) right before ``RETURN_VALUE``.
+* ``entry``, inserted where the body starts: ``LOAD_CONST <probe>`` followed
+  by the recipe's ``entry`` (``UNARY_INVERT`` everywhere), which pushes the
+  activation's token through the probe's ``nb_invert`` slot;
+* ``exit``, inserted right before each return: a subscript of the token by
+  the return value (``BINARY_SUBSCR``, from 3.14 ``BINARY_OP`` with the
+  ``NB_SUBSCR`` argument), which records the end through the token's
+  ``mp_subscript`` slot and leaves the return value.
 
 Neither is a call, so profilers and ``sys.monitoring`` see no C call.
+
+The running version's sequences are assembled into code units with the
+``bytecode`` package once per process, on first use.
+
+Adding a CPython version means adding its recipe here, the version shims at
+the top of ``_ext.c`` and the trove classifiers in ``pyproject.toml``; CI,
+the release check and the benchmarks ask this module which versions exist
+(``python src/fastpatch/_recipes.py``).
 """
 
 from __future__ import annotations
 
-import opcode
-import platform
 import sys
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-#: Minor versions whose recipe has been validated against CPython's own
-#: test-suite behaviours (tracing, tracebacks, generators) in tests/.
-SUPPORTED_VERSIONS: Tuple[Tuple[int, int], ...] = ((3, 9), (3, 10), (3, 11), (3, 12), (3, 13))
+#: An instruction of an injected sequence: (opcode name, argument).
+Instruction = Tuple[str, int]
+
+
+class Recipe(NamedTuple):
+    """How one CPython minor version lays out code, and what fastpatch injects there."""
+
+    #: "lnotab" (3.9), "linetable" (3.10) or "locations" (3.11+).
+    line_table: str
+    #: Jump arguments count bytes (2) on 3.9, code units (1) afterwards.
+    jump_unit: int
+    #: Relative jumps whose argument counts backwards.
+    backward_jumps: Tuple[str, ...]
+    #: The entry goes after the first instruction of this name (3.11+).
+    prologue_end: Optional[str]
+    #: 3.10: generators start with this instruction, which pops the first send.
+    generator_start: Optional[str]
+    #: Returns: RETURN_VALUE, and RETURN_CONST where it exists (3.12, 3.13).
+    return_value: str
+    return_const: Optional[str]
+    #: After ``LOAD_CONST <probe>``: pushes the token.
+    entry: Tuple[Instruction, ...]
+    #: Right before a return: ``[token, retval]`` -> ``retval``.
+    exit: Tuple[Instruction, ...]
+
+
+#: The argument of BINARY_OP that means ``a[b]`` (``dis._nb_ops``), 3.14+.
+NB_SUBSCR = 26
+
+_39 = Recipe(
+    line_table="lnotab",
+    jump_unit=2,
+    backward_jumps=(),
+    prologue_end=None,
+    generator_start=None,
+    return_value="RETURN_VALUE",
+    return_const=None,
+    entry=(("UNARY_INVERT", 0),),
+    exit=(("BINARY_SUBSCR", 0),),
+)
+_310 = _39._replace(line_table="linetable", jump_unit=1, generator_start="GEN_START")
+_311 = _310._replace(
+    line_table="locations",
+    generator_start=None,
+    prologue_end="RESUME",
+    backward_jumps=(
+        "JUMP_BACKWARD",
+        "JUMP_BACKWARD_NO_INTERRUPT",
+        "POP_JUMP_BACKWARD_IF_FALSE",
+        "POP_JUMP_BACKWARD_IF_TRUE",
+        "POP_JUMP_BACKWARD_IF_NONE",
+        "POP_JUMP_BACKWARD_IF_NOT_NONE",
+    ),
+)
+_312 = _311._replace(backward_jumps=("JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT"), return_const="RETURN_CONST")
+# 3.14: BINARY_SUBSCR and RETURN_CONST are gone; END_ASYNC_FOR carries a
+# backward offset (to its SEND, for sys.monitoring's branch events).
+_314 = _312._replace(
+    return_const=None,
+    backward_jumps=("JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT", "END_ASYNC_FOR"),
+    exit=(("BINARY_OP", NB_SUBSCR),),
+)
+
+RECIPES: Dict[Tuple[int, int], Recipe] = {
+    (3, 9): _39,
+    (3, 10): _310,
+    (3, 11): _311,
+    (3, 12): _312,
+    (3, 13): _312,
+    (3, 14): _314,
+    (3, 15): _314,
+}
+
+#: The CPython minor versions fastpatch has a validated recipe for.
+SUPPORTED_VERSIONS: Tuple[Tuple[int, int], ...] = tuple(RECIPES)
 
 
 class UnsupportedPythonError(RuntimeError):
@@ -41,11 +122,11 @@ BACKWARD = 3
 
 
 class Dialect(NamedTuple):
+    """The running version's recipe, encoded: what the splicer works from."""
+
     version: Tuple[int, int]
-    #: "lnotab" (3.9), "linetable" (3.10) or "locations" (3.11+).
-    line_format: str
+    line_table: str
     has_exception_table: bool
-    #: 2 on 3.9, where jump arguments count bytes; 1 where they count code units.
     jump_unit: int
     extended_arg: int
     #: Inline cache units after each opcode (256 entries).
@@ -55,12 +136,9 @@ class Dialect(NamedTuple):
     return_value: int
     return_const: Optional[int]
     load_const: int
-    #: The entry goes after the first instruction with this opcode, or at the
-    #: very start when None (3.9, and 3.10 plain functions).
     prologue_end: Optional[int]
-    #: 3.10 only: generators start with GEN_START, which pops the first send.
-    gen_start: Optional[int]
-    #: Code units of the injected sequences, assembled with ``bytecode``.
+    generator_start: Optional[int]
+    #: Code units of the injected sequences, inline caches included.
     #: ``entry_tail`` follows the LOAD_CONST of the probe, whose argument is
     #: only known per function.
     entry_tail: bytes
@@ -68,69 +146,102 @@ class Dialect(NamedTuple):
     return_value_code: bytes
 
 
-def _cache_counts() -> List[int]:
-    entries = getattr(opcode, "_inline_cache_entries", None)
+def supported_text() -> str:
+    """The supported versions as a range, for messages: "3.9 to 3.15"."""
+    first, last = SUPPORTED_VERSIONS[0], SUPPORTED_VERSIONS[-1]
+    return f"{first[0]}.{first[1]} to {last[0]}.{last[1]}"
+
+
+def recipe_for(version: Tuple[int, int]) -> Recipe:
+    """The recipe of a CPython minor version, or UnsupportedPythonError naming it."""
+    recipe = RECIPES.get(version)
+    if recipe is None:
+        raise UnsupportedPythonError(
+            f"fastpatch has no validated bytecode recipe for CPython "
+            f"{version[0]}.{version[1]}; supported: CPython {supported_text()}"
+        )
+    return recipe
+
+
+def _cache_counts(opcode_module: object) -> List[int]:
+    """Inline cache units per opcode, from the ``opcode`` module of any version."""
+    entries = getattr(opcode_module, "_inline_cache_entries", None)
+    opmap: Mapping[str, int] = getattr(opcode_module, "opmap")  # noqa: B009 - typed access
     counts = [0] * 256
-    if isinstance(entries, dict):  # 3.13: keyed by name
-        for name, n in entries.items():
-            op = opcode.opmap.get(name)
+    if isinstance(entries, Mapping) or hasattr(entries, "items"):  # 3.13+: keyed by name
+        for name, n in entries.items():  # type: ignore[union-attr]
+            op = opmap.get(name)
             if op is not None and op < 256:
                 counts[op] = n
     elif entries is not None:  # 3.11, 3.12: indexed by opcode
-        for op, n in enumerate(entries[:256]):
+        for op, n in enumerate(entries[:256]):  # type: ignore[index]
             counts[op] = n
     return counts
 
 
-def _jump_kinds(version: Tuple[int, int]) -> List[int]:
+def _jump_kinds(recipe: Recipe, opcode_module: object) -> List[int]:
+    opname: List[str] = getattr(opcode_module, "opname")  # noqa: B009
     kinds = [NOT_A_JUMP] * 256
-    for op in opcode.hasjabs:
+    for op in getattr(opcode_module, "hasjabs"):  # noqa: B009
         if op < 256:
             kinds[op] = ABSOLUTE
-    for op in opcode.hasjrel:
+    for op in getattr(opcode_module, "hasjrel"):  # noqa: B009
         if op < 256:
-            backward = version >= (3, 11) and "BACKWARD" in opcode.opname[op]
-            kinds[op] = BACKWARD if backward else FORWARD
+            kinds[op] = BACKWARD if opname[op] in recipe.backward_jumps else FORWARD
     return kinds
 
 
-def _assemble(name: str, arg: Optional[int] = None) -> bytes:
-    """Code units of one instruction, inline caches included, via ``bytecode``."""
+def assemble_with_bytecode(sequence: Tuple[Instruction, ...]) -> bytes:
+    """Code units of an instruction sequence, inline caches included, assembled by ``bytecode``."""
     from bytecode import ConcreteInstr
 
-    instr = ConcreteInstr(name) if arg is None else ConcreteInstr(name, arg)
-    n_caches = instr.use_cache_opcodes() if hasattr(instr, "use_cache_opcodes") else 0
-    return bytes(instr.assemble()) + b"\x00\x00" * n_caches
+    import opcode
+
+    out = bytearray()
+    for name, arg in sequence:
+        takes_arg = opcode.opmap[name] >= opcode.HAVE_ARGUMENT
+        instr = ConcreteInstr(name, arg) if takes_arg else ConcreteInstr(name)
+        n_caches = instr.use_cache_opcodes() if hasattr(instr, "use_cache_opcodes") else 0
+        out += bytes(instr.assemble()) + b"\x00\x00" * n_caches
+    return bytes(out)
 
 
-def _build(version: Tuple[int, int]) -> Dialect:
+def encoded_sequences(recipe: Recipe) -> Dict[str, bytes]:
+    """The running version's injected sequences as code units, keyed by role."""
+    return {
+        "entry_tail": assemble_with_bytecode(recipe.entry),
+        "exit": assemble_with_bytecode(recipe.exit),
+        "return_value": assemble_with_bytecode(((recipe.return_value, 0),)),
+    }
+
+
+def build_dialect(version: Tuple[int, int]) -> Dialect:
+    """Encode the recipe of ``version``, which must be the running one."""
+    import opcode
+
+    recipe = recipe_for(version)
     op = opcode.opmap
-    caches = _cache_counts()
-    if version == (3, 9):
-        line_format = "lnotab"
-    elif version == (3, 10):
-        line_format = "linetable"
-    else:
-        line_format = "locations"
-    exit_code = _assemble("BINARY_SUBSCR")
-    # Invariant the splicer relies on: the exit is one instruction plus caches.
-    assert len(exit_code) == 2 * (1 + caches[op["BINARY_SUBSCR"]])
+    caches = _cache_counts(opcode)
+    seq = encoded_sequences(recipe)
+    # Invariant the splicer relies on: the exit is one instruction plus its caches.
+    exit_op = op[recipe.exit[0][0]]
+    assert len(recipe.exit) == 1 and len(seq["exit"]) == 2 * (1 + caches[exit_op])
     return Dialect(
         version=version,
-        line_format=line_format,
-        has_exception_table=version >= (3, 11),
-        jump_unit=2 if version == (3, 9) else 1,
+        line_table=recipe.line_table,
+        has_exception_table=recipe.line_table == "locations",
+        jump_unit=recipe.jump_unit,
         extended_arg=op["EXTENDED_ARG"],
         caches=bytes(caches),
-        jumps=bytes(_jump_kinds(version)),
-        return_value=op["RETURN_VALUE"],
-        return_const=op.get("RETURN_CONST"),
+        jumps=bytes(_jump_kinds(recipe, opcode)),
+        return_value=op[recipe.return_value],
+        return_const=op[recipe.return_const] if recipe.return_const else None,
         load_const=op["LOAD_CONST"],
-        prologue_end=op.get("RESUME"),
-        gen_start=op.get("GEN_START"),
-        entry_tail=_assemble("UNARY_INVERT"),
-        exit=exit_code,
-        return_value_code=_assemble("RETURN_VALUE"),
+        prologue_end=op[recipe.prologue_end] if recipe.prologue_end else None,
+        generator_start=op[recipe.generator_start] if recipe.generator_start else None,
+        entry_tail=seq["entry_tail"],
+        exit=seq["exit"],
+        return_value_code=seq["return_value"],
     )
 
 
@@ -145,25 +256,14 @@ def current() -> Dialect:
     """
     global _dialect
     if _dialect is None:
-        impl = platform.python_implementation()
-        version = sys.version_info[:2]
-        if impl != "CPython":
+        impl = sys.implementation.name
+        if impl != "cpython":
             raise UnsupportedPythonError(
                 f"fastpatch patches CPython bytecode and cannot run on {impl}; "
-                f"supported: CPython {_supported_text()}"
+                f"supported: CPython {supported_text()}"
             )
-        if version not in SUPPORTED_VERSIONS:
-            raise UnsupportedPythonError(
-                f"fastpatch has no validated bytecode recipe for CPython "
-                f"{version[0]}.{version[1]}; supported: CPython {_supported_text()}"
-            )
-        _dialect = _build(version)
+        _dialect = build_dialect(sys.version_info[:2])
     return _dialect
-
-
-def _supported_text() -> str:
-    first, last = SUPPORTED_VERSIONS[0], SUPPORTED_VERSIONS[-1]
-    return f"{first[0]}.{first[1]} to {last[0]}.{last[1]}"
 
 
 __all__ = [
@@ -172,7 +272,15 @@ __all__ = [
     "Dialect",
     "FORWARD",
     "NOT_A_JUMP",
+    "RECIPES",
+    "Recipe",
     "SUPPORTED_VERSIONS",
     "UnsupportedPythonError",
     "current",
+    "recipe_for",
+    "supported_text",
 ]
+
+
+if __name__ == "__main__":  # `python src/fastpatch/_recipes.py`: the supported versions, for scripts
+    print(" ".join(f"{major}.{minor}" for major, minor in SUPPORTED_VERSIONS))

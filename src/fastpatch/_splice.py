@@ -154,7 +154,7 @@ def splice(code: CodeType, probe: object) -> CodeType:
         if resume < 0:
             raise SpliceError("code object has no RESUME instruction")
         entry_at = resume + 1 + caches[d.prologue_end]
-    elif d.gen_start is not None and n and ops[0] == d.gen_start:
+    elif d.generator_start is not None and n and ops[0] == d.generator_start:
         entry_at = 1
     else:
         entry_at = 0
@@ -245,9 +245,9 @@ def splice(code: CodeType, probe: object) -> CodeType:
         "co_consts": consts + (probe,),
         "co_stacksize": max(code.co_stacksize + 1, 2),
     }
-    if d.line_format == "locations":
+    if d.line_table == "locations":
         replace["co_linetable"] = _lengthen_entries(code.co_linetable, insertions, locations=True)
-    elif d.line_format == "linetable":
+    elif d.line_table == "linetable":
         replace["co_linetable"] = _lengthen_entries(code.co_linetable, insertions, locations=False)
     else:
         replace["co_lnotab"] = _lnotab_39(code, offsets)
