@@ -354,3 +354,29 @@ def test_the_trove_classifiers_list_exactly_the_supported_versions():
     prefix = "Programming Language :: Python :: 3."
     listed = sorted((3, int(c[len(prefix):])) for c in classifiers if c.startswith(prefix) and c[len(prefix):].isdigit())
     assert listed == sorted(SUPPORTED_VERSIONS)
+
+
+def test_an_empty_name_is_refused_for_new_and_registered_definitions_alike():
+    def f():
+        return 1
+
+    for _ in range(2):  # new, then registered
+        with pytest.raises(ValueError, match="non-empty"):
+            fastpatch.instrument(f, name="")
+        with pytest.raises(ValueError, match="non-empty"):
+            fastpatch.instrument(f, name="   ")
+        fastpatch.instrument(f)
+    assert fastpatch.stats(f).name.endswith(".f")
+
+
+def test_report_with_limit_0_prints_the_header_and_not_that_nothing_is_instrumented():
+    import io
+
+    def f():
+        return 1
+
+    fastpatch.instrument(f)
+    f()
+    out = io.StringIO()
+    fastpatch.report(out, limit=0)
+    assert out.getvalue().splitlines() == ["calls  errors  total  mean  min  p50  p99  max  name"]

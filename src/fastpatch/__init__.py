@@ -20,6 +20,12 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
     from ._recipes import supported_text as _supported_text
 
+    if "subinterpreter" in str(exc):
+        raise ImportError(
+            "fastpatch cannot be loaded in a subinterpreter that has a GIL of its own: its probes "
+            "count under the GIL they share with the main interpreter. Subinterpreters that share "
+            f"the main GIL (legacy ones, as mod_wsgi uses) can load it. ({exc})"
+        ) from exc
     raise ImportError(
         "fastpatch's C extension (fastpatch._ext) could not be loaded: "
         f"{exc}. fastpatch needs it to time anything; it supports CPython {_supported_text()} "

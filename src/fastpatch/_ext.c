@@ -146,12 +146,13 @@ fp_now_ns(void)
 /*
  * The TSC clock: rdtsc costs about 10 ns against about 23 ns for
  * clock_gettime. It is offered only where the CPU reports an invariant TSC
- * (constant rate, running through sleep states); a probe on it counts
- * ticks. Ticks become nanoseconds when stats are read, using the ratio of
- * CLOCK_MONOTONIC to the TSC over the whole interval since the module was
- * loaded, so the conversion gets more accurate the longer the process runs
- * and no calibration sleep is needed. Each probe keeps the clock it was
- * created with, so both kinds can live side by side.
+ * (constant rate, running through sleep states). A TSC probe reads ticks at
+ * entry and return, and converts each duration to nanoseconds when it folds
+ * it into its counters (off the caller's path, see token_exit), with one
+ * ratio per process: FP_CALIBRATION_NS of CLOCK_MONOTONIC against the TSC,
+ * measured when the TSC is first chosen. Each probe keeps the clock it was
+ * created with, so both kinds can live side by side, and every counter and
+ * histogram bucket is in nanoseconds on either clock.
  */
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER))
 #  define FP_HAVE_TSC 1
@@ -165,10 +166,17 @@ fp_now_ns(void)
 #  define FP_HAVE_TSC 0
 #endif
 
-static int fp_tsc_invariant = 0;  /* set once at module load */
-static int fp_default_tsc = 0;    /* the clock of probes created from now on */
-static int64_t fp_calib_ns0 = 0;
-static int64_t fp_calib_tsc0 = 0;
+/* Process-wide, written once under the GIL, the same for every
+   interpreter that loads the module: whether the CPU's TSC is invariant,
+   and 2**32 times the nanoseconds per TSC tick (0 until measured). */
+static int fp_tsc_checked = 0;
+static int fp_tsc_invariant = 0;
+static uint64_t fp_tsc_mult = 0;
+
+/* 200 us of busy waiting, once per process: pairs of readings each bracket a
+   CLOCK_MONOTONIC read between two close TSC reads, so the ratio is good to
+   a few parts in 10**4 even with tens of ns of jitter per read. */
+#define FP_CALIBRATION_NS 200000
 
 #if FP_HAVE_TSC
 static int
@@ -197,6 +205,56 @@ static int
 fp_tsc_is_invariant(void)
 {
     return 0;
+}
+#endif
+
+#if FP_HAVE_TSC
+/* (ticks * mult) >> 32, without overflow for any duration. */
+static inline uint64_t
+fp_mul_shift32(uint64_t ticks, uint64_t mult)
+{
+#  if defined(_MSC_VER)
+    uint64_t hi, lo = _umul128(ticks, mult, &hi);
+    return (hi << 32) | (lo >> 32);
+#  else
+    return (uint64_t)(((unsigned __int128)ticks * mult) >> 32);
+#  endif
+}
+
+static inline uint64_t
+fp_tsc_to_ns(uint64_t ticks)
+{
+    return fp_mul_shift32(ticks, fp_tsc_mult);
+}
+
+/* One simultaneous (TSC, CLOCK_MONOTONIC) reading: of a few tries, the
+   monotonic read bracketed by the two closest TSC reads. */
+static void
+fp_clock_pair(uint64_t *tsc, int64_t *ns)
+{
+    uint64_t best = UINT64_MAX;
+    for (int i = 0; i < 8; i++) {
+        uint64_t a = __rdtsc();
+        int64_t n = fp_now_ns();
+        uint64_t b = __rdtsc();
+        if (b - a < best) {
+            best = b - a;
+            *tsc = a + (b - a) / 2;
+            *ns = n;
+        }
+    }
+}
+
+static void
+fp_calibrate_tsc(void)
+{
+    uint64_t t0, t1;
+    int64_t n0, n1;
+    fp_clock_pair(&t0, &n0);
+    do {
+        fp_clock_pair(&t1, &n1);
+    } while (n1 - n0 < FP_CALIBRATION_NS || t1 <= t0);
+    fp_tsc_mult = ((uint64_t)(n1 - n0) << 32) / (t1 - t0);
 }
 #endif
 
@@ -233,36 +291,71 @@ fp_now_ticks(int tsc)
 /* ===================================================================== */
 
 /*
- * Log-linear buckets over u = duration_ns >> FP_HIST_SHIFT (4 ns units):
- * u < 8 gets one bucket per unit; above that every power of two is split
- * into 8 equal sub-buckets. A bucket is at most 1/8 of its lower bound
- * wide, so its midpoint is within 6.25% of any value in it. 232 buckets
- * reach 2**33 ns (8.6 s); longer durations land in the last bucket, which
- * Python treats as open-ended. The whole probe fits in 1 KiB.
+ * Buckets over u = duration_ns >> FP_HIST_SHIFT (4 ns units), the same on
+ * every clock, so that histograms from different processes merge exactly:
+ *
+ *   u < 8            one bucket per unit: 0-32 ns, within 2 ns;
+ *   8 <= u < 64      log-linear, 8 equal sub-buckets per power of two
+ *                    (32-256 ns);
+ *   64 <= u < 2**39  6 buckets per power of two (256 ns to 2**41 ns, about
+ *                    36.6 minutes), cut at the cells of the 6 bits below the
+ *                    leading one (fp_sixths), each bucket at most 1.1275
+ *                    times as wide at its top as at its bottom;
+ *   u >= 2**39       the last bucket, which Python treats as open-ended.
+ *
+ * Python's _stats.bucket_bounds mirrors this, and reports a bucket by the
+ * point that is closest, relatively, to both of its ends, which keeps every
+ * percentile from 32 ns to 2**41 ns within 6.25% of a recorded duration
+ * (tests/test_histogram.py checks every bucket). 231 buckets keep the whole
+ * probe within 1 KiB; 8 sub-buckets per power of two all the way up would
+ * need 296 for the same range.
  */
 #define FP_HIST_SHIFT 2
-#define FP_HIST_SUB_BITS 3
-#define FP_HIST_SUB (1 << FP_HIST_SUB_BITS)
-#define FP_HIST_BUCKETS 232
+#define FP_HIST_LOG_START 32          /* first bucket of the 6-per-octave part */
+#define FP_HIST_TOP_EXP 38            /* u's highest power of two below the top bucket */
+#define FP_HIST_BUCKETS (FP_HIST_LOG_START + 6 * (FP_HIST_TOP_EXP - 5) + 1)
+
+/* Which of the 6 buckets of a power of two holds the cell (u's 6 bits below
+   its leading one): cells 0-7, 8-16, 17-26, 27-37, 38-50, 51-63. */
+static const uint8_t fp_sixths[64] = {
+    0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 1, 1, 1, 1, 1, 1, 1,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+};
 
 static inline unsigned
-fp_bucket_of(uint64_t ns)
+fp_log2(uint64_t u)
 {
-    uint64_t u = ns >> FP_HIST_SHIFT;
-    if (u < FP_HIST_SUB) {
-        return (unsigned)u;
-    }
 #if defined(__GNUC__) || defined(__clang__)
-    unsigned e = 63u - (unsigned)__builtin_clzll(u);
+    return 63u - (unsigned)__builtin_clzll(u);
 #else
     unsigned e = 0;
     for (uint64_t v = u; v > 1; v >>= 1) {
         e++;
     }
+    return e;
 #endif
-    unsigned idx = (e - FP_HIST_SUB_BITS + 1) * FP_HIST_SUB
-                   + (unsigned)((u >> (e - FP_HIST_SUB_BITS)) & (FP_HIST_SUB - 1));
-    return idx < FP_HIST_BUCKETS ? idx : FP_HIST_BUCKETS - 1;
+}
+
+static inline unsigned
+fp_bucket_of(uint64_t ns)
+{
+    uint64_t u = ns >> FP_HIST_SHIFT;
+    if (u < 64) {
+        if (u < 8) {
+            return (unsigned)u;
+        }
+        unsigned e = fp_log2(u);  /* 3, 4 or 5 */
+        return 8 + (e - 3) * 8 + (unsigned)((u >> (e - 3)) & 7);
+    }
+    unsigned e = fp_log2(u);
+    if (e > FP_HIST_TOP_EXP) {
+        return FP_HIST_BUCKETS - 1;
+    }
+    return FP_HIST_LOG_START + (e - 6) * 6 + fp_sixths[(u >> (e - 6)) & 63];
 }
 
 /* ===================================================================== */
@@ -276,6 +369,7 @@ typedef struct {
     PyTypeObject *token_type;
     TokenObject *free_tokens; /* singly linked through TokenObject.next */
     Py_ssize_t n_free;
+    int default_tsc;          /* the clock of probes this interpreter creates from now on */
 } fp_state;
 
 /* Tokens beyond this many idle ones are returned to the allocator. */
@@ -301,21 +395,22 @@ typedef struct {
     PyObject_HEAD
     TokenObject *spare;   /* strong: an idle token for the next activation */
     fp_state *state;      /* the probe type, which each probe holds, holds the module */
-    int tsc;              /* this probe's clock: 1 for TSC ticks, 0 for ns */
+    int tsc;              /* this probe's clock: 1 for the TSC, 0 for CLOCK_MONOTONIC */
     uint64_t calls;       /* activations started */
     uint64_t completed;   /* activations ended, however */
     uint64_t errors;      /* activations ended by an exception */
-    /* Durations below are in this probe's clock ticks: ns, or TSC ticks. */
-    uint64_t total_ns;
+    uint64_t total_ns;    /* durations of the ended activations, in ns on either clock */
     uint64_t min_ns;
     uint64_t max_ns;
-    /* The duration of the latest normal return, not yet folded into the
-       durations above; FP_NO_PENDING when there is none. See token_exit. */
-    int64_t pending;
+    /* The duration of the latest normal return, in this probe's clock ticks
+       (ns, or TSC ticks), not yet folded into the counters; FP_NO_PENDING
+       when there is none. See token_exit. */
+    int64_t pending_ticks;
     uint32_t hist[FP_HIST_BUCKETS];
 } ProbeObject;
 
 #define FP_NO_PENDING (-1)
+
 
 /*
  * A token's probe pointer is borrowed. The token sits on the value stack
@@ -328,10 +423,27 @@ typedef struct {
 struct TokenObject {
     PyObject_HEAD
     ProbeObject *probe;   /* set while the activation runs, NULL while idle */
-    int64_t start_ns;
+    int64_t start_ticks;  /* in the probe's clock */
     fp_state *state;      /* kept alive by the token type's module */
     TokenObject *next;    /* free-list link, meaningful only while idle */
 };
+
+/*
+ * fork: a child keeps the instrumentation and starts with zeroed counters
+ * (Python clears every probe after fork). Activations that were running or
+ * suspended at the fork may still end in the child, the one that called
+ * fork() always does; their starts were counted in the parent, which counts
+ * their ends too, so the child ignores them, and merging the reports of
+ * parent and child counts each activation once. Process-wide, per clock
+ * (index: the probe's tsc flag); no fork means INT64_MIN.
+ */
+static int64_t fp_fork_floor_ticks[2] = {INT64_MIN, INT64_MIN};
+
+static inline int
+token_started_before_fork(const TokenObject *t, int tsc)
+{
+    return t->start_ticks < fp_fork_floor_ticks[tsc];
+}
 
 /* Zero every counter. Activations still running stay counted as started,
    so that their ends keep completed <= calls. */
@@ -341,7 +453,7 @@ probe_clear_counters(ProbeObject *p)
     p->calls -= p->completed;
     p->completed = p->errors = p->total_ns = p->max_ns = 0;
     p->min_ns = UINT64_MAX;
-    p->pending = FP_NO_PENDING;
+    p->pending_ticks = FP_NO_PENDING;
     memset(p->hist, 0, sizeof(p->hist));
 }
 
@@ -362,6 +474,19 @@ probe_bucket_wrapped(ProbeObject *p, uint32_t *slot)
 {
     *slot = UINT32_MAX;
     probe_halve_histogram(p);
+}
+
+/* A duration in this probe's clock ticks, in nanoseconds. */
+static inline uint64_t
+probe_ticks_to_ns(const ProbeObject *p, int64_t ticks)
+{
+    uint64_t t = ticks > 0 ? (uint64_t)ticks : 0;
+#if FP_HAVE_TSC
+    return p->tsc ? fp_tsc_to_ns(t) : t;
+#else
+    (void)p;
+    return t;
+#endif
 }
 
 /* Fold one duration into total, min, max and the histogram, and return the
@@ -395,9 +520,9 @@ probe_add_duration(ProbeObject *p, uint64_t ns)
 static inline void
 probe_flush(ProbeObject *p)
 {
-    if (p->pending != FP_NO_PENDING) {
-        probe_add_duration(p, (uint64_t)p->pending);
-        p->pending = FP_NO_PENDING;
+    if (p->pending_ticks != FP_NO_PENDING) {
+        probe_add_duration(p, probe_ticks_to_ns(p, p->pending_ticks));
+        p->pending_ticks = FP_NO_PENDING;
     }
 }
 
@@ -448,9 +573,11 @@ token_stash(TokenObject *t)
 #if FP_HAVE_TSC
 #  define FP_FAST_CLOCK(p) ((p)->tsc)
 #  define FP_FAST_NOW() ((int64_t)__rdtsc())
+#  define FP_FAST_TO_NS(ticks) fp_tsc_to_ns(ticks)
 #else
 #  define FP_FAST_CLOCK(p) 0
 #  define FP_FAST_NOW() 0
+#  define FP_FAST_TO_NS(ticks) (ticks)
 #endif
 
 static FP_NOINLINE PyObject *
@@ -468,7 +595,7 @@ probe_enter_general(ProbeObject *p)
     }
     t->probe = p;
     p->calls++;
-    t->start_ns = fp_now_ticks(p->tsc);
+    t->start_ticks = fp_now_ticks(p->tsc);
     return (PyObject *)t;
 }
 
@@ -485,7 +612,7 @@ probe_enter(PyObject *self)
     p->spare = NULL;  /* the spare slot's reference becomes the stack's */
     t->probe = p;
     p->calls++;
-    t->start_ns = FP_FAST_NOW();
+    t->start_ticks = FP_FAST_NOW();
     return (PyObject *)t;
 }
 
@@ -506,7 +633,7 @@ probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     p->spare = NULL;
     p->state = (fp_state *)PyModule_GetState(module);
-    p->tsc = fp_default_tsc;
+    p->tsc = p->state->default_tsc;
     p->calls = 0;
     probe_clear_counters(p);
     return (PyObject *)p;
@@ -530,33 +657,40 @@ probe_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-static double fp_tsc_ns_per_tick(void);
-
-/* Returns a new reference to the tuple (calls, completed, errors, total,
-   min, max, histogram_bytes, ns_per_tick): durations in this probe's clock
-   ticks, and the nanoseconds per tick to convert them. min is 0 while
-   nothing has completed. */
+/* Returns a new reference to the tuple (calls, completed, errors, total_ns,
+   min_ns, max_ns, histogram_bytes), with the latest return folded in.
+   min_ns is 0 while nothing has completed. */
 static PyObject *
 probe_snapshot(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     ProbeObject *p = (ProbeObject *)self;
     probe_flush(p);
     return Py_BuildValue(
-        "(KKKKKKy#d)",
+        "(KKKKKKy#)",
         (unsigned long long)p->calls,
         (unsigned long long)p->completed,
         (unsigned long long)p->errors,
         (unsigned long long)p->total_ns,
         (unsigned long long)(p->completed ? p->min_ns : 0),
         (unsigned long long)p->max_ns,
-        (const char *)p->hist, (Py_ssize_t)sizeof(p->hist),
-        p->tsc ? fp_tsc_ns_per_tick() : 1.0);
+        (const char *)p->hist, (Py_ssize_t)sizeof(p->hist));
 }
 
 static PyObject *
 probe_reset(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     probe_clear_counters((ProbeObject *)self);
+    Py_RETURN_NONE;
+}
+
+/* In a forked child (after fp_forked_child): zero everything, activations
+   in flight included, which the child no longer counts. */
+static PyObject *
+probe_clear(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    ProbeObject *p = (ProbeObject *)self;
+    p->calls = p->completed;
+    probe_clear_counters(p);
     Py_RETURN_NONE;
 }
 
@@ -582,8 +716,11 @@ probe_fill_histogram(PyObject *self, PyObject *arg)
 
 static PyMethodDef probe_methods[] = {
     {"snapshot", probe_snapshot, METH_NOARGS,
-     "snapshot() -> (calls, completed, errors, total_ns, min_ns, max_ns, histogram)"},
-    {"reset", probe_reset, METH_NOARGS, "Zero every counter."},
+     "snapshot() -> (calls, completed, errors, total_ns, min_ns, max_ns, histogram_bytes)"},
+    {"reset", probe_reset, METH_NOARGS,
+     "Zero every counter; activations running now stay counted as started."},
+    {"clear", probe_clear, METH_NOARGS,
+     "Zero every counter, in a forked child, where activations in flight are no longer counted."},
     {"_fill_histogram", probe_fill_histogram, METH_O, "For tests: set every bucket to a count."},
     {NULL, NULL, 0, NULL},
 };
@@ -628,7 +765,7 @@ static PyType_Spec probe_spec = {
    can run in between.
 
    The duration is accounted one return behind: this return's duration is
-   only stored in p->pending, and the previous pending one is folded into the
+   only stored in p->pending_ticks, and the previous pending one is folded into the
    counters and the histogram. Nothing done here then waits for the clock
    read: the histogram store's address would depend on it, and the CPU
    cannot run later loads past a store whose address is still unknown (about
@@ -639,10 +776,12 @@ token_exit_general(TokenObject *t, PyObject *retval)
 {
     ProbeObject *p = t->probe;
     if (p != NULL) {
-        int64_t elapsed = fp_now_ticks(p->tsc) - t->start_ns;
-        probe_flush(p);
-        p->pending = elapsed > 0 ? elapsed : 0;
-        p->completed++;
+        if (FP_LIKELY(!token_started_before_fork(t, p->tsc))) {
+            int64_t elapsed = fp_now_ticks(p->tsc) - t->start_ticks;
+            probe_flush(p);
+            p->pending_ticks = elapsed > 0 ? elapsed : 0;
+            p->completed++;
+        }
         t->probe = NULL;
         Py_INCREF(t);  /* the idle token's own reference */
         if (p->spare == NULL) {
@@ -670,19 +809,20 @@ token_exit(PyObject *self, PyObject *retval)
     TokenObject *t = (TokenObject *)self;
     ProbeObject *p = t->probe;
     if (FP_UNLIKELY(p == NULL || !FP_FAST_CLOCK(p) || p->spare != NULL
-                    || p->pending == FP_NO_PENDING)) {
+                    || p->pending_ticks == FP_NO_PENDING
+                    || token_started_before_fork(t, 1))) {
         return token_exit_general(t, retval);
     }
-    int64_t elapsed = FP_FAST_NOW() - t->start_ns;
-    uint64_t previous = (uint64_t)p->pending;
-    p->pending = elapsed > 0 ? elapsed : 0;
+    int64_t elapsed = FP_FAST_NOW() - t->start_ticks;
+    uint64_t previous = (uint64_t)p->pending_ticks;
+    p->pending_ticks = elapsed > 0 ? elapsed : 0;
     p->completed++;
     t->probe = NULL;
     Py_INCREF(t);  /* the spare slot's reference */
     p->spare = t;
     Py_INCREF(retval);
     /* probe_add_duration(), with the rare overflow as a tail call. */
-    uint32_t *wrapped = probe_fold_duration(p, previous);
+    uint32_t *wrapped = probe_fold_duration(p, FP_FAST_TO_NS(previous));
     if (FP_UNLIKELY(wrapped != NULL)) {
         return token_exit_overflow(p, wrapped, retval);
     }
@@ -701,13 +841,14 @@ token_dealloc(PyObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     ProbeObject *p = t->probe;
     if (p != NULL) {
-        int64_t end = fp_now_ticks(p->tsc);
-        int is_error = PyErr_Occurred() != NULL
-                       && !PyErr_ExceptionMatches(PyExc_GeneratorExit);
-        int64_t elapsed = end - t->start_ns;
-        p->completed++;
-        p->errors += (uint64_t)is_error;
-        probe_add_duration(p, elapsed > 0 ? (uint64_t)elapsed : 0);
+        if (FP_LIKELY(!token_started_before_fork(t, p->tsc))) {
+            int64_t end = fp_now_ticks(p->tsc);
+            int is_error = PyErr_Occurred() != NULL
+                           && !PyErr_ExceptionMatches(PyExc_GeneratorExit);
+            p->completed++;
+            p->errors += (uint64_t)is_error;
+            probe_add_duration(p, probe_ticks_to_ns(p, end - t->start_ticks));
+        }
         t->probe = NULL;
     }
     /* Revive it for its probe's spare slot or the free list, so that
@@ -777,54 +918,42 @@ fp_set_code(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_NONE;
 }
 
+/* set_default_clock(tsc): the clock of probes this interpreter creates from
+   now on. Returns whether the TSC is used; asking for it where it is not
+   invariant leaves CLOCK_MONOTONIC and returns False. The first TSC choice
+   in the process measures the tick rate (FP_CALIBRATION_NS). */
 static PyObject *
-fp_now(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
-{
-    return PyLong_FromLongLong(fp_now_ns());
-}
-
-/* set_default_clock(tsc): the clock of probes created from now on. Returns
-   whether the TSC is used; asking for it where it is not invariant leaves
-   CLOCK_MONOTONIC and returns False. */
-static PyObject *
-fp_set_default_clock(PyObject *Py_UNUSED(module), PyObject *arg)
+fp_set_default_clock(PyObject *module, PyObject *arg)
 {
     int want = PyObject_IsTrue(arg);
     if (want < 0) {
         return NULL;
     }
-    fp_default_tsc = want && fp_tsc_invariant;
-    return PyBool_FromLong(fp_default_tsc);
-}
-
-/* Nanoseconds per TSC tick, measured against CLOCK_MONOTONIC since the
-   module was loaded; waits until that interval is at least 1 ms so that
-   the ratio is meaningful. */
-static double
-fp_tsc_ns_per_tick(void)
-{
+    fp_state *st = (fp_state *)PyModule_GetState(module);
+    st->default_tsc = want && fp_tsc_invariant;
 #if FP_HAVE_TSC
-    int64_t ns, tsc;
-    do {
-        ns = fp_now_ns();
-        tsc = (int64_t)__rdtsc();
-    } while (ns - fp_calib_ns0 < 1000000 || tsc <= fp_calib_tsc0);
-    return (double)(ns - fp_calib_ns0) / (double)(tsc - fp_calib_tsc0);
-#else
-    return 1.0;
+    if (st->default_tsc && fp_tsc_mult == 0) {
+        fp_calibrate_tsc();
+    }
 #endif
+    return PyBool_FromLong(st->default_tsc);
+}
+
+/* forked_child(): in a child just forked, stop counting the activations
+   that started before the fork (see fp_fork_floor_ticks). */
+static PyObject *
+fp_forked_child(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    fp_fork_floor_ticks[0] = fp_now_ticks(0);
+    fp_fork_floor_ticks[1] = fp_tsc_invariant ? fp_now_ticks(1) : INT64_MIN;
+    Py_RETURN_NONE;
 }
 
 static PyObject *
-fp_ns_per_tick(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+fp_clock_name(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    return PyFloat_FromDouble(fp_tsc_invariant ? fp_tsc_ns_per_tick() : 1.0);
-}
-
-static PyObject *
-fp_clock_name(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
-{
-    return PyUnicode_FromString(fp_default_tsc ? "tsc" : "monotonic");
+    fp_state *st = (fp_state *)PyModule_GetState(module);
+    return PyUnicode_FromString(st->default_tsc ? "tsc" : "monotonic");
 }
 
 static PyObject *
@@ -853,10 +982,10 @@ fp_idle_tokens(PyObject *module, PyObject *Py_UNUSED(ignored))
 static PyMethodDef fp_methods[] = {
     {"set_code", (PyCFunction)(void (*)(void))fp_set_code, METH_FASTCALL,
      "set_code(func, code): assign func.__code__, keeping calls to func specialisable."},
-    {"now_ns", fp_now, METH_NOARGS, "The probes' clock, in nanoseconds."},
     {"set_default_clock", fp_set_default_clock, METH_O,
-     "set_default_clock(tsc) -> bool: the clock of probes created from now on."},
-    {"ns_per_tick", fp_ns_per_tick, METH_NOARGS, "Nanoseconds per TSC tick; 1.0 without an invariant TSC."},
+     "set_default_clock(tsc) -> bool: the clock of probes this interpreter creates from now on."},
+    {"forked_child", fp_forked_child, METH_NOARGS,
+     "In a child just forked: activations that started before the fork are no longer counted."},
     {"clock_name", fp_clock_name, METH_NOARGS, "The default clock of new probes: 'tsc' or 'monotonic'."},
     {"bucket_index", fp_bucket_index, METH_O, "Histogram bucket of a duration in ns."},
     {"probe_size", fp_probe_size, METH_NOARGS, "Bytes of C state per probe."},
@@ -884,16 +1013,14 @@ static int
 fp_exec(PyObject *module)
 {
     fp_state *st = (fp_state *)PyModule_GetState(module);
-    fp_clock_init();
-    fp_tsc_invariant = fp_tsc_is_invariant();
-#if FP_HAVE_TSC
-    if (fp_tsc_invariant) {
-        fp_calib_ns0 = fp_now_ns();
-        fp_calib_tsc0 = (int64_t)__rdtsc();
+    if (!fp_tsc_checked) {  /* once per process; later interpreters only read it */
+        fp_clock_init();
+        fp_tsc_invariant = fp_tsc_is_invariant();
+        fp_tsc_checked = 1;
     }
-#endif
     st->free_tokens = NULL;
     st->n_free = 0;
+    st->default_tsc = 0;
     st->probe_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &probe_spec, NULL);
     if (st->probe_type == NULL) {
         return -1;
@@ -905,8 +1032,7 @@ fp_exec(PyObject *module)
     if (fp_add_object(module, "Probe", (PyObject *)st->probe_type) < 0
         || fp_add_object(module, "Token", (PyObject *)st->token_type) < 0
         || PyModule_AddIntConstant(module, "HIST_BUCKETS", FP_HIST_BUCKETS) < 0
-        || PyModule_AddIntConstant(module, "HIST_SHIFT", FP_HIST_SHIFT) < 0
-        || PyModule_AddIntConstant(module, "HIST_SUB_BITS", FP_HIST_SUB_BITS) < 0) {
+        || PyModule_AddIntConstant(module, "HIST_SHIFT", FP_HIST_SHIFT) < 0) {
         return -1;
     }
     return 0;
@@ -948,8 +1074,12 @@ fp_free(void *module)
 static PyModuleDef_Slot fp_slots[] = {
     {Py_mod_exec, fp_exec},
 #if FP_HAVE_MULTIPLE_INTERPRETERS_SLOT
-    /* The token free list and probe counters are shared module-wide. */
-    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+    /* Each interpreter's module has its own state (free list, default
+       clock) and probes; what is process-wide (whether the TSC is
+       invariant, its tick rate) is written once, under the GIL. So
+       subinterpreters that share the main GIL (the legacy kind mod_wsgi
+       uses) are fine, and those with a GIL of their own are refused. */
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_SUPPORTED},
 #endif
 #if FP_HAVE_MOD_GIL_SLOT
     /* Counters are plain increments that rely on the GIL. */

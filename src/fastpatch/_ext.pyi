@@ -10,10 +10,9 @@ _T = TypeVar("_T")
 
 #: Number of histogram buckets per probe; the last one is open-ended.
 HIST_BUCKETS: int
-#: Durations are shifted right by this many bits before bucketing.
+#: Durations in ns are shifted right by this many bits before bucketing
+#: (the layout is in _ext.c, fp_bucket_of, and mirrored in _stats.py).
 HIST_SHIFT: int
-#: Each power of two is split into 2**HIST_SUB_BITS sub-buckets.
-HIST_SUB_BITS: int
 
 @final
 class Probe:
@@ -25,13 +24,12 @@ class Probe:
     @property
     def clock(self) -> str:
         """This probe's clock, fixed when it was created: "tsc" or "monotonic"."""
-    def snapshot(self) -> tuple[int, int, int, int, int, int, bytes, float]:
-        """(calls, completed, errors, total, min, max, histogram, ns_per_tick).
+    def snapshot(self) -> tuple[int, int, int, int, int, int, bytes]:
+        """(calls, completed, errors, total_ns, min_ns, max_ns, histogram).
 
-        ``histogram`` holds HIST_BUCKETS native-endian uint32 counts;
-        ``min`` is 0 while nothing has completed. Durations are in this
-        probe's clock ticks; ``ns_per_tick`` converts them (1.0 for the
-        monotonic clock).
+        ``histogram`` holds HIST_BUCKETS native-endian uint32 counts of
+        durations in nanoseconds; ``min_ns`` is 0 while nothing has completed.
+        Every duration is in nanoseconds, whichever clock the probe reads.
         """
     def reset(self) -> None:
         """Zero every counter."""
@@ -51,15 +49,9 @@ class Token:
 def set_code(func: FunctionType, code: CodeType, /) -> None:
     """Assign ``func.__code__ = code``, keeping calls to ``func`` specialisable."""
 
-def now_ns() -> int:
-    """The probes' clock (CLOCK_MONOTONIC or QueryPerformanceCounter), in nanoseconds."""
-
 def set_default_clock(tsc: object, /) -> bool:
-    """The clock of probes created from now on: the TSC if ``tsc`` is true and
-    the TSC is invariant. Returns whether the TSC is used."""
-
-def ns_per_tick() -> float:
-    """Nanoseconds per TSC tick, measured since load; 1.0 without an invariant TSC."""
+    """The clock of probes this interpreter creates from now on: the TSC if
+    ``tsc`` is true and the TSC is invariant. Returns whether the TSC is used."""
 
 def clock_name() -> str:
     """``"tsc"`` or ``"monotonic"``."""

@@ -2,86 +2,176 @@
 
 Stats belong to a *definition*, that is the original code object, as in
 cProfile: every function made from one definition shares one probe and one
-patched code object. The registry lives here, in maps that never keep a
-definition alive on their own:
+patched code object.
 
-* ``_by_original``: id(original code) -> _Definition, dropped by a weakref
-  callback when the original code object dies;
-* ``_by_patched``: id(patched code) -> the same _Definition (the definition
-  holds the patched code, so the id stays valid while the entry exists);
-* ``_by_probe``: id(probe) -> the same _Definition, so that code another
-  tool rewrote after us is still recognised by the probe it carries;
-* ``_keepalive``: function -> original code, weak on the function. While a
-  function runs patched code, nothing else may hold its original, and
-  uninstrument must be able to put it back.
+Lifetimes, without reference cycles and without anything on the function's
+``__dict__``:
 
-Nothing is stored on the function's ``__dict__``.
+* patched code carries, after its probe, an ``Origin`` constant that holds
+  the original code. So the original lives at least as long as any code
+  that runs the probe: a function instrumented and then dropped, a copy made
+  with ``types.FunctionType(f.__code__, ...)``, closures an import-hooked
+  module creates later, code unpickled from another process.
+* a ``_Definition`` holds the probe (the counters) strongly and both code
+  objects weakly. The registry maps drop it when the original dies, which
+  is when no function, no enclosing code and no patched code holds it.
+  Stats therefore survive ``uninstrument``/``instrument``.
+* ``_keepalive`` (weak on the function) keeps the patched code of a function
+  that was uninstrumented, so instrumenting it again is a dictionary lookup.
+
+Maps, all under ``_lock`` (which ``os.register_at_fork`` keeps usable in a
+forked child):
+
+* ``_by_original``: id(original code) -> _Definition;
+* ``_by_patched``: id(patched code) -> _Definition, checked against the
+  definition's weak reference, since ids of dead code objects are reused;
+* ``_by_probe``: id(probe) -> _Definition, so that code another tool
+  rewrote after us, or a copy of our code unpickled here, is recognised by
+  the probe it carries;
+* ``_by_fingerprint``: hash of the original code -> definitions, so that a
+  function unpickled again and again in one process (a worker of joblib,
+  Dask or multiprocessing) keeps one definition: the same name and an equal
+  original code.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from types import CodeType, FunctionType
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from . import _ext
-from ._resolve import default_name, resolve_function
+from ._resolve import resolve_function
 from ._splice import SpliceError, splice
 from ._stats import Stats, snapshot
 
 
-class _Definition:
-    __slots__ = ("original_ref", "original_id", "patched", "probe", "name", "__weakref__")
+class Origin:
+    """The constant patched code carries after its probe: its original code.
 
-    def __init__(self, original: CodeType, patched: CodeType, probe: Any, name: str) -> None:
-        self.original_ref = weakref.ref(original, self._forget)
-        self.original_id = id(original)
-        self.patched = patched
-        self.probe = probe
-        self.name = name
+    It keeps the original alive while any code runs the probe, and lets a
+    copy of the code that arrives by pickle find its original again.
+    """
 
-    def _register(self) -> None:
-        _by_original[self.original_id] = self
-        _by_patched[id(self.patched)] = self
-        _by_probe[id(self.probe)] = self
+    __slots__ = ("code",)
 
-    def _forget(self, _ref: weakref.ref[CodeType]) -> None:
-        with _lock:
-            for table, key in (
-                (_by_original, self.original_id),
-                (_by_patched, id(self.patched)),
-                (_by_probe, id(self.probe)),
-            ):
-                if table.get(key) is self:
-                    del table[key]
+    def __init__(self, code: CodeType) -> None:
+        self.code = code
+
+    def __reduce__(self) -> Tuple[Any, Tuple[CodeType]]:
+        return (Origin, (self.code,))
+
+    def __repr__(self) -> str:
+        return f"<fastpatch origin of {getattr(self.code, 'co_qualname', self.code.co_name)}>"
 
 
 _lock = threading.RLock()
-_by_original: Dict[int, _Definition] = {}
-_by_patched: Dict[int, _Definition] = {}
-_by_probe: Dict[int, _Definition] = {}
+_by_original: Dict[int, "_Definition"] = {}
+_by_patched: Dict[int, "_Definition"] = {}
+_by_probe: Dict[int, "_Definition"] = {}
+_by_fingerprint: Dict[int, List["weakref.ref[_Definition]"]] = {}
 _keepalive: weakref.WeakKeyDictionary[FunctionType, CodeType] = weakref.WeakKeyDictionary()
 
 
-def _running_definition(code: CodeType) -> Optional[_Definition]:
-    """The definition whose probe ``code`` runs: our patched code, or a
-    rewrite of it by a tool layered after us that kept our constant."""
-    d = _by_patched.get(id(code))
-    if d is not None and d.patched is code:
-        return d
-    for const in reversed(code.co_consts):
+class _Definition:
+    __slots__ = (
+        "original_ref", "original_id", "patched_ref", "patched_id", "probe", "name", "module", "qualname",
+        "__weakref__",
+    )
+
+    def __init__(self, original: CodeType, probe: Any, module: str, qualname: str, name: Optional[str]) -> None:
+        self.original_ref = weakref.ref(original, self._forget)
+        self.original_id = id(original)
+        self.patched_ref: Optional[weakref.ref[CodeType]] = None
+        self.patched_id = 0
+        self.probe = probe
+        self.module = module
+        self.qualname = qualname
+        self.name = name or f"{module}.{qualname}"
+
+    def original(self) -> Optional[CodeType]:
+        return self.original_ref()
+
+    def patched(self) -> Optional[CodeType]:
+        return None if self.patched_ref is None else self.patched_ref()
+
+    def set_patched(self, code: CodeType) -> None:
+        self.patched_ref = weakref.ref(code, self._patched_died)
+        self.patched_id = id(code)
+        _by_patched[id(code)] = self
+
+    def register(self) -> None:
+        _by_original[self.original_id] = self
+        _by_probe[id(self.probe)] = self
+        original = self.original()
+        if original is not None:
+            refs = _by_fingerprint.setdefault(hash(original), [])
+            refs[:] = [r for r in refs if r() is not None]
+            refs.append(weakref.ref(self))
+
+    # Weak reference callbacks run inside a deallocation (before the dead
+    # object's id can be reused), with the GIL, possibly while the module is
+    # torn down at exit: no lock, and the maps bound at definition time.
+    def _patched_died(self, ref: weakref.ref[CodeType], by_patched: Dict[int, _Definition] = _by_patched) -> None:
+        if self.patched_ref is ref and by_patched.get(self.patched_id) is self:
+            del by_patched[self.patched_id]
+
+    def _forget(
+        self, _ref: weakref.ref[CodeType], maps: Tuple[Dict[int, _Definition], ...] = (_by_original, _by_probe, _by_patched)
+    ) -> None:
+        for table, key in zip(maps, (self.original_id, id(self.probe), self.patched_id)):
+            if table.get(key) is self:
+                del table[key]
+
+    def stats(self) -> Stats:
+        original = self.original()
+        return snapshot(
+            self.name, self.probe, module=self.module, qualname=self.qualname,
+            filename=original.co_filename if original is not None else "",
+            firstlineno=original.co_firstlineno if original is not None else 0,
+        )
+
+
+
+
+def _our_constants(code: CodeType) -> Tuple[Any, Optional[Origin]]:
+    """The probe and origin constants ``code`` carries, if any (they are
+    appended last by the splicer, but another tool may have moved them)."""
+    consts = code.co_consts
+    if len(consts) >= 2 and type(consts[-2]) is _ext.Probe and type(consts[-1]) is Origin:
+        return consts[-2], consts[-1]
+    probe = origin = None
+    for const in consts:
         if type(const) is _ext.Probe:
-            d = _by_probe.get(id(const))
-            if d is not None and d.probe is const:
-                return d
-    return None
+            probe = const
+        elif type(const) is Origin:
+            origin = const
+    return probe, origin
+
+
+def _running_definition(code: CodeType) -> Optional[_Definition]:
+    """The definition whose probe ``code`` runs: our patched code, a copy of
+    it unpickled here, or a rewrite of it by a tool layered after us."""
+    d = _by_patched.get(id(code))
+    if d is not None and d.patched() is code:
+        return d
+    probe, _origin = _our_constants(code)
+    if probe is None:
+        return None
+    d = _by_probe.get(id(probe))
+    if d is None or d.probe is not probe:
+        return None
+    if d.patched_ref is None:  # a definition unpickled here: its first code is its patched code
+        d.set_patched(code)
+    return d
 
 
 def _original_definition(code: CodeType) -> Optional[_Definition]:
     """The definition whose original code is ``code``, if any."""
     d = _by_original.get(id(code))
-    return d if d is not None and d.original_ref() is code else None
+    return d if d is not None and d.original() is code else None
 
 
 def _definition_of(code: CodeType) -> Optional[_Definition]:
@@ -89,9 +179,72 @@ def _definition_of(code: CodeType) -> Optional[_Definition]:
     return _original_definition(code) or _running_definition(code)
 
 
-def instrument(target: Any, *, name: Optional[str] = None) -> Any:
-    if name is not None and not isinstance(name, str):
+def _same_splice(a: CodeType, b: CodeType) -> bool:
+    """Whether ``a`` and ``b`` are the same splice of equal originals, one a
+    copy of the other. (Code equality compares constants of other types by
+    identity, and each copy carries its own Origin.)"""
+    probe_a, origin_a = _our_constants(a)
+    probe_b, origin_b = _our_constants(b)
+    if probe_a is not probe_b or origin_a is None or origin_b is None or origin_a.code != origin_b.code:
+        return False
+
+    def without_origin(code: CodeType) -> CodeType:
+        return code.replace(co_consts=tuple(c for c in code.co_consts if type(c) is not Origin))
+
+    return bool(without_origin(a) == without_origin(b))
+
+
+def _check_name(name: Optional[str]) -> None:
+    if name is None:
+        return
+    if not isinstance(name, str):
         raise TypeError(f"instrument() name must be a str or None, not {type(name).__name__}")
+    if not name.strip():
+        raise ValueError("instrument() name must be a non-empty string, or None for module.qualname")
+
+
+def _patched_code(d: _Definition, original: CodeType) -> CodeType:
+    """The definition's patched code, spliced again if nothing kept it."""
+    patched = d.patched()
+    if patched is None:
+        patched = splice(original, d.probe, (Origin(original),))
+        d.set_patched(patched)
+    return patched
+
+
+def _new_definition(code: CodeType, module: str, qualname: str, name: Optional[str]) -> Tuple[_Definition, CodeType]:
+    """Register a definition for ``code`` and splice it; nothing is registered if splicing fails."""
+    probe = _ext.Probe()
+    d = _Definition(code, probe, module, qualname, name)
+    try:
+        patched = splice(code, probe, (Origin(code),))
+    except SpliceError as exc:
+        raise ValueError(f"fastpatch cannot instrument {module}.{qualname}: {exc}") from None
+    d.register()
+    d.set_patched(patched)
+    return d, patched
+
+
+def _refuse_foreign_probe(code: CodeType, what: str) -> None:
+    probe, _origin = _our_constants(code)
+    if probe is not None:
+        raise ValueError(
+            f"{what} runs code that carries a fastpatch probe this registry does not know; "
+            "fastpatch never splices such code a second time"
+        )
+
+
+def instrument(target: Any, *, name: Optional[str] = None) -> Any:
+    """Time every call of ``target`` by patching its code object in place.
+
+    ``target`` is a Python function (def, lambda, nested, generator,
+    coroutine, async generator), a bound method (its ``__func__``) or a
+    staticmethod/classmethod; anything else raises TypeError and nothing
+    changes. Returns ``target``, so it works as a decorator. Instrumenting
+    again does nothing but rename (``name``); every function made from the
+    same definition shares one entry, named ``module.qualname`` by default.
+    """
+    _check_name(name)
     func = resolve_function(target)
     with _lock:
         code = func.__code__
@@ -102,42 +255,54 @@ def instrument(target: Any, *, name: Optional[str] = None) -> Any:
                 if name is not None:
                     running.name = name
                 return target
-            probe = _ext.Probe()
-            try:
-                patched = splice(code, probe)
-            except SpliceError as exc:
-                raise ValueError(f"fastpatch cannot instrument {default_name(func)}: {exc}") from None
-            d = _Definition(code, patched, probe, name or default_name(func))
-            d._register()
-        elif name is not None:
-            d.name = name
-        _ext.set_code(func, d.patched)
-        _keepalive[func] = code
+            _refuse_foreign_probe(code, f"{func.__module__}.{func.__qualname__}")
+            d, patched = _new_definition(code, func.__module__ or "?", func.__qualname__, name)
+        else:
+            if name is not None:
+                d.name = name
+            patched = d.patched()
+            if patched is None:
+                patched = _keepalive.get(func)
+                if patched is not None:
+                    d.set_patched(patched)
+                else:
+                    patched = _patched_code(d, code)
+        _ext.set_code(func, patched)
+        _keepalive.pop(func, None)
     return target
 
 
 def uninstrument(target: Any) -> Any:
+    """Put back the exact original code object of ``target``.
+
+    Activations running or suspended at that moment finish normally and are
+    recorded. Stats are kept: instrumenting again carries on counting.
+    Does nothing if ``target`` is not instrumented.
+    """
     func = resolve_function(target)
     with _lock:
         code = func.__code__
         d = _running_definition(code)
         if d is None:
             return target
-        if d.patched is not code:
+        _probe, origin = _our_constants(code)
+        original = d.original()
+        # Our own patched code, or a copy of it (unpickled here); not another
+        # tool's rewrite of it, whose changes restoring would drop.
+        patched = d.patched() or (_patched_code(d, original) if original is not None else None)
+        if origin is None or patched is None or not (patched is code or _same_splice(patched, code)):
             raise RuntimeError(
-                f"{default_name(func)}.__code__ was rewritten by another tool after fastpatch "
+                f"{func.__module__}.{func.__qualname__}.__code__ was rewritten by another tool after fastpatch "
                 "instrumented it; fastpatch cannot take its probes out of that code. "
                 "Undo that tool's patch first."
             )
-        original = d.original_ref()
-        if original is None:  # only if patched code was copied onto a function we never saw
-            raise RuntimeError(f"the original code of {default_name(func)} no longer exists")
-        _ext.set_code(func, original)
-        _keepalive.pop(func, None)
+        _ext.set_code(func, origin.code)
+        _keepalive[func] = code
     return target
 
 
 def is_instrumented(target: Any) -> bool:
+    """Whether calls of ``target`` are being timed (its code runs a fastpatch probe)."""
     return _running_definition(resolve_function(target).__code__) is not None
 
 
@@ -145,26 +310,173 @@ def _require_definition(target: Any) -> _Definition:
     func = resolve_function(target)
     d = _definition_of(func.__code__)
     if d is None:
-        raise ValueError(f"{default_name(func)} was never instrumented")
+        raise ValueError(f"{func.__module__}.{func.__qualname__} was never instrumented")
     return d
 
 
 def stats(target: Any) -> Stats:
-    d = _require_definition(target)
-    return snapshot(d.name, d.probe)
+    """An immutable snapshot of the counters of ``target``'s definition.
+
+    ValueError if it was never instrumented.
+    """
+    return _require_definition(target).stats()
+
+
+def _definitions() -> List[_Definition]:
+    with _lock:
+        return list(_by_original.values())
 
 
 def all_stats() -> List[Stats]:
-    with _lock:
-        defs = list(_by_original.values())
-    return [snapshot(d.name, d.probe) for d in defs]
+    """Snapshots of every instrumented definition still alive."""
+    return [d.stats() for d in _definitions()]
 
 
 def reset(target: Any = None) -> None:
+    """Zero the counters of ``target``'s definition, or of every definition.
+
+    Activations running or suspended at that moment stay counted as started
+    and are recorded when they end, so ``completed`` never exceeds ``calls``.
+    """
     if target is None:
-        with _lock:
-            defs = list(_by_original.values())
-        for d in defs:
+        for d in _definitions():
             d.probe.reset()
     else:
         _require_definition(target).probe.reset()
+
+
+# --------------------------------------------------------------------------
+# Whole modules: splice every function of a code object tree at once
+# --------------------------------------------------------------------------
+
+_CO_OPTIMIZED = 0x1  # functions, lambdas, comprehensions; not module or class bodies
+
+
+class PatchedTree(NamedTuple):
+    """What ``patch_module_code`` did."""
+
+    code: CodeType
+    #: Qualified names of the functions now instrumented.
+    instrumented: List[str]
+    #: (qualified name, reason) of the functions left as they were.
+    skipped: List[Tuple[str, str]]
+
+
+def patch_module_code(code: CodeType, module: str) -> PatchedTree:
+    """``code`` (a module body) with every function code object nested in it
+    spliced, recursively, so that the functions and closures it creates run
+    instrumented from their first call. The module body itself is not timed.
+
+    Each function becomes a definition named ``module.qualname``; one the
+    splicer cannot handle is left as it is and listed in ``skipped``.
+    """
+    tree = PatchedTree(code, [], [])
+    with _lock:
+        return tree._replace(code=_patch_tree(code, module, "", tree))
+
+
+def _nested_qualname(parent: CodeType, parent_qualname: str, code: CodeType) -> str:
+    qualname = getattr(code, "co_qualname", None)
+    if qualname is not None:
+        return str(qualname)
+    # 3.9/3.10 code objects do not carry it: build it as the compiler does.
+    if parent.co_flags & _CO_OPTIMIZED:
+        return f"{parent_qualname}.<locals>.{code.co_name}"
+    return f"{parent_qualname}.{code.co_name}" if parent_qualname else code.co_name
+
+
+def _patch_tree(code: CodeType, module: str, qualname: str, tree: PatchedTree) -> CodeType:
+    consts = code.co_consts
+    new_consts = list(consts)
+    changed = False
+    for i, const in enumerate(consts):
+        if type(const) is CodeType:
+            patched = _patch_function_tree(const, module, _nested_qualname(code, qualname, const), tree)
+            if patched is not const:
+                new_consts[i] = patched
+                changed = True
+    return code.replace(co_consts=tuple(new_consts)) if changed else code
+
+
+def _patch_function_tree(code: CodeType, module: str, qualname: str, tree: PatchedTree) -> CodeType:
+    """A nested code object, its own nested functions first, spliced if it is a function."""
+    with_children = _patch_tree(code, module, qualname, tree)
+    if not code.co_flags & _CO_OPTIMIZED:  # a class body: only what it defines is timed
+        return with_children
+    if _our_constants(code)[0] is not None:
+        tree.skipped.append((qualname, "already carries a fastpatch probe"))
+        return with_children
+    d = _original_definition(code)
+    if d is not None:
+        tree.instrumented.append(qualname)
+        return _patched_code(d, code)
+    probe = _ext.Probe()
+    d = _Definition(code, probe, module, qualname, None)
+    try:
+        patched = splice(with_children, probe, (Origin(code),))
+    except SpliceError as exc:
+        tree.skipped.append((qualname, str(exc)))
+        return with_children
+    d.register()
+    d.set_patched(patched)
+    tree.instrumented.append(qualname)
+    return patched
+
+
+# --------------------------------------------------------------------------
+# Pickling by value (cloudpickle, dill): the probe travels as its name and
+# original code, and arrives as this process's probe of that definition.
+# --------------------------------------------------------------------------
+
+
+def _reduce_probe(probe: Any) -> Tuple[Any, Tuple[str, str, str, CodeType]]:
+    d = _by_probe.get(id(probe))
+    original = d.original() if d is not None and d.probe is probe else None
+    if d is None or original is None:
+        import pickle
+
+        raise pickle.PicklingError("this fastpatch probe belongs to no instrumented definition")
+    return (_revive_probe, (d.name, d.module, d.qualname, original))
+
+
+def _revive_probe(name: str, module: str, qualname: str, original: CodeType) -> Any:
+    """The probe of the definition ``original`` in this process, new or existing."""
+    with _lock:
+        for ref in _by_fingerprint.get(hash(original), ()):
+            d = ref()
+            if d is not None and d.name == name and d.original() == original:
+                return d.probe
+        d = _Definition(original, _ext.Probe(), module, qualname, name)
+        d.register()
+        return d.probe
+
+
+def _register_pickling() -> None:
+    import copyreg
+
+    copyreg.pickle(_ext.Probe, _reduce_probe)
+
+
+_register_pickling()
+
+
+# --------------------------------------------------------------------------
+# fork
+# --------------------------------------------------------------------------
+
+
+def _after_fork_in_child() -> None:
+    """A forked child keeps the instrumentation and starts from zero."""
+    global _lock
+    _lock = threading.RLock()  # the parent's may have been held by a thread the child does not have
+    _ext.forked_child()
+    for d in list(_by_original.values()):
+        d.probe.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=lambda: _lock.acquire(),
+        after_in_parent=lambda: _lock.release(),
+        after_in_child=_after_fork_in_child,
+    )

@@ -139,8 +139,11 @@ class _OffsetMap:
         return pos if i < 0 else pos + self._all[i]
 
 
-def splice(code: CodeType, probe: object) -> CodeType:
-    """Return a copy of ``code`` that times each activation with ``probe``."""
+def splice(code: CodeType, probe: object, trailer: Tuple[object, ...] = ()) -> CodeType:
+    """Return a copy of ``code`` that times each activation with ``probe``.
+
+    The probe is appended to ``co_consts``, followed by ``trailer``.
+    """
     d = current()
     raw = code.co_code
     n = len(raw) // 2
@@ -242,7 +245,7 @@ def splice(code: CodeType, probe: object) -> CodeType:
 
     replace: Dict[str, object] = {
         "co_code": bytes(out),
-        "co_consts": consts + (probe,),
+        "co_consts": consts + (probe,) + trailer,
         "co_stacksize": max(code.co_stacksize + 1, 2),
     }
     if d.line_table == "locations":

@@ -11,35 +11,66 @@ from . import _ext
 
 HIST_BUCKETS: int = _ext.HIST_BUCKETS
 HIST_SHIFT: int = _ext.HIST_SHIFT
-HIST_SUB_BITS: int = _ext.HIST_SUB_BITS
-_SUB = 1 << HIST_SUB_BITS
 
-#: Largest relative error of a percentile inside the histogram's range:
-#: a bucket is at most 1/8 of its lower bound wide and we report its midpoint.
-RELATIVE_ERROR = 1 / (2 * _SUB)
+# The bucket layout of _ext.c (fp_bucket_of), over u = ns >> HIST_SHIFT:
+# 8 buckets of one unit, then 8 per power of two for u in [8, 64), then 6 per
+# power of two cut at these cells of the 6 bits below u's leading one
+# (fp_sixths), then one open-ended bucket. tests/test_histogram.py checks
+# that every bound here matches the C bucketing.
+_LINEAR = 8
+_LOG_START = 32
+_SIXTH_CELLS = (0, 8, 17, 27, 38, 51, 64)
+_TOP_EXP = 5 + (HIST_BUCKETS - 1 - _LOG_START) // 6
+
+#: Largest relative error of a percentile from 32 ns up to HISTOGRAM_RANGE_NS:
+#: every bucket there is reported by the point closest, relatively, to both
+#: of its ends (tests/test_histogram.py checks each bucket against it).
+RELATIVE_ERROR = 1 / 16
+
+#: Durations from here up (2**41 ns, about 36.6 minutes) share one open-ended
+#: top bucket; a percentile that falls there reports max_ns.
+HISTOGRAM_RANGE_NS = 1 << (_TOP_EXP + 1 + HIST_SHIFT)
 
 
 def bucket_bounds(index: int) -> Tuple[int, int]:
-    """[low, high) in nanoseconds of histogram bucket ``index``."""
-    if index < _SUB:
-        return index << HIST_SHIFT, (index + 1) << HIST_SHIFT
-    e = index // _SUB + HIST_SUB_BITS - 1
-    m = index % _SUB
-    low = (_SUB + m) << (e - HIST_SUB_BITS)
-    width = 1 << (e - HIST_SUB_BITS)
-    return low << HIST_SHIFT, (low + width) << HIST_SHIFT
+    """[low, high) in nanoseconds of histogram bucket ``index`` (the top
+    bucket's high is 2**64)."""
+    if index < _LINEAR:
+        low, high = index, index + 1
+    elif index < _LOG_START:
+        e, sub = divmod(index - _LINEAR, 8)
+        low = (8 + sub) << e
+        high = low + (1 << e)
+    elif index < HIST_BUCKETS - 1:
+        e, j = divmod(index - _LOG_START, 6)
+        low = (64 + _SIXTH_CELLS[j]) << e
+        high = (64 + _SIXTH_CELLS[j + 1]) << e
+    else:
+        return HISTOGRAM_RANGE_NS, 1 << 64
+    return low << HIST_SHIFT, high << HIST_SHIFT
 
 
-#: Durations from here up share one open-ended top bucket (about 7.5 s).
-HISTOGRAM_RANGE_NS = bucket_bounds(HIST_BUCKETS - 1)[0]
+def bucket_value(index: int) -> int:
+    """The duration a percentile in bucket ``index`` reports, in nanoseconds.
+
+    The linear buckets (below 32 ns) report their midpoint, within 2 ns of
+    any duration in them. The others report 2*low*high/(low + high), whose
+    relative distance to both ends is the same, (high - low)/(high + low),
+    at most 0.06 with this layout.
+    """
+    low, high = bucket_bounds(index)
+    if index < _LINEAR:
+        return (low + high) // 2
+    return round(2 * low * high / (low + high))
 
 
 @dataclass(frozen=True)
 class Stats:
     """An immutable snapshot of one instrumented definition's counters.
 
-    Durations are nanoseconds on a monotonic clock. ``calls`` counts the
-    activations started; the duration fields cover those that have ended.
+    Durations are nanoseconds on a monotonic clock, whichever clock the
+    probe reads. ``calls`` counts the activations started; the duration
+    fields cover those that have ended.
     """
 
     name: str
@@ -50,11 +81,14 @@ class Stats:
     max_ns: int
     completed: int
     histogram: Tuple[int, ...] = field(repr=False, compare=False)
-    #: Nanoseconds per histogram tick: 1.0 for the monotonic clock, the
-    #: calibrated TSC period for the TSC clock.
-    tick_ns: float = field(default=1.0, repr=False, compare=False)
     #: The clock this definition's probe reads: "monotonic" or "tsc".
     clock: str = field(default="monotonic", compare=False)
+    #: Where the definition comes from: the function's ``__module__`` and
+    #: ``__qualname__``, its code's file and first line.
+    module: str = field(default="", compare=False)
+    qualname: str = field(default="", compare=False)
+    filename: str = field(default="", compare=False)
+    firstlineno: int = field(default=0, compare=False)
 
     @property
     def mean_ns(self) -> float:
@@ -87,9 +121,7 @@ class Stats:
                 break
         if index == len(hist) - 1:  # open-ended top bucket
             return self.max_ns
-        low, high = bucket_bounds(index)
-        mid = (low + high) // 2 if self.tick_ns == 1.0 else round((low + high) / 2 * self.tick_ns)
-        return min(max(mid, self.min_ns), self.max_ns)
+        return min(max(bucket_value(index), self.min_ns), self.max_ns)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -108,10 +140,9 @@ class Stats:
         }
 
 
-def snapshot(name: str, probe: Any) -> Stats:
-    calls, completed, errors, total, lo, hi, hist, tick_ns = probe.snapshot()
-    if tick_ns != 1.0:
-        total, lo, hi = round(total * tick_ns), round(lo * tick_ns), round(hi * tick_ns)
+def snapshot(name: str, probe: Any, *, module: str = "", qualname: str = "", filename: str = "",
+             firstlineno: int = 0) -> Stats:
+    calls, completed, errors, total, lo, hi, hist = probe.snapshot()
     return Stats(
         name=name,
         calls=calls,
@@ -121,8 +152,11 @@ def snapshot(name: str, probe: Any) -> Stats:
         max_ns=hi,
         completed=completed,
         histogram=tuple(memoryview(hist).cast("I")),
-        tick_ns=tick_ns,
         clock=probe.clock,
+        module=module,
+        qualname=qualname,
+        filename=filename,
+        firstlineno=firstlineno,
     )
 
 
@@ -151,7 +185,8 @@ def render(stats: Iterable[Stats], file: Optional[TextIO], sort: str, limit: Opt
         raise ValueError(f"report() sort must be one of {', '.join(sorted(_SORT_KEYS))}; got {sort!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"report() limit must be a non-negative int or None; got {limit!r}")
-    rows: List[Stats] = sorted(stats, key=_SORT_KEYS[sort])
+    every = list(stats)
+    rows: List[Stats] = sorted(every, key=_SORT_KEYS[sort])
     if limit is not None:
         rows = rows[:limit]
     out = file if file is not None else sys.stdout
@@ -166,5 +201,5 @@ def render(stats: Iterable[Stats], file: Optional[TextIO], sort: str, limit: Opt
     for r in table:
         cells = [c.rjust(w) for c, w in zip(r[:-1], widths)]
         out.write("  ".join(cells + [r[-1]]) + "\n")
-    if not rows:
+    if not every:
         out.write("(no instrumented functions)\n")
