@@ -1,9 +1,45 @@
-"""Only the C extension lives here; all other metadata is in pyproject.toml."""
+"""The C extension, and what the build writes into the wheel beside the
+package; all other metadata is in pyproject.toml.
 
+build_py also
+* writes fastpatch/_assembled.py: the injected instruction sequences of the
+  building interpreter, assembled with the bytecode package (a build
+  requirement), so that an installed fastpatch never imports bytecode;
+* copies src/*.pth and src/*.start to the wheel's root (site-packages): the
+  zero-code activation hooks of the site module.
+"""
+
+import glob
+import importlib.util
 import os
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class BuildPy(build_py):
+    def run(self) -> None:
+        super().run()
+        if not self.dry_run:
+            self._write_assembled()
+            for path in glob.glob(os.path.join(HERE, "src", "*.pth")) + glob.glob(os.path.join(HERE, "src", "*.start")):
+                self.copy_file(path, os.path.join(self.build_lib, os.path.basename(path)))
+
+    def _write_assembled(self) -> None:
+        # _recipes.py imports nothing from the package: load it on its own.
+        spec = importlib.util.spec_from_file_location("_fastpatch_recipes", os.path.join(HERE, "src", "fastpatch", "_recipes.py"))
+        recipes = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(recipes)
+        version = sys.version_info[:2]
+        if version not in recipes.RECIPES:
+            return  # an unsupported Python: fastpatch refuses to instrument there anyway
+        target = os.path.join(self.build_lib, "fastpatch", "_assembled.py")
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(recipes.assembled_source(version))
+
 
 extra_compile_args = []
 extra_link_args = []
@@ -17,6 +53,7 @@ if sys.platform != "win32":
         extra_link_args = flags
 
 setup(
+    cmdclass={"build_py": BuildPy},
     ext_modules=[
         Extension(
             "fastpatch._ext",
@@ -24,5 +61,5 @@ setup(
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
         )
-    ]
+    ],
 )

@@ -380,3 +380,33 @@ def test_report_with_limit_0_prints_the_header_and_not_that_nothing_is_instrumen
     out = io.StringIO()
     fastpatch.report(out, limit=0)
     assert out.getvalue().splitlines() == ["calls  errors  total  mean  min  p50  p99  max  name"]
+
+
+def test_the_injected_sequences_built_into_the_wheel_are_what_bytecode_assembles():
+    from fastpatch import _recipes
+
+    try:
+        from fastpatch import _assembled
+    except ImportError:
+        pytest.skip("no build-time _assembled.py: an editable install assembles on first use")
+    recipe = _recipes.recipe_for(sys.version_info[:2])
+    assert _assembled.KEY == _recipes._cache_key(recipe)
+    assert _assembled.SEQUENCES == _recipes.assemble_sequences(recipe)
+    assert _recipes.encoded_sequences(recipe) == _assembled.SEQUENCES
+
+
+def test_an_installed_fastpatch_instruments_without_importing_bytecode_or_typing():
+    import subprocess
+
+    try:
+        from fastpatch import _assembled  # noqa: F401
+    except ImportError:
+        pytest.skip("no build-time _assembled.py: an editable install imports bytecode on first use")
+    code = (
+        "import sys, fastpatch\n"
+        "def f(x):\n    return x + 1\n"
+        "fastpatch.instrument(f)\nf(1)\nassert fastpatch.stats(f).calls == 1\n"
+        "print(sorted(m for m in ('bytecode', 'typing', 'dataclasses', 're', 'threading', 'weakref') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

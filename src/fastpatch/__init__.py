@@ -6,14 +6,15 @@ extra frame, and every existing reference to the function is timed.
 
 from __future__ import annotations
 
-import importlib
-from typing import Optional, TextIO
-
 from ._version import __version__
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, TextIO
+
 try:
-    # import_module, not `from . import _ext`: on failure Python would blame a circular import.
-    _ext = importlib.import_module(f"{__name__}._ext")
+    # Not `from . import _ext`: on failure Python would blame a circular import.
+    import fastpatch._ext as _ext
 except ImportError as exc:  # pragma: no cover - depends on the installation
     import platform as _platform
     import sys as _sys
@@ -34,7 +35,6 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 import os as _os
-import warnings as _warnings
 
 from ._patch import all_stats, instrument, is_instrumented, reset, stats, uninstrument
 from ._recipes import SUPPORTED_VERSIONS, UnsupportedPythonError
@@ -71,13 +71,17 @@ def _choose_clock(requested: str) -> None:
             _ext.set_default_clock(True)  # stays on CLOCK_MONOTONIC if the CPU says the TSC is not invariant
     elif requested == "tsc":
         if not _ext.set_default_clock(True):
-            _warnings.warn(
+            import warnings
+
+            warnings.warn(
                 "FASTPATCH_CLOCK=tsc: this CPU has no invariant TSC; using CLOCK_MONOTONIC",
                 RuntimeWarning,
                 stacklevel=3,
             )
     elif requested != "monotonic":
-        _warnings.warn(
+        import warnings
+
+        warnings.warn(
             f"FASTPATCH_CLOCK={requested!r} is not a clock fastpatch knows ('auto', 'monotonic', 'tsc'); "
             "using monotonic",
             RuntimeWarning,

@@ -36,16 +36,20 @@ forked child):
 
 from __future__ import annotations
 
+import _thread
+import _weakref
 import os
-import threading
-import weakref
-from types import CodeType, FunctionType
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from . import _ext
-from ._resolve import resolve_function
+from ._resolve import CodeType, resolve_function
 from ._splice import SpliceError, splice
 from ._stats import Stats, snapshot
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no typing, threading or weakref at run time: `import fastpatch` must stay cheap
+    import weakref
+    from types import FunctionType
+    from typing import Any, Dict, List, Optional, Tuple
 
 
 class Origin:
@@ -67,12 +71,13 @@ class Origin:
         return f"<fastpatch origin of {getattr(self.code, 'co_qualname', self.code.co_name)}>"
 
 
-_lock = threading.RLock()
+_lock = _thread.RLock()
 _by_original: Dict[int, "_Definition"] = {}
 _by_patched: Dict[int, "_Definition"] = {}
 _by_probe: Dict[int, "_Definition"] = {}
 _by_fingerprint: Dict[int, List["weakref.ref[_Definition]"]] = {}
-_keepalive: weakref.WeakKeyDictionary[FunctionType, CodeType] = weakref.WeakKeyDictionary()
+# id(function) -> (weak reference to it, the patched code it ran before uninstrument)
+_keepalive: Dict[int, Tuple[weakref.ref[FunctionType], CodeType]] = {}
 
 
 class _Definition:
@@ -82,7 +87,7 @@ class _Definition:
     )
 
     def __init__(self, original: CodeType, probe: Any, module: str, qualname: str, name: Optional[str]) -> None:
-        self.original_ref = weakref.ref(original, self._forget)
+        self.original_ref = _weakref.ref(original, self._forget)
         self.original_id = id(original)
         self.patched_ref: Optional[weakref.ref[CodeType]] = None
         self.patched_id = 0
@@ -98,7 +103,7 @@ class _Definition:
         return None if self.patched_ref is None else self.patched_ref()
 
     def set_patched(self, code: CodeType) -> None:
-        self.patched_ref = weakref.ref(code, self._patched_died)
+        self.patched_ref = _weakref.ref(code, self._patched_died)
         self.patched_id = id(code)
         _by_patched[id(code)] = self
 
@@ -109,7 +114,7 @@ class _Definition:
         if original is not None:
             refs = _by_fingerprint.setdefault(hash(original), [])
             refs[:] = [r for r in refs if r() is not None]
-            refs.append(weakref.ref(self))
+            refs.append(_weakref.ref(self))
 
     # Weak reference callbacks run inside a deallocation (before the dead
     # object's id can be reused), with the GIL, possibly while the module is
@@ -134,6 +139,16 @@ class _Definition:
         )
 
 
+
+
+def _keep(func: FunctionType, patched: CodeType) -> None:
+    key = id(func)
+    _keepalive[key] = (_weakref.ref(func, lambda _ref, key=key, kept=_keepalive: kept.pop(key, None)), patched)
+
+
+def _kept(func: FunctionType) -> Optional[CodeType]:
+    entry = _keepalive.get(id(func))
+    return entry[1] if entry is not None and entry[0]() is func else None
 
 
 def _our_constants(code: CodeType) -> Tuple[Any, Optional[Origin]]:
@@ -262,13 +277,13 @@ def instrument(target: Any, *, name: Optional[str] = None) -> Any:
                 d.name = name
             patched = d.patched()
             if patched is None:
-                patched = _keepalive.get(func)
+                patched = _kept(func)
                 if patched is not None:
                     d.set_patched(patched)
                 else:
                     patched = _patched_code(d, code)
         _ext.set_code(func, patched)
-        _keepalive.pop(func, None)
+        _keepalive.pop(id(func), None)
     return target
 
 
@@ -297,7 +312,7 @@ def uninstrument(target: Any) -> Any:
                 "Undo that tool's patch first."
             )
         _ext.set_code(func, origin.code)
-        _keepalive[func] = code
+        _keep(func, code)
     return target
 
 
@@ -352,14 +367,17 @@ def reset(target: Any = None) -> None:
 _CO_OPTIMIZED = 0x1  # functions, lambdas, comprehensions; not module or class bodies
 
 
-class PatchedTree(NamedTuple):
+class PatchedTree:
     """What ``patch_module_code`` did."""
 
-    code: CodeType
-    #: Qualified names of the functions now instrumented.
-    instrumented: List[str]
-    #: (qualified name, reason) of the functions left as they were.
-    skipped: List[Tuple[str, str]]
+    __slots__ = ("code", "instrumented", "skipped")
+
+    def __init__(self, code: CodeType) -> None:
+        self.code = code
+        #: Qualified names of the functions now instrumented.
+        self.instrumented: List[str] = []
+        #: (qualified name, reason) of the functions left as they were.
+        self.skipped: List[Tuple[str, str]] = []
 
 
 def patch_module_code(code: CodeType, module: str) -> PatchedTree:
@@ -370,9 +388,10 @@ def patch_module_code(code: CodeType, module: str) -> PatchedTree:
     Each function becomes a definition named ``module.qualname``; one the
     splicer cannot handle is left as it is and listed in ``skipped``.
     """
-    tree = PatchedTree(code, [], [])
+    tree = PatchedTree(code)
     with _lock:
-        return tree._replace(code=_patch_tree(code, module, "", tree))
+        tree.code = _patch_tree(code, module, "", tree)
+    return tree
 
 
 def _nested_qualname(parent: CodeType, parent_qualname: str, code: CodeType) -> str:
@@ -468,7 +487,7 @@ _register_pickling()
 def _after_fork_in_child() -> None:
     """A forked child keeps the instrumentation and starts from zero."""
     global _lock
-    _lock = threading.RLock()  # the parent's may have been held by a thread the child does not have
+    _lock = _thread.RLock()  # the parent's may have been held by a thread the child does not have
     _ext.forked_child()
     for d in list(_by_original.values()):
         d.probe.clear()

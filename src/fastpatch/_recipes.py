@@ -20,7 +20,9 @@ The injected sequences are data, instruction names with their arguments:
 Neither is a call, so profilers and ``sys.monitoring`` see no C call.
 
 The running version's sequences are assembled into code units with the
-``bytecode`` package once per process, on first use.
+``bytecode`` package when a wheel is built (setup.py writes them to
+``_assembled.py``), so that an installed fastpatch never imports
+``bytecode``; an editable install assembles them on first use instead.
 
 Adding a CPython version means adding its recipe here, the version shims at
 the top of ``_ext.c`` and the trove classifiers in ``pyproject.toml``; CI,
@@ -31,32 +33,64 @@ the release check and the benchmarks ask this module which versions exist
 from __future__ import annotations
 
 import sys
-from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
-#: An instruction of an injected sequence: (opcode name, argument).
-Instruction = Tuple[str, int]
+# `import fastpatch` must stay cheap (it runs in every process the import hook
+# reaches): no typing, collections or bytecode at import. mypy reads the
+# annotations behind TYPE_CHECKING, which it treats as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Tuple
+
+    #: An instruction of an injected sequence: (opcode name, argument).
+    Instruction = Tuple[str, int]
 
 
-class Recipe(NamedTuple):
+class Recipe:
     """How one CPython minor version lays out code, and what fastpatch injects there."""
 
-    #: "lnotab" (3.9), "linetable" (3.10) or "locations" (3.11+).
-    line_table: str
-    #: Jump arguments count bytes (2) on 3.9, code units (1) afterwards.
-    jump_unit: int
-    #: Relative jumps whose argument counts backwards.
-    backward_jumps: Tuple[str, ...]
-    #: The entry goes after the first instruction of this name (3.11+).
-    prologue_end: Optional[str]
-    #: 3.10: generators start with this instruction, which pops the first send.
-    generator_start: Optional[str]
-    #: Returns: RETURN_VALUE, and RETURN_CONST where it exists (3.12, 3.13).
-    return_value: str
-    return_const: Optional[str]
-    #: After ``LOAD_CONST <probe>``: pushes the token.
-    entry: Tuple[Instruction, ...]
-    #: Right before a return: ``[token, retval]`` -> ``retval``.
-    exit: Tuple[Instruction, ...]
+    __slots__ = (
+        "line_table", "jump_unit", "backward_jumps", "prologue_end", "generator_start", "return_value",
+        "return_const", "entry", "exit",
+    )
+
+    def __init__(
+        self,
+        *,
+        line_table: str,
+        jump_unit: int,
+        backward_jumps: Tuple[str, ...],
+        prologue_end: Optional[str],
+        generator_start: Optional[str],
+        return_value: str,
+        return_const: Optional[str],
+        entry: Tuple[Instruction, ...],
+        exit: Tuple[Instruction, ...],
+    ) -> None:
+        #: "lnotab" (3.9), "linetable" (3.10) or "locations" (3.11+).
+        self.line_table = line_table
+        #: Jump arguments count bytes (2) on 3.9, code units (1) afterwards.
+        self.jump_unit = jump_unit
+        #: Relative jumps whose argument counts backwards.
+        self.backward_jumps = backward_jumps
+        #: The entry goes after the first instruction of this name (3.11+).
+        self.prologue_end = prologue_end
+        #: 3.10: generators start with this instruction, which pops the first send.
+        self.generator_start = generator_start
+        #: Returns: RETURN_VALUE, and RETURN_CONST where it exists (3.12, 3.13).
+        self.return_value = return_value
+        self.return_const = return_const
+        #: After ``LOAD_CONST <probe>``: pushes the token.
+        self.entry = entry
+        #: Right before a return: ``[token, retval]`` -> ``retval``.
+        self.exit = exit
+
+    def replace(self, **changes: Any) -> Recipe:
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return Recipe(**fields)
+
+    def __repr__(self) -> str:
+        return "Recipe(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__) + ")"
 
 
 #: The argument of BINARY_OP that means ``a[b]`` (``dis._nb_ops``), 3.14+.
@@ -73,8 +107,8 @@ _39 = Recipe(
     entry=(("UNARY_INVERT", 0),),
     exit=(("BINARY_SUBSCR", 0),),
 )
-_310 = _39._replace(line_table="linetable", jump_unit=1, generator_start="GEN_START")
-_311 = _310._replace(
+_310 = _39.replace(line_table="linetable", jump_unit=1, generator_start="GEN_START")
+_311 = _310.replace(
     line_table="locations",
     generator_start=None,
     prologue_end="RESUME",
@@ -87,10 +121,10 @@ _311 = _310._replace(
         "POP_JUMP_BACKWARD_IF_NOT_NONE",
     ),
 )
-_312 = _311._replace(backward_jumps=("JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT"), return_const="RETURN_CONST")
+_312 = _311.replace(backward_jumps=("JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT"), return_const="RETURN_CONST")
 # 3.14: BINARY_SUBSCR and RETURN_CONST are gone; END_ASYNC_FOR carries a
 # backward offset (to its SEND, for sys.monitoring's branch events).
-_314 = _312._replace(
+_314 = _312.replace(
     return_const=None,
     backward_jumps=("JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT", "END_ASYNC_FOR"),
     exit=(("BINARY_OP", NB_SUBSCR),),
@@ -121,9 +155,14 @@ FORWARD = 2
 BACKWARD = 3
 
 
-class Dialect(NamedTuple):
+class Dialect:
     """The running version's recipe, encoded: what the splicer works from."""
 
+    __slots__ = (
+        "version", "line_table", "has_exception_table", "jump_unit", "extended_arg", "caches", "jumps",
+        "return_value", "return_const", "load_const", "prologue_end", "generator_start", "entry_tail", "exit",
+        "return_value_code",
+    )
     version: Tuple[int, int]
     line_table: str
     has_exception_table: bool
@@ -144,6 +183,12 @@ class Dialect(NamedTuple):
     entry_tail: bytes
     exit: bytes
     return_value_code: bytes
+
+    def __init__(self, **fields: Any) -> None:
+        for name in self.__slots__:
+            setattr(self, name, fields.pop(name))
+        if fields:
+            raise TypeError(f"unknown Dialect fields: {sorted(fields)}")
 
 
 def supported_text() -> str:
@@ -166,9 +211,9 @@ def recipe_for(version: Tuple[int, int]) -> Recipe:
 def _cache_counts(opcode_module: object) -> List[int]:
     """Inline cache units per opcode, from the ``opcode`` module of any version."""
     entries = getattr(opcode_module, "_inline_cache_entries", None)
-    opmap: Mapping[str, int] = getattr(opcode_module, "opmap")  # noqa: B009 - typed access
+    opmap: Dict[str, int] = getattr(opcode_module, "opmap")  # noqa: B009 - typed access
     counts = [0] * 256
-    if isinstance(entries, Mapping) or hasattr(entries, "items"):  # 3.13+: keyed by name
+    if hasattr(entries, "items"):  # 3.13+: keyed by name (a frozendict on 3.15)
         for name, n in entries.items():  # type: ignore[union-attr]
             op = opmap.get(name)
             if op is not None and op < 256:
@@ -206,13 +251,50 @@ def assemble_with_bytecode(sequence: Tuple[Instruction, ...]) -> bytes:
     return bytes(out)
 
 
-def encoded_sequences(recipe: Recipe) -> Dict[str, bytes]:
+def assemble_sequences(recipe: Recipe) -> Dict[str, bytes]:
     """The running version's injected sequences as code units, keyed by role."""
     return {
         "entry_tail": assemble_with_bytecode(recipe.entry),
         "exit": assemble_with_bytecode(recipe.exit),
         "return_value": assemble_with_bytecode(((recipe.return_value, 0),)),
     }
+
+
+def _cache_key(recipe: Recipe) -> str:
+    """What the assembled bytes depend on: the bytecode format (the import
+    system's magic number) and the recipe's sequences."""
+    magic = getattr(sys.modules.get("_frozen_importlib_external"), "MAGIC_NUMBER", b"")
+    return f"{magic.hex()}:{recipe.entry!r}:{recipe.exit!r}:{recipe.return_value}"
+
+
+def assembled_source(version: Tuple[int, int]) -> str:
+    """The text of ``_assembled.py`` for the running interpreter, written by
+    setup.py at build time so that no run of an installed fastpatch imports
+    ``bytecode``."""
+    recipe = recipe_for(version)
+    lines = [
+        '"""Generated when this wheel was built (setup.py): the injected sequences of',
+        f"CPython {version[0]}.{version[1]}, assembled by the bytecode package from _recipes.RECIPES.",
+        '_recipes.encoded_sequences() uses them when KEY matches the running interpreter."""',
+        "",
+        f"KEY = {_cache_key(recipe)!r}",
+        f"SEQUENCES = {assemble_sequences(recipe)!r}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def encoded_sequences(recipe: Recipe) -> Dict[str, bytes]:
+    """The injected sequences of the running version: from the build-time
+    cache when it is for this interpreter and recipe, else assembled now."""
+    try:
+        from . import _assembled  # type: ignore[attr-defined, unused-ignore]
+    except ImportError:  # an editable install, or a build without bytecode
+        pass
+    else:
+        if _assembled.KEY == _cache_key(recipe):
+            return dict(_assembled.SEQUENCES)
+    return assemble_sequences(recipe)
 
 
 def build_dialect(version: Tuple[int, int]) -> Dialect:

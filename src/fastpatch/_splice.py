@@ -35,13 +35,15 @@ done with the ``bytecode`` package.
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_right
 from itertools import accumulate
-from types import CodeType
-from typing import Dict, List, NamedTuple, Pattern, Tuple
 
 from ._recipes import ABSOLUTE, FORWARD, Dialect, current
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no typing at run time: `import fastpatch` must stay cheap
+    from types import CodeType
+    from typing import Dict, Iterator, List, Tuple
 
 
 class SpliceError(ValueError):
@@ -62,33 +64,42 @@ _ENTRY = 1  # the entry: its own, runs before the instruction after it
 _BEFORE_NEXT = 2  # a return's prefix or a jump's new EXTENDED_ARGs: part of the instruction after it
 
 
-class _Insertion(NamedTuple):
-    at: int  # code unit boundary in the original code
-    side: int
-    units: int
-    content: bytes
+class _Insertion:
+    __slots__ = ("at", "side", "units", "content")
+
+    def __init__(self, at: int, side: int, units: int, content: bytes) -> None:
+        self.at = at  # code unit boundary in the original code
+        self.side = side
+        self.units = units
+        self.content = content
 
 
-class _Jump(NamedTuple):
-    start: int  # first unit of the instruction, EXTENDED_ARG prefixes included
-    op_unit: int
-    kind: int
-    target: int  # code unit the jump lands on, in the original code
+class _Jump:
+    __slots__ = ("start", "op_unit", "kind", "target")
+
+    def __init__(self, start: int, op_unit: int, kind: int, target: int) -> None:
+        self.start = start  # first unit of the instruction, EXTENDED_ARG prefixes included
+        self.op_unit = op_unit
+        self.kind = kind
+        self.target = target  # code unit the jump lands on, in the original code
 
 
-_patterns: Dict[Tuple[int, int], Pattern[bytes]] = {}
+_marks: Dict[Tuple[int, int], bytes] = {}
 
 
-def _interesting(d: Dialect) -> Pattern[bytes]:
-    """A pattern over opcode bytes matching jumps and returns."""
-    pat = _patterns.get(d.version)
-    if pat is None:
-        ops = {op for op in range(256) if d.jumps[op]} | {d.return_value}
+def _interesting(d: Dialect, ops: bytes) -> Iterator[int]:
+    """Code units whose opcode is a jump or a return."""
+    table = _marks.get(d.version)
+    if table is None:
+        wanted = {op for op in range(256) if d.jumps[op]} | {d.return_value}
         if d.return_const is not None:
-            ops.add(d.return_const)
-        pat = re.compile(b"[" + b"".join(re.escape(bytes((op,))) for op in sorted(ops)) + b"]")
-        _patterns[d.version] = pat
-    return pat
+            wanted.add(d.return_const)
+        table = _marks[d.version] = bytes(1 if op in wanted else 0 for op in range(256))
+    marks = ops.translate(table)
+    i = marks.find(1)
+    while i >= 0:
+        yield i
+        i = marks.find(1, i + 1)
 
 
 class _OffsetMap:
@@ -139,6 +150,10 @@ class _OffsetMap:
         return pos if i < 0 else pos + self._all[i]
 
 
+def _insertion_order(ins: _Insertion) -> Tuple[int, int]:
+    return (ins.at, ins.side)
+
+
 def splice(code: CodeType, probe: object, trailer: Tuple[object, ...] = ()) -> CodeType:
     """Return a copy of ``code`` that times each activation with ``probe``.
 
@@ -174,8 +189,7 @@ def splice(code: CodeType, probe: object, trailer: Tuple[object, ...] = ()) -> C
     const_tail = exit_code + d.return_value_code
     unit = d.jump_unit
 
-    for m in _interesting(d).finditer(ops):
-        i = m.start()
+    for i in _interesting(d, ops):
         op = ops[i]
         start = i
         while start and ops[start - 1] == ext_op:
@@ -202,7 +216,7 @@ def splice(code: CodeType, probe: object, trailer: Tuple[object, ...] = ()) -> C
     grown: Dict[int, int] = {}
     while True:
         insertions = base + [_Insertion(start, _BEFORE_NEXT, extra, b"") for start, extra in grown.items()]
-        insertions.sort(key=lambda ins: (ins.at, ins.side))
+        insertions.sort(key=_insertion_order)
         offsets = _OffsetMap(insertions)
         new_args = []
         more = []

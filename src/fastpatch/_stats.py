@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, TextIO, Tuple
 
 from . import _ext
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no typing or dataclasses at run time: `import fastpatch` must stay cheap
+    from typing import Any, Dict, Iterable, List, Optional, TextIO, Tuple
 
 HIST_BUCKETS: int = _ext.HIST_BUCKETS
 HIST_SHIFT: int = _ext.HIST_SHIFT
@@ -64,14 +66,25 @@ def bucket_value(index: int) -> int:
     return round(2 * low * high / (low + high))
 
 
-@dataclass(frozen=True)
 class Stats:
     """An immutable snapshot of one instrumented definition's counters.
 
     Durations are nanoseconds on a monotonic clock, whichever clock the
     probe reads. ``calls`` counts the activations started; the duration
-    fields cover those that have ended.
+    fields cover those that have ended. ``histogram`` holds the count of
+    each bucket (see ``bucket_bounds``).
+
+    ``clock`` is the clock the definition's probe reads ("tsc" or
+    "monotonic"); ``module``, ``qualname``, ``filename`` and
+    ``firstlineno`` say where the definition comes from.
     """
+
+    __slots__ = (
+        "name", "calls", "errors", "total_ns", "min_ns", "max_ns", "completed", "histogram", "clock", "module",
+        "qualname", "filename", "firstlineno",
+    )
+    #: Compared by ==; the rest describes them.
+    _COMPARED = ("name", "calls", "errors", "total_ns", "min_ns", "max_ns", "completed")
 
     name: str
     calls: int
@@ -80,15 +93,43 @@ class Stats:
     min_ns: int
     max_ns: int
     completed: int
-    histogram: Tuple[int, ...] = field(repr=False, compare=False)
-    #: The clock this definition's probe reads: "monotonic" or "tsc".
-    clock: str = field(default="monotonic", compare=False)
-    #: Where the definition comes from: the function's ``__module__`` and
-    #: ``__qualname__``, its code's file and first line.
-    module: str = field(default="", compare=False)
-    qualname: str = field(default="", compare=False)
-    filename: str = field(default="", compare=False)
-    firstlineno: int = field(default=0, compare=False)
+    histogram: Tuple[int, ...]
+    clock: str
+    module: str
+    qualname: str
+    filename: str
+    firstlineno: int
+
+    def __init__(
+        self, name: str, calls: int, errors: int, total_ns: int, min_ns: int, max_ns: int, completed: int,
+        histogram: Tuple[int, ...], clock: str = "monotonic", module: str = "", qualname: str = "",
+        filename: str = "", firstlineno: int = 0,
+    ) -> None:
+        values = (name, calls, errors, total_ns, min_ns, max_ns, completed, histogram, clock, module, qualname,
+                  filename, firstlineno)
+        for slot, value in zip(self.__slots__, values):
+            object.__setattr__(self, slot, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Stats is an immutable snapshot; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Stats is an immutable snapshot; cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Stats:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._COMPARED)
+
+    def __hash__(self) -> int:
+        return hash(tuple(getattr(self, f) for f in self._COMPARED))
+
+    def __repr__(self) -> str:
+        shown = self._COMPARED + ("clock", "module", "qualname", "filename", "firstlineno")
+        return "Stats(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in shown) + ")"
+
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
+        return (Stats, tuple(getattr(self, f) for f in self.__slots__))
 
     @property
     def mean_ns(self) -> float:
