@@ -1,4 +1,4 @@
-"""The C extension, and what the build writes into the wheel beside the
+"""The C extensions, and what the build writes into the wheel beside the
 package; all other metadata is in pyproject.toml.
 
 build_py also
@@ -55,11 +55,21 @@ if sys.platform != "win32":
 setup(
     cmdclass={"build_py": BuildPy},
     ext_modules=[
+        # The probes: the hot path.
         Extension(
             "fastpatch._ext",
             sources=["src/fastpatch/_ext.c"],
+            depends=["src/fastpatch/_compat.h"],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
-        )
+        ),
+        # The debugger-jump guard: nothing on any call's path.
+        Extension(
+            "fastpatch._jumps",
+            sources=["src/fastpatch/_jumps.c"],
+            depends=["src/fastpatch/_compat.h"],
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
+        ),
     ],
 )

@@ -33,62 +33,7 @@
 #include <stdint.h>
 #include <string.h>
 
-/* ===================================================================== */
-/* Version shims: every difference between CPython versions, and the     */
-/* only place in this file that tests PY_VERSION_HEX.                    */
-/* ===================================================================== */
-
-/* Token: created only by the entry probe (3.10+ can say so). */
-#if PY_VERSION_HEX >= 0x030A0000
-#  define FP_TOKEN_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION)
-#else
-#  define FP_TOKEN_FLAGS Py_TPFLAGS_DEFAULT
-#endif
-
-/* 3.12+: the module state is per interpreter, but the clock choice and the
-   TSC calibration are process-wide; see fp_slots. */
-#if PY_VERSION_HEX >= 0x030C0000
-#  define FP_HAVE_MULTIPLE_INTERPRETERS_SLOT 1
-#else
-#  define FP_HAVE_MULTIPLE_INTERPRETERS_SLOT 0
-#endif
-
-/* 3.13+: free-threaded builds exist, and a module says whether it needs the GIL. */
-#if PY_VERSION_HEX >= 0x030D0000
-#  define FP_HAVE_MOD_GIL_SLOT 1
-#else
-#  define FP_HAVE_MOD_GIL_SLOT 0
-#endif
-
-/*
- * Function versions (3.13+). Specialised call sites check a function's
- * version, and assigning __code__ clears it for good, so a function whose
- * code fastpatch swapped would never be specialised for again. A function
- * made from the new code would carry that code's co_version; fp_set_code
- * gives it that. 3.13 sets a version over any other; 3.14 and 3.15 accept a
- * version only on a function that has none (FUNC_VERSION_UNSET, 0), so the
- * cleared marker goes first. _PyFunction_SetVersion is exported, declared
- * in an internal header. Free-threaded builds are not built (see README).
- */
-#if PY_VERSION_HEX >= 0x030D0000 && !defined(Py_GIL_DISABLED)
-PyAPI_FUNC(void) _PyFunction_SetVersion(PyFunctionObject *func, uint32_t version);
-static inline void
-fp_restore_function_version(PyObject *func, PyObject *code)
-{
-    uint32_t version = ((PyCodeObject *)code)->co_version;
-    if (version >= 2) {  /* FUNC_VERSION_FIRST_VALID: versions ran out otherwise */
-        ((PyFunctionObject *)func)->func_version = 0;
-        _PyFunction_SetVersion((PyFunctionObject *)func, version);
-    }
-}
-#else
-static inline void
-fp_restore_function_version(PyObject *func, PyObject *code)
-{
-    (void)func;
-    (void)code;
-}
-#endif
+#include "_compat.h"
 
 #if defined(_WIN32)
 #  include <windows.h>

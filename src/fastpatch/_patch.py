@@ -249,6 +249,20 @@ def _refuse_foreign_probe(code: CodeType, what: str) -> None:
         )
 
 
+_jump_guard_installed = False
+
+
+def _install_jump_guard() -> None:
+    """Guard debugger jumps in this interpreter (_jumps.c), once, when the
+    first code is instrumented."""
+    global _jump_guard_installed
+    if not _jump_guard_installed:
+        from . import _jumps
+
+        _jumps.install()
+        _jump_guard_installed = True
+
+
 def instrument(target: Any, *, name: Optional[str] = None) -> Any:
     """Time every call of ``target`` by patching its code object in place.
 
@@ -262,6 +276,7 @@ def instrument(target: Any, *, name: Optional[str] = None) -> Any:
     _check_name(name)
     func = resolve_function(target)
     with _lock:
+        _install_jump_guard()
         code = func.__code__
         d = _original_definition(code)
         if d is None:
@@ -390,6 +405,7 @@ def patch_module_code(code: CodeType, module: str) -> PatchedTree:
     """
     tree = PatchedTree(code)
     with _lock:
+        _install_jump_guard()
         tree.code = _patch_tree(code, module, "", tree)
     return tree
 

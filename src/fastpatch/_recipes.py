@@ -9,15 +9,25 @@ version's recipe, and knows no version, opcode name or encoding itself.
 
 The injected sequences are data, instruction names with their arguments:
 
-* ``entry``, inserted where the body starts: ``LOAD_CONST <probe>`` followed
-  by the recipe's ``entry`` (``UNARY_INVERT`` everywhere), which pushes the
-  activation's token through the probe's ``nb_invert`` slot;
+* ``entry``, inserted where an activation starts: ``LOAD_CONST <probe>``
+  followed by the recipe's ``entry`` (``UNARY_INVERT`` everywhere), which
+  pushes the activation's token through the probe's ``nb_invert`` slot. On
+  3.11+ it goes right before the first ``RESUME`` (after a generator's
+  ``RETURN_GENERATOR; POP_TOP``, so it runs at the first resume); on 3.10
+  after a generator's ``GEN_START``; else at offset 0. From 3.10 it has no
+  line or location of its own, so that the first line event comes from the
+  first instruction the source produced, with the token already pushed;
 * ``exit``, inserted right before each return: a subscript of the token by
   the return value (``BINARY_SUBSCR``, from 3.14 ``BINARY_OP`` with the
   ``NB_SUBSCR`` argument), which records the end through the token's
-  ``mp_subscript`` slot and leaves the return value.
+  ``mp_subscript`` slot and leaves the return value. On 3.9 it is
+  ``ROT_TWO; POP_TOP`` instead, and the token's deallocator records the end:
+  3.9 checks for asynchronous exceptions (signals) after every instruction
+  that can call out, so one could land between a subscript and the
+  ``RETURN_VALUE``, in an activation already recorded as returned; neither
+  ``ROT_TWO`` nor ``POP_TOP`` is followed by that check.
 
-Neither is a call, so profilers and ``sys.monitoring`` see no C call.
+None of these is a call, so profilers and ``sys.monitoring`` see no C call.
 
 The running version's sequences are assembled into code units with the
 ``bytecode`` package when a wheel is built (setup.py writes them to
@@ -49,8 +59,8 @@ class Recipe:
     """How one CPython minor version lays out code, and what fastpatch injects there."""
 
     __slots__ = (
-        "line_table", "jump_unit", "backward_jumps", "prologue_end", "generator_start", "return_value",
-        "return_const", "entry", "exit",
+        "line_table", "jump_unit", "backward_jumps", "entry_before", "generator_start", "entry_has_line",
+        "return_value", "return_const", "entry", "exit", "exit_records",
     )
 
     def __init__(
@@ -59,12 +69,14 @@ class Recipe:
         line_table: str,
         jump_unit: int,
         backward_jumps: Tuple[str, ...],
-        prologue_end: Optional[str],
+        entry_before: Optional[str],
         generator_start: Optional[str],
+        entry_has_line: bool,
         return_value: str,
         return_const: Optional[str],
         entry: Tuple[Instruction, ...],
         exit: Tuple[Instruction, ...],
+        exit_records: bool,
     ) -> None:
         #: "lnotab" (3.9), "linetable" (3.10) or "locations" (3.11+).
         self.line_table = line_table
@@ -72,10 +84,14 @@ class Recipe:
         self.jump_unit = jump_unit
         #: Relative jumps whose argument counts backwards.
         self.backward_jumps = backward_jumps
-        #: The entry goes after the first instruction of this name (3.11+).
-        self.prologue_end = prologue_end
-        #: 3.10: generators start with this instruction, which pops the first send.
+        #: The entry goes right before the first instruction of this name (3.11+).
+        self.entry_before = entry_before
+        #: 3.10: generators start with this instruction, which pops the first
+        #: send; the entry goes after it.
         self.generator_start = generator_start
+        #: False: the entry has no line (3.10) or location (3.11+) of its own.
+        #: 3.9's line table cannot say that: the entry takes the first line.
+        self.entry_has_line = entry_has_line
         #: Returns: RETURN_VALUE, and RETURN_CONST where it exists (3.12, 3.13).
         self.return_value = return_value
         self.return_const = return_const
@@ -83,6 +99,10 @@ class Recipe:
         self.entry = entry
         #: Right before a return: ``[token, retval]`` -> ``retval``.
         self.exit = exit
+        #: True: the exit's subscript records a return (token_exit, which
+        #: folds it in one return late); False: it drops the token, whose
+        #: deallocator records it (3.9).
+        self.exit_records = exit_records
 
     def replace(self, **changes: Any) -> Recipe:
         fields = {name: getattr(self, name) for name in self.__slots__}
@@ -100,18 +120,24 @@ _39 = Recipe(
     line_table="lnotab",
     jump_unit=2,
     backward_jumps=(),
-    prologue_end=None,
+    entry_before=None,
     generator_start=None,
+    entry_has_line=True,
     return_value="RETURN_VALUE",
     return_const=None,
     entry=(("UNARY_INVERT", 0),),
-    exit=(("BINARY_SUBSCR", 0),),
+    exit=(("ROT_TWO", 0), ("POP_TOP", 0)),
+    exit_records=False,
 )
-_310 = _39.replace(line_table="linetable", jump_unit=1, generator_start="GEN_START")
+_310 = _39.replace(
+    line_table="linetable", jump_unit=1, generator_start="GEN_START", entry_has_line=False,
+    exit=(("BINARY_SUBSCR", 0),),
+    exit_records=True,
+)
 _311 = _310.replace(
     line_table="locations",
     generator_start=None,
-    prologue_end="RESUME",
+    entry_before="RESUME",
     backward_jumps=(
         "JUMP_BACKWARD",
         "JUMP_BACKWARD_NO_INTERRUPT",
@@ -160,8 +186,8 @@ class Dialect:
 
     __slots__ = (
         "version", "line_table", "has_exception_table", "jump_unit", "extended_arg", "caches", "jumps",
-        "return_value", "return_const", "load_const", "prologue_end", "generator_start", "entry_tail", "exit",
-        "return_value_code",
+        "return_value", "return_const", "load_const", "entry_before", "generator_start", "entry_has_line",
+        "entry_tail", "exit", "return_value_code",
     )
     version: Tuple[int, int]
     line_table: str
@@ -175,8 +201,9 @@ class Dialect:
     return_value: int
     return_const: Optional[int]
     load_const: int
-    prologue_end: Optional[int]
+    entry_before: Optional[int]
     generator_start: Optional[int]
+    entry_has_line: bool
     #: Code units of the injected sequences, inline caches included.
     #: ``entry_tail`` follows the LOAD_CONST of the probe, whose argument is
     #: only known per function.
@@ -305,9 +332,6 @@ def build_dialect(version: Tuple[int, int]) -> Dialect:
     op = opcode.opmap
     caches = _cache_counts(opcode)
     seq = encoded_sequences(recipe)
-    # Invariant the splicer relies on: the exit is one instruction plus its caches.
-    exit_op = op[recipe.exit[0][0]]
-    assert len(recipe.exit) == 1 and len(seq["exit"]) == 2 * (1 + caches[exit_op])
     return Dialect(
         version=version,
         line_table=recipe.line_table,
@@ -319,8 +343,9 @@ def build_dialect(version: Tuple[int, int]) -> Dialect:
         return_value=op[recipe.return_value],
         return_const=op[recipe.return_const] if recipe.return_const else None,
         load_const=op["LOAD_CONST"],
-        prologue_end=op[recipe.prologue_end] if recipe.prologue_end else None,
+        entry_before=op[recipe.entry_before] if recipe.entry_before else None,
         generator_start=op[recipe.generator_start] if recipe.generator_start else None,
+        entry_has_line=recipe.entry_has_line,
         entry_tail=seq["entry_tail"],
         exit=seq["exit"],
         return_value_code=seq["return_value"],

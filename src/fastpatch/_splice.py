@@ -5,18 +5,19 @@ Disassembling every function with ``bytecode`` costs many times a
 Python costs several. So the splicer treats the patch as a short list of
 *insertions* into the raw code units and touches only what they move:
 
-* the entry (``LOAD_CONST probe; UNARY_INVERT``) is inserted before the
-  first body instruction (after RESUME on 3.11+, after GEN_START on 3.10
-  generators, at offset 0 otherwise);
-* every ``RETURN_VALUE`` gets the ``exit`` (``BINARY_SUBSCR``) inserted
-  before it; every ``RETURN_CONST k`` becomes ``LOAD_CONST k`` followed by
-  an inserted ``exit; RETURN_VALUE``;
+* the entry (``LOAD_CONST probe``, then the recipe's entry) is inserted
+  where an activation starts: right before the first RESUME on 3.11+,
+  after GEN_START on 3.10 generators, at offset 0 otherwise;
+* every ``RETURN_VALUE`` gets the recipe's exit inserted before it; every
+  ``RETURN_CONST k`` becomes ``LOAD_CONST k`` followed by an inserted
+  ``exit; RETURN_VALUE``;
 * a jump whose new argument no longer fits gets EXTENDED_ARG units
   inserted before it, which moves everything again (repeated to a fixpoint).
 
 Only jump arguments are re-encoded; the location table and linetable have
-their entries lengthened in place; the exception table (a handful of
-entries) and 3.9's lnotab are re-encoded through the offset map.
+their entries lengthened in place (the entry gets one of its own, without
+a location, from 3.10); the exception table (a handful of entries) and
+3.9's lnotab are re-encoded through the offset map.
 
 Each insertion sits at a boundary between two original code units and
 belongs to one side of it, which decides how old offsets map:
@@ -24,8 +25,13 @@ belongs to one side of it, which decides how old offsets map:
 * jump and handler targets land *after* the entry (it runs once, at the
   start) but *on* a return's prefix (it is part of the return);
 * exception ranges never cover the entry: it runs before the token exists;
-* every inserted unit takes the source location of the instruction it
-  belongs to, so tracers see the same lines and tracebacks keep theirs.
+* every other inserted unit takes the source location of the instruction
+  it belongs to, so tracers see the same lines and tracebacks keep theirs.
+  The entry has no line or location (3.10+): the first line event then
+  comes from the first instruction the source produced, after the token
+  exists, which is what debuggers jump from and what tools that decode the
+  current instruction (``executing``) read. 3.9's lnotab cannot say "no
+  line"; there the entry takes the first line.
 
 The token sits under the function's own stack, so exception-table depths
 after the entry grow by one and ``co_stacksize`` by one.
@@ -167,11 +173,10 @@ def splice(code: CodeType, probe: object, trailer: Tuple[object, ...] = ()) -> C
     caches = d.caches
     ext_op = d.extended_arg
 
-    if d.prologue_end is not None:
-        resume = ops.find(bytes((d.prologue_end,)))
-        if resume < 0:
+    if d.entry_before is not None:
+        entry_at = ops.find(bytes((d.entry_before,)))
+        if entry_at < 0:
             raise SpliceError("code object has no RESUME instruction")
-        entry_at = resume + 1 + caches[d.prologue_end]
     elif d.generator_start is not None and n and ops[0] == d.generator_start:
         entry_at = 1
     else:
@@ -263,9 +268,13 @@ def splice(code: CodeType, probe: object, trailer: Tuple[object, ...] = ()) -> C
         "co_stacksize": max(code.co_stacksize + 1, 2),
     }
     if d.line_table == "locations":
-        replace["co_linetable"] = _lengthen_entries(code.co_linetable, insertions, locations=True)
+        replace["co_linetable"] = _lengthen_entries(
+            code.co_linetable, insertions, locations=True, entry_unlocated=not d.entry_has_line
+        )
     elif d.line_table == "linetable":
-        replace["co_linetable"] = _lengthen_entries(code.co_linetable, insertions, locations=False)
+        replace["co_linetable"] = _lengthen_entries(
+            code.co_linetable, insertions, locations=False, entry_unlocated=not d.entry_has_line
+        )
     else:
         replace["co_lnotab"] = _lnotab_39(code, offsets)
     if d.has_exception_table:
@@ -296,21 +305,33 @@ def _with_arg(ext_op: int, op: int, arg: int) -> bytes:
 _LOCATION_UNITS = bytes(((b & 7) + 1) if b & 0x80 else 0 for b in range(256))
 
 
-def _lengthen_entries(table: bytes, insertions: List[_Insertion], locations: bool) -> bytes:
-    """Lengthen the entries covering each insertion's instruction by its units."""
+def _lengthen_entries(table: bytes, insertions: List[_Insertion], locations: bool, entry_unlocated: bool) -> bytes:
+    """Lengthen the entries covering each insertion's instruction by its units.
+
+    With ``entry_unlocated`` the entry instead gets an entry of its own with
+    no line (3.10) or no location (3.11+), splitting the entry it falls in
+    when it does not start one.
+    """
     if locations:
-        covered = list(accumulate(table.translate(_LOCATION_UNITS)))  # units up to and including byte j
+        covered = list(accumulate(table.translate(_LOCATION_UNITS)))  # units up to and including entry k
         step = 1
     else:  # 3.10: (byte delta, line delta) pairs
         covered = [c // 2 for c in accumulate(table[0::2])]
         step = 2
     extra: Dict[int, int] = {}
+    split: Dict[int, Tuple[int, int]] = {}  # entry k -> (its units before the entry, the entry's units)
     for ins in insertions:
         owner_unit = ins.at - 1 if ins.side == _AFTER_PREVIOUS else ins.at
         k = bisect_right(covered, owner_unit)  # the entry whose range holds owner_unit
         if k >= len(covered):
             raise SpliceError(f"no line table entry covers code unit {owner_unit}")
-        extra[k] = extra.get(k, 0) + ins.units
+        if ins.side == _ENTRY and entry_unlocated:
+            j = k * step
+            units = (table[j] & 7) + 1 if locations else table[j] // 2
+            split[k] = (ins.at - (covered[k] - units), ins.units)
+            extra.setdefault(k, 0)
+        else:
+            extra[k] = extra.get(k, 0) + ins.units
     out = bytearray()
     prev = 0
     for k in sorted(extra):
@@ -320,23 +341,45 @@ def _lengthen_entries(table: bytes, insertions: List[_Insertion], locations: boo
             while end < len(table) and not table[end] & 0x80:
                 end += 1
             units = (table[j] & 7) + 1
-            out += table[prev:j]
-            _write_location_entry(out, table[j:end], units + extra[k])
         else:
             end = j + 2
-            out += table[prev:j]
-            _write_linetable_310_entry(out, table[j + 1], table[j] // 2 + extra[k])
+            units = table[j] // 2
+        out += table[prev:j]
+        before, unlocated = split.get(k, (0, 0))
+        if unlocated:
+            if before:
+                _write_entry(out, table[j:end], before, locations, repeat=False)
+            _write_entry(out, _NO_LOCATION if locations else _NO_LINE, unlocated, locations, repeat=False)
+        _write_entry(out, table[j:end], units - before + extra[k], locations, repeat=before > 0)
         prev = end
     out += table[prev:]
     return bytes(out)
 
 
-def _write_location_entry(out: bytearray, entry: bytes, units: int) -> None:
+# An entry with no location (3.11+: code 15) and a 3.10 range with no line (-128).
+_NO_LOCATION = bytes((0x80 | (15 << 3),))
+_NO_LINE = b"\x00\x80"
+
+
+def _write_entry(out: bytearray, entry: bytes, units: int, locations: bool, repeat: bool) -> None:
+    """Write ``entry`` (one location entry, or one 3.10 pair) again, covering
+    ``units`` code units; ``repeat``: as "the same location again" after an
+    entry that did not change the line, as the continuation of ``entry``."""
+    if locations:
+        _write_location_entry(out, entry, units, repeat)
+    else:
+        ldelta = entry[1]
+        if repeat:
+            ldelta = 0x80 if ldelta == 0x80 else 0
+        _write_linetable_310_entry(out, ldelta, units)
+
+
+def _write_location_entry(out: bytearray, entry: bytes, units: int, repeat: bool = False) -> None:
     """Write one 3.11+ location entry covering ``units`` code units (split
     into entries of at most 8; the repeats encode "same location again")."""
     code = (entry[0] >> 3) & 15
     payload = entry[1:]
-    repeat = payload
+    repeat_payload = payload
     if 10 <= code <= 12:  # one-line form: its code carries a line delta
         repeat_code = 10
     else:
@@ -345,8 +388,8 @@ def _write_location_entry(out: bytearray, entry: bytes, units: int) -> None:
             j = 0
             while payload[j] & 64:
                 j += 1
-            repeat = b"\x00" + payload[j + 1 :]
-    first = True
+            repeat_payload = b"\x00" + payload[j + 1 :]
+    first = not repeat
     while units > 0:
         chunk = min(units, 8)
         units -= chunk
@@ -356,7 +399,7 @@ def _write_location_entry(out: bytearray, entry: bytes, units: int) -> None:
             first = False
         else:
             out.append(0x80 | (repeat_code << 3) | (chunk - 1))
-            out += repeat
+            out += repeat_payload
 
 
 def _write_linetable_310_entry(out: bytearray, ldelta: int, units: int) -> None:

@@ -1,0 +1,109 @@
+/*
+ * _compat.h -- every difference between CPython versions that fastpatch's C
+ * code knows about, and the only place in it that tests PY_VERSION_HEX.
+ * Included by _ext.c (the probes) and _jumps.c (the debugger-jump guard).
+ * Adding a CPython version means reviewing this file, _recipes.py and the
+ * classifiers in pyproject.toml.
+ */
+#ifndef FASTPATCH_COMPAT_H
+#define FASTPATCH_COMPAT_H
+
+#include <Python.h>
+#include <stdint.h>
+
+/* Token: created only by the entry probe (3.10+ can say so). */
+#if PY_VERSION_HEX >= 0x030A0000
+#  define FP_TOKEN_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION)
+#else
+#  define FP_TOKEN_FLAGS Py_TPFLAGS_DEFAULT
+#endif
+
+/* 3.12+: the module state is per interpreter, but the clock choice and the
+   TSC calibration are process-wide; see fp_slots. */
+#if PY_VERSION_HEX >= 0x030C0000
+#  define FP_HAVE_MULTIPLE_INTERPRETERS_SLOT 1
+#else
+#  define FP_HAVE_MULTIPLE_INTERPRETERS_SLOT 0
+#endif
+
+/* 3.13+: free-threaded builds exist, and a module says whether it needs the GIL. */
+#if PY_VERSION_HEX >= 0x030D0000
+#  define FP_HAVE_MOD_GIL_SLOT 1
+#else
+#  define FP_HAVE_MOD_GIL_SLOT 0
+#endif
+
+/*
+ * Function versions (3.13+). Specialised call sites check a function's
+ * version, and assigning __code__ clears it for good, so a function whose
+ * code fastpatch swapped would never be specialised for again. A function
+ * made from the new code would carry that code's co_version; fp_set_code
+ * gives it that. 3.13 sets a version over any other; 3.14 and 3.15 accept a
+ * version only on a function that has none (FUNC_VERSION_UNSET, 0), so the
+ * cleared marker goes first. _PyFunction_SetVersion is exported, declared
+ * in an internal header. Free-threaded builds are not built (see README).
+ */
+#if PY_VERSION_HEX >= 0x030D0000 && !defined(Py_GIL_DISABLED)
+PyAPI_FUNC(void) _PyFunction_SetVersion(PyFunctionObject *func, uint32_t version);
+static inline void
+fp_restore_function_version(PyObject *func, PyObject *code)
+{
+    uint32_t version = ((PyCodeObject *)code)->co_version;
+    if (version >= 2) {  /* FUNC_VERSION_FIRST_VALID: versions ran out otherwise */
+        ((PyFunctionObject *)func)->func_version = 0;
+        _PyFunction_SetVersion((PyFunctionObject *)func, version);
+    }
+}
+#else
+static inline void
+fp_restore_function_version(PyObject *func, PyObject *code)
+{
+    (void)func;
+    (void)code;
+}
+#endif
+
+/*
+ * Frames, for the debugger-jump guard (_jumps.c). 3.9 and 3.10 expose the
+ * frame struct: f_lasti (a byte offset on 3.9, a code unit on 3.10, of the
+ * instruction a line event stops before) and the value stack, whose depth
+ * is f_stacktop - f_valuestack while a trace function runs (3.9) or
+ * f_stackdepth (3.10). From 3.11 frames are opaque and the guard only
+ * refuses jumps, before CPython makes them.
+ */
+#if PY_VERSION_HEX < 0x030B0000
+#  include <frameobject.h>
+#  include <opcode.h>
+#  define FP_FRAME_STACK_EDITABLE 1
+#  if PY_VERSION_HEX >= 0x030A0000
+#    define FP_FRAME_LASTI(f) ((f)->f_lasti)
+#    define FP_FRAME_SET_LASTI(f, unit) ((f)->f_lasti = (unit))
+#    define FP_FRAME_DEPTH(f) ((f)->f_stackdepth)
+#    define FP_FRAME_SET_DEPTH(f, d) ((f)->f_stackdepth = (d))
+#    define FP_GENERATOR_START GEN_START
+#  else
+#    define FP_FRAME_LASTI(f) ((f)->f_lasti / 2)
+#    define FP_FRAME_SET_LASTI(f, unit) ((f)->f_lasti = 2 * (unit))
+#    define FP_FRAME_DEPTH(f) ((int)((f)->f_stacktop - (f)->f_valuestack))
+#    define FP_FRAME_SET_DEPTH(f, d) ((f)->f_stacktop = (f)->f_valuestack + (d))
+#    define FP_GENERATOR_START (-1)  /* 3.9 generators have no prologue */
+#  endif
+#  define FP_FRAME_STACK(f) ((f)->f_valuestack)
+#  define FP_FRAME_CODE(f) ((PyCodeObject *)Py_NewRef((f)->f_code))
+#else
+#  define FP_FRAME_STACK_EDITABLE 0
+#  define FP_FRAME_CODE(f) PyFrame_GetCode(f)
+#endif
+
+/* Py_NewRef is 3.10+. */
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *
+fp_new_ref(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+#  define Py_NewRef(o) fp_new_ref((PyObject *)(o))
+#endif
+
+#endif /* FASTPATCH_COMPAT_H */
