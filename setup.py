@@ -63,6 +63,14 @@ setup(
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
         ),
+        # The splicer's loop (the import hook splices every function it reaches).
+        Extension(
+            "fastpatch._csplice",
+            sources=["src/fastpatch/_csplice.c"],
+            depends=["src/fastpatch/_compat.h"],
+            extra_compile_args=extra_compile_args,
+            extra_link_args=extra_link_args,
+        ),
         # The debugger-jump guard: nothing on any call's path.
         Extension(
             "fastpatch._jumps",

@@ -1067,3 +1067,80 @@ def test_stdlib_sweep(module):
         # and the full per-instruction comparison with the original
         _check_against_original(code, new, probe)
     assert n_returns_total > len(codes)
+
+
+# ==========================================================================
+# The C splicer against the Python one
+# ==========================================================================
+
+
+def _c_splicer():
+    c = _splice.c_splicer()
+    if c is None:
+        pytest.skip("the C splicer (fastpatch._csplice) is not built here")
+    return c
+
+
+def _same_code(a: types.CodeType, b: types.CodeType) -> None:
+    for attr in ("co_code", "co_consts", "co_stacksize", "co_flags", "co_names", "co_varnames"):
+        assert getattr(a, attr) == getattr(b, attr), attr
+    if PY >= (3, 10):
+        assert a.co_linetable == b.co_linetable
+    else:
+        assert a.co_lnotab == b.co_lnotab
+    if PY >= (3, 11):
+        assert a.co_exceptiontable == b.co_exceptiontable
+
+
+@pytest.mark.parametrize("module", _STDLIB_MODULES)
+def test_the_c_splicer_gives_the_python_splicers_bytes(module):
+    c = _c_splicer()
+    probe = object()
+    codes = _stdlib_codes(module)
+    for code in codes + [code for _, code in CORPUS_CODES]:
+        try:
+            want = _splice.splice_in_python(code, probe, ("trailer",))
+        except _splice.SpliceError as exc:
+            with pytest.raises(_splice.SpliceError, match=str(exc)):
+                c.splice(code, probe, ("trailer",))
+            continue
+        _same_code(c.splice(code, probe, ("trailer",)), want)
+
+
+def test_the_c_tree_walk_gives_the_python_walks_result():
+    from fastpatch import _patch
+
+    c = _c_splicer()
+    path = os.path.join(os.path.dirname(fastpatch.__file__), "_patch.py")
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    results = []
+    for walk in ("c", "python"):
+        top = compile(source, path, "exec")
+        tree = _patch.PatchedTree(top)
+        if walk == "c":
+            tree.code = c.patch_tree(top, "m", fastpatch._ext.Probe, _patch.Origin, {}, tree.instrumented, tree.skipped)
+        else:
+            tree.code = _patch._patch_tree(top, "m", "", tree)
+        results.append(tree)
+    got, want = results
+    assert got.instrumented == want.instrumented and len(got.instrumented) > 30
+    assert got.skipped == want.skipped
+
+    def spliced(code: types.CodeType) -> List[types.CodeType]:
+        out = []
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                out += spliced(const) + [const]
+        return out
+
+    pairs = list(zip(spliced(got.code), spliced(want.code)))
+    assert len(pairs) == len(spliced(want.code)) > 30
+    for a, b in pairs:
+        # the same shape, each with its own probe and origin
+        assert [type(x) for x in a.co_consts] == [type(x) for x in b.co_consts]
+        ours = (fastpatch._ext.Probe, _patch.Origin, types.CodeType)  # nested codes: compared as pairs
+        assert tuple(x for x in a.co_consts if type(x) not in ours) == tuple(
+            x for x in b.co_consts if type(x) not in ours
+        )
+        assert a.co_code == b.co_code

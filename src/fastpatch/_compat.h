@@ -106,4 +106,21 @@ fp_new_ref(PyObject *o)
 #  define Py_NewRef(o) fp_new_ref((PyObject *)(o))
 #endif
 
+/* Code objects, for the C splicer (_csplice.c): new references to the raw
+   bytecode and the line table, and the exception table (3.11+) borrowed. */
+#if PY_VERSION_HEX >= 0x030B0000
+#  define FP_CODE_BYTES(co) PyCode_GetCode(co)
+#  define FP_CODE_LINES(co) Py_NewRef((co)->co_linetable)
+#  define FP_CODE_EXCEPTIONS(co) ((co)->co_exceptiontable)
+#elif PY_VERSION_HEX >= 0x030A0000
+#  define FP_CODE_BYTES(co) Py_NewRef((co)->co_code)
+#  define FP_CODE_LINES(co) Py_NewRef((co)->co_linetable)
+#  define FP_CODE_EXCEPTIONS(co) NULL
+#else
+#  define FP_CODE_BYTES(co) Py_NewRef((co)->co_code)
+#  define FP_CODE_LINES(co) Py_NewRef((co)->co_lnotab)
+#  define FP_CODE_EXCEPTIONS(co) NULL
+#endif
+
+
 #endif /* FASTPATCH_COMPAT_H */

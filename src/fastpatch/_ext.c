@@ -774,16 +774,16 @@ token_exit(PyObject *self, PyObject *retval)
     return retval;
 }
 
-/* A token that still has its probe when it dies was dropped by the
-   interpreter without a return: an exception left the frame, or a
-   suspended generator was closed or finalised. The exception being
-   propagated, if any, is still set while the stack unwinds. GeneratorExit
-   is how close() ends a frame and is not an error. */
-static void
-token_dealloc(PyObject *self)
+/* A token that still has its probe when it dies ended its activation
+   without the exit's subscript: an exception left the frame, a suspended
+   generator was closed or finalised, or (3.9, whose exit is ROT_TWO;
+   POP_TOP) the function returned. The exception being propagated, if any,
+   is still set while the stack unwinds. GeneratorExit is how close() ends
+   a frame and is not an error. */
+static FP_NOINLINE void
+token_dealloc_general(TokenObject *t)
 {
-    TokenObject *t = (TokenObject *)self;
-    PyTypeObject *tp = Py_TYPE(self);
+    PyTypeObject *tp = Py_TYPE(t);
     ProbeObject *p = t->probe;
     if (p != NULL) {
         if (FP_LIKELY(!token_started_before_fork(t, p->tsc))) {
@@ -799,20 +799,47 @@ token_dealloc(PyObject *self)
     /* Revive it for its probe's spare slot or the free list, so that
        functions which keep raising do not allocate either. */
     if (p != NULL && p->spare == NULL) {
-        _Py_NewReference(self);
+        _Py_NewReference((PyObject *)t);
         p->spare = t;
         return;
     }
     fp_state *st = t->state;
     if (st != NULL && st->n_free < FP_MAX_FREE_TOKENS) {
-        _Py_NewReference(self);
+        _Py_NewReference((PyObject *)t);
         t->next = st->free_tokens;
         st->free_tokens = t;
         st->n_free++;
         return;
     }
-    PyObject_Free(self);
+    PyObject_Free(t);
     Py_DECREF(tp);
+}
+
+/* The steady state of a normal end through the deallocator (every return on
+   3.9): as token_exit's fast half, one return late, the token back to its
+   probe's spare slot. */
+static void
+token_dealloc(PyObject *self)
+{
+    TokenObject *t = (TokenObject *)self;
+    ProbeObject *p = t->probe;
+    if (FP_UNLIKELY(p == NULL || !FP_FAST_CLOCK(p) || p->spare != NULL
+                    || p->pending_ticks == FP_NO_PENDING
+                    || token_started_before_fork(t, 1) || PyErr_Occurred() != NULL)) {
+        token_dealloc_general(t);
+        return;
+    }
+    int64_t elapsed = FP_FAST_NOW() - t->start_ticks;
+    uint64_t previous = (uint64_t)p->pending_ticks;
+    p->pending_ticks = elapsed > 0 ? elapsed : 0;
+    p->completed++;
+    t->probe = NULL;
+    _Py_NewReference(self);  /* the spare slot's reference */
+    p->spare = t;
+    uint32_t *wrapped = probe_fold_duration(p, FP_FAST_TO_NS(previous));
+    if (FP_UNLIKELY(wrapped != NULL)) {
+        probe_bucket_wrapped(p, wrapped);
+    }
 }
 
 static PyType_Slot token_slots[] = {

@@ -42,7 +42,7 @@ import os
 
 from . import _ext
 from ._resolve import CodeType, resolve_function
-from ._splice import SpliceError, splice
+from ._splice import SpliceError, c_splicer, splice
 from ._stats import Stats, snapshot
 
 TYPE_CHECKING = False
@@ -53,22 +53,28 @@ if TYPE_CHECKING:  # no typing, threading or weakref at run time: `import fastpa
 
 
 class Origin:
-    """The constant patched code carries after its probe: its original code.
+    """The constant patched code carries after its probe: where it comes from.
 
-    It keeps the original alive while any code runs the probe, and lets a
-    copy of the code that arrives by pickle find its original again.
+    It holds the original code, so that the original lives as long as any
+    code runs the probe; and the probe, module and qualified name, so that
+    the definition can be registered the first time anything asks about
+    code that carries it (the import hook splices thousands of functions a
+    module and registers none of them up front).
     """
 
-    __slots__ = ("code",)
+    __slots__ = ("code", "probe", "module", "qualname", "__weakref__")
 
-    def __init__(self, code: CodeType) -> None:
+    def __init__(self, code: CodeType, probe: Any, module: str, qualname: str) -> None:
         self.code = code
+        self.probe = probe
+        self.module = module
+        self.qualname = qualname
 
-    def __reduce__(self) -> Tuple[Any, Tuple[CodeType]]:
-        return (Origin, (self.code,))
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
+        return (Origin, (self.code, self.probe, self.module, self.qualname))
 
     def __repr__(self) -> str:
-        return f"<fastpatch origin of {getattr(self.code, 'co_qualname', self.code.co_name)}>"
+        return f"<fastpatch origin of {self.module}.{self.qualname}>"
 
 
 _lock = _thread.RLock()
@@ -76,6 +82,10 @@ _by_original: Dict[int, "_Definition"] = {}
 _by_patched: Dict[int, "_Definition"] = {}
 _by_probe: Dict[int, "_Definition"] = {}
 _by_fingerprint: Dict[int, List["weakref.ref[_Definition]"]] = {}
+# Definitions the import hook spliced and nothing has asked about yet:
+# id(original code) -> weak reference to its Origin (dead ones are dropped
+# when the table is read, see _register_lazy).
+_lazy: Dict[int, "weakref.ref[Origin]"] = {}
 # id(function) -> (weak reference to it, the patched code it ran before uninstrument)
 _keepalive: Dict[int, Tuple[weakref.ref[FunctionType], CodeType]] = {}
 
@@ -86,15 +96,15 @@ class _Definition:
         "__weakref__",
     )
 
-    def __init__(self, original: CodeType, probe: Any, module: str, qualname: str, name: Optional[str]) -> None:
-        self.original_ref = _weakref.ref(original, self._forget)
-        self.original_id = id(original)
+    def __init__(self, origin: Origin, name: Optional[str] = None) -> None:
+        self.original_ref = _weakref.ref(origin.code, self._forget)
+        self.original_id = id(origin.code)
         self.patched_ref: Optional[weakref.ref[CodeType]] = None
         self.patched_id = 0
-        self.probe = probe
-        self.module = module
-        self.qualname = qualname
-        self.name = name or f"{module}.{qualname}"
+        self.probe = origin.probe
+        self.module = origin.module
+        self.qualname = origin.qualname
+        self.name = name or f"{origin.module}.{origin.qualname}"
 
     def original(self) -> Optional[CodeType]:
         return self.original_ref()
@@ -110,11 +120,15 @@ class _Definition:
     def register(self) -> None:
         _by_original[self.original_id] = self
         _by_probe[id(self.probe)] = self
+
+    def fingerprint(self) -> None:
+        """Let a copy of this definition unpickled here find it (_revive_probe)."""
         original = self.original()
         if original is not None:
             refs = _by_fingerprint.setdefault(hash(original), [])
-            refs[:] = [r for r in refs if r() is not None]
-            refs.append(_weakref.ref(self))
+            if not any(r() is self for r in refs):
+                refs[:] = [r for r in refs if r() is not None]
+                refs.append(_weakref.ref(self))
 
     # Weak reference callbacks run inside a deallocation (before the dead
     # object's id can be reused), with the GIL, possibly while the module is
@@ -139,6 +153,23 @@ class _Definition:
         )
 
 
+def _register_origin(origin: Origin, patched: Optional[CodeType], name: Optional[str] = None) -> _Definition:
+    """The definition of ``origin``, registered now."""
+    d = _Definition(origin, name)
+    d.register()
+    if patched is not None:
+        d.set_patched(patched)
+    _lazy.pop(d.original_id, None)
+    return d
+
+
+def _register_lazy() -> None:
+    """Register every definition the import hook spliced, that still lives."""
+    for key, ref in list(_lazy.items()):
+        origin = ref()
+        if origin is not None and _by_probe.get(id(origin.probe)) is None:
+            _register_origin(origin, None)
+    _lazy.clear()
 
 
 def _keep(func: FunctionType, patched: CodeType) -> None:
@@ -172,13 +203,18 @@ def _running_definition(code: CodeType) -> Optional[_Definition]:
     d = _by_patched.get(id(code))
     if d is not None and d.patched() is code:
         return d
-    probe, _origin = _our_constants(code)
+    probe, origin = _our_constants(code)
     if probe is None:
         return None
     d = _by_probe.get(id(probe))
     if d is None or d.probe is not probe:
-        return None
-    if d.patched_ref is None:  # a definition unpickled here: its first code is its patched code
+        if origin is None or origin.probe is not probe:
+            return None
+        with _lock:  # spliced by the import hook, and asked about for the first time
+            d = _by_probe.get(id(probe))
+            if d is None:
+                return _register_origin(origin, code)
+    if d.patched_ref is None:  # a definition unpickled or spliced in bulk here: its first code is it
         d.set_patched(code)
     return d
 
@@ -186,7 +222,15 @@ def _running_definition(code: CodeType) -> Optional[_Definition]:
 def _original_definition(code: CodeType) -> Optional[_Definition]:
     """The definition whose original code is ``code``, if any."""
     d = _by_original.get(id(code))
-    return d if d is not None and d.original() is code else None
+    if d is not None and d.original() is code:
+        return d
+    ref = _lazy.get(id(code))
+    origin = ref() if ref is not None else None
+    if origin is not None and origin.code is code:
+        with _lock:
+            d = _by_probe.get(id(origin.probe))
+            return d if d is not None else _register_origin(origin, None)
+    return None
 
 
 def _definition_of(code: CodeType) -> Optional[_Definition]:
@@ -222,22 +266,19 @@ def _patched_code(d: _Definition, original: CodeType) -> CodeType:
     """The definition's patched code, spliced again if nothing kept it."""
     patched = d.patched()
     if patched is None:
-        patched = splice(original, d.probe, (Origin(original),))
+        patched = splice(original, d.probe, (Origin(original, d.probe, d.module, d.qualname),))
         d.set_patched(patched)
     return patched
 
 
 def _new_definition(code: CodeType, module: str, qualname: str, name: Optional[str]) -> Tuple[_Definition, CodeType]:
     """Register a definition for ``code`` and splice it; nothing is registered if splicing fails."""
-    probe = _ext.Probe()
-    d = _Definition(code, probe, module, qualname, name)
+    origin = Origin(code, _ext.Probe(), module, qualname)
     try:
-        patched = splice(code, probe, (Origin(code),))
+        patched = splice(code, origin.probe, (origin,))
     except SpliceError as exc:
         raise ValueError(f"fastpatch cannot instrument {module}.{qualname}: {exc}") from None
-    d.register()
-    d.set_patched(patched)
-    return d, patched
+    return _register_origin(origin, patched, name), patched
 
 
 def _refuse_foreign_probe(code: CodeType, what: str) -> None:
@@ -354,6 +395,7 @@ def stats(target: Any) -> Stats:
 
 def _definitions() -> List[_Definition]:
     with _lock:
+        _register_lazy()
         return list(_by_original.values())
 
 
@@ -406,14 +448,20 @@ def patch_module_code(code: CodeType, module: str) -> PatchedTree:
     tree = PatchedTree(code)
     with _lock:
         _install_jump_guard()
-        tree.code = _patch_tree(code, module, "", tree)
+        c = c_splicer()
+        if c is not None:
+            tree.code = c.patch_tree(code, module, _ext.Probe, Origin, _lazy, tree.instrumented, tree.skipped)
+        else:
+            tree.code = _patch_tree(code, module, "", tree)
     return tree
 
 
+_CODE_HAS_QUALNAME = hasattr(_install_jump_guard.__code__, "co_qualname")  # 3.11+
+
+
 def _nested_qualname(parent: CodeType, parent_qualname: str, code: CodeType) -> str:
-    qualname = getattr(code, "co_qualname", None)
-    if qualname is not None:
-        return str(qualname)
+    if _CODE_HAS_QUALNAME:
+        return code.co_qualname  # type: ignore[attr-defined, no-any-return, unused-ignore]
     # 3.9/3.10 code objects do not carry it: build it as the compiler does.
     if parent.co_flags & _CO_OPTIMIZED:
         return f"{parent_qualname}.<locals>.{code.co_name}"
@@ -422,15 +470,15 @@ def _nested_qualname(parent: CodeType, parent_qualname: str, code: CodeType) -> 
 
 def _patch_tree(code: CodeType, module: str, qualname: str, tree: PatchedTree) -> CodeType:
     consts = code.co_consts
-    new_consts = list(consts)
-    changed = False
+    new_consts = None
     for i, const in enumerate(consts):
         if type(const) is CodeType:
             patched = _patch_function_tree(const, module, _nested_qualname(code, qualname, const), tree)
             if patched is not const:
+                if new_consts is None:
+                    new_consts = list(consts)
                 new_consts[i] = patched
-                changed = True
-    return code.replace(co_consts=tuple(new_consts)) if changed else code
+    return code if new_consts is None else code.replace(co_consts=tuple(new_consts))
 
 
 def _patch_function_tree(code: CodeType, module: str, qualname: str, tree: PatchedTree) -> CodeType:
@@ -438,22 +486,18 @@ def _patch_function_tree(code: CodeType, module: str, qualname: str, tree: Patch
     with_children = _patch_tree(code, module, qualname, tree)
     if not code.co_flags & _CO_OPTIMIZED:  # a class body: only what it defines is timed
         return with_children
-    if _our_constants(code)[0] is not None:
+    consts = code.co_consts
+    if len(consts) >= 2 and type(consts[-2]) is _ext.Probe:  # .pyc files never hold probes: a reload of ours
         tree.skipped.append((qualname, "already carries a fastpatch probe"))
         return with_children
-    d = _original_definition(code)
-    if d is not None:
-        tree.instrumented.append(qualname)
-        return _patched_code(d, code)
-    probe = _ext.Probe()
-    d = _Definition(code, probe, module, qualname, None)
+    # Registered lazily (_lazy): the Origin constant holds all a definition needs.
+    origin = Origin(code, _ext.Probe(), module, qualname)
     try:
-        patched = splice(with_children, probe, (Origin(code),))
+        patched = splice(with_children, origin.probe, (origin,))
     except SpliceError as exc:
         tree.skipped.append((qualname, str(exc)))
         return with_children
-    d.register()
-    d.set_patched(patched)
+    _lazy[id(code)] = _weakref.ref(origin)
     tree.instrumented.append(qualname)
     return patched
 
@@ -466,11 +510,16 @@ def _patch_function_tree(code: CodeType, module: str, qualname: str, tree: Patch
 
 def _reduce_probe(probe: Any) -> Tuple[Any, Tuple[str, str, str, CodeType]]:
     d = _by_probe.get(id(probe))
+    if d is None:
+        with _lock:
+            _register_lazy()
+        d = _by_probe.get(id(probe))
     original = d.original() if d is not None and d.probe is probe else None
     if d is None or original is None:
         import pickle
 
         raise pickle.PicklingError("this fastpatch probe belongs to no instrumented definition")
+    d.fingerprint()
     return (_revive_probe, (d.name, d.module, d.qualname, original))
 
 
@@ -481,8 +530,8 @@ def _revive_probe(name: str, module: str, qualname: str, original: CodeType) -> 
             d = ref()
             if d is not None and d.name == name and d.original() == original:
                 return d.probe
-        d = _Definition(original, _ext.Probe(), module, qualname, name)
-        d.register()
+        d = _register_origin(Origin(original, _ext.Probe(), module, qualname), None, name)
+        d.fingerprint()
         return d.probe
 
 
@@ -505,6 +554,7 @@ def _after_fork_in_child() -> None:
     global _lock
     _lock = _thread.RLock()  # the parent's may have been held by a thread the child does not have
     _ext.forked_child()
+    _register_lazy()
     for d in list(_by_original.values()):
         d.probe.clear()
 

@@ -49,7 +49,7 @@ from ._recipes import ABSOLUTE, FORWARD, Dialect, current
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing at run time: `import fastpatch` must stay cheap
     from types import CodeType
-    from typing import Dict, Iterator, List, Tuple
+    from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 
 class SpliceError(ValueError):
@@ -160,11 +160,42 @@ def _insertion_order(ins: _Insertion) -> Tuple[int, int]:
     return (ins.at, ins.side)
 
 
+_c_module: Any = None  # _csplice once configured; False where it was not built
+
+
+def c_splicer() -> Any:
+    """The C splicer (``_csplice.c``), configured for the running version,
+    or None where it was not built."""
+    global _c_module
+    if _c_module is None:
+        try:
+            from . import _csplice
+        except ImportError:
+            _c_module = False
+        else:
+            _csplice.configure(current(), SpliceError)
+            _c_module = _csplice
+    return _c_module or None
+
+
 def splice(code: CodeType, probe: object, trailer: Tuple[object, ...] = ()) -> CodeType:
     """Return a copy of ``code`` that times each activation with ``probe``.
 
-    The probe is appended to ``co_consts``, followed by ``trailer``.
+    The probe is appended to ``co_consts``, followed by ``trailer``. This is
+    the C splicer (``_csplice.c``), which does what ``splice_in_python``
+    does, byte for byte, many times faster; the Python one is the reference
+    the tests hold it to, and what runs where the C one was not built.
     """
+    current()  # raises UnsupportedPythonError on a version without a recipe
+    c = c_splicer()
+    if c is None:
+        return splice_in_python(code, probe, trailer)
+    result: CodeType = c.splice(code, probe, trailer)
+    return result
+
+
+def splice_in_python(code: CodeType, probe: object, trailer: Tuple[object, ...] = ()) -> CodeType:
+    """``splice``, in Python: the reference for the C splicer."""
     d = current()
     raw = code.co_code
     n = len(raw) // 2
@@ -506,4 +537,4 @@ def _exception_table(table: bytes, offsets: _OffsetMap, hole_start: int, hole_en
     return bytes(out)
 
 
-__all__ = ["SpliceError", "splice"]
+__all__ = ["SpliceError", "c_splicer", "splice", "splice_in_python"]

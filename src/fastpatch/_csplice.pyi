@@ -1,0 +1,10 @@
+"""Type stub of fastpatch._csplice (src/fastpatch/_csplice.c): the splicer's loop in C."""
+
+from types import CodeType
+from typing import Tuple
+
+def configure(dialect: object, splice_error: type, /) -> None:
+    """Use the running CPython's _recipes.Dialect; splice errors raise ``splice_error``."""
+
+def splice(code: CodeType, probe: object, trailer: Tuple[object, ...], /) -> CodeType:
+    """As fastpatch._splice.splice_in_python, in C."""
