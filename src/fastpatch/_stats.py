@@ -52,6 +52,25 @@ def bucket_bounds(index: int) -> Tuple[int, int]:
     return low << HIST_SHIFT, high << HIST_SHIFT
 
 
+_layout: Optional[str] = None
+
+
+def histogram_layout() -> str:
+    """The name of this histogram layout, such as ``"log6-4ns-231-89abcdef"``:
+    buckets per power of two in the logarithmic range, the linear unit, the
+    number of buckets, and a CRC-32 of every bucket's bounds. Histograms of
+    the same layout merge exactly, by adding counts bucket by bucket (JSON
+    reports carry it, and readers refuse any other)."""
+    global _layout
+    if _layout is None:
+        import binascii
+
+        bounds = ",".join("{}-{}".format(*bucket_bounds(i)) for i in range(HIST_BUCKETS))
+        per_octave = len(_SIXTH_CELLS) - 1
+        _layout = f"log{per_octave}-{1 << HIST_SHIFT}ns-{HIST_BUCKETS}-{binascii.crc32(bounds.encode()):08x}"
+    return _layout
+
+
 def bucket_value(index: int) -> int:
     """The duration a percentile in bucket ``index`` reports, in nanoseconds.
 
@@ -201,7 +220,8 @@ def snapshot(name: str, probe: Any, *, module: str = "", qualname: str = "", fil
     )
 
 
-_SORT_KEYS = {
+#: The sort keys of ``report()``, each the order of the table's rows.
+SORT_KEYS = {
     "total": lambda s: -s.total_ns,
     "calls": lambda s: -s.calls,
     "mean": lambda s: -s.mean_ns,
@@ -221,13 +241,19 @@ def _fmt_ns(ns: float) -> str:
     return f"{ns / 1_000_000_000:.2f}s"
 
 
-def render(stats: Iterable[Stats], file: Optional[TextIO], sort: str, limit: Optional[int]) -> None:
-    if sort not in _SORT_KEYS:
-        raise ValueError(f"report() sort must be one of {', '.join(sorted(_SORT_KEYS))}; got {sort!r}")
+def render(
+    stats: Iterable[Stats], file: Optional[TextIO], sort: str, limit: Optional[int],
+    empty: str = "(no instrumented functions)",
+) -> None:
+    """The report table: a header and one row per definition, sorted by
+    ``sort`` and cut at ``limit``; ``empty`` under the header when there is
+    nothing at all to show."""
+    if sort not in SORT_KEYS:
+        raise ValueError(f"report() sort must be one of {', '.join(sorted(SORT_KEYS))}; got {sort!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"report() limit must be a non-negative int or None; got {limit!r}")
     every = list(stats)
-    rows: List[Stats] = sorted(every, key=_SORT_KEYS[sort])
+    rows: List[Stats] = sorted(every, key=SORT_KEYS[sort])
     if limit is not None:
         rows = rows[:limit]
     out = file if file is not None else sys.stdout
@@ -243,4 +269,4 @@ def render(stats: Iterable[Stats], file: Optional[TextIO], sort: str, limit: Opt
         cells = [c.rjust(w) for c, w in zip(r[:-1], widths)]
         out.write("  ".join(cells + [r[-1]]) + "\n")
     if not every:
-        out.write("(no instrumented functions)\n")
+        out.write(empty + "\n")

@@ -1,0 +1,876 @@
+"""Reports that leave the process (fastpatch._report): the JSON format, exact
+merges across processes (fork included), pstats, atomic writes, output paths
+with and without {pid}, and the messages for bad input."""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import marshal
+import os
+import platform
+import pstats
+import random
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import traceback
+
+import pytest
+
+import fastpatch
+from fastpatch import _ext, _report, _stats
+from fastpatch._report import ReportError
+
+B = _ext.HIST_BUCKETS
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+
+def synthetic(durations, *, module="app", qualname="work", firstlineno=10, filename="/src/app.py", errors=0,
+              calls=None, name=None, clock="monotonic"):
+    """Stats of a definition that recorded exactly ``durations`` (ns)."""
+    hist = [0] * B
+    for ns in durations:
+        hist[_ext.bucket_index(ns)] += 1
+    return fastpatch.Stats(
+        name=name or f"{module}.{qualname}", calls=len(durations) if calls is None else calls, errors=errors,
+        total_ns=sum(durations), min_ns=min(durations, default=0), max_ns=max(durations, default=0),
+        completed=len(durations), histogram=tuple(hist), clock=clock, module=module, qualname=qualname,
+        filename=filename, firstlineno=firstlineno,
+    )
+
+
+def functions_named(report, qualname_suffix):
+    return [fn for fn in report["functions"] if fn["qualname"].endswith(qualname_suffix)]
+
+
+def run_forked(child):
+    """Run ``child()`` in a forked child; (its pid, its exit status). A failure
+    in the child prints its traceback and exits 1; it never returns into pytest."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.alarm(10)
+            child()
+            code = 0
+        except BaseException:  # noqa: BLE001 - reported through the exit status
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return pid, status
+
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def write_json(path, obj):
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+# --------------------------------------------------------------------------
+# the module itself
+# --------------------------------------------------------------------------
+
+
+def test_import_fastpatch_does_not_import_the_report_module_and_importing_it_costs_one_module():
+    code = (
+        "import sys, fastpatch\n"
+        "assert 'fastpatch._report' not in sys.modules\n"
+        "before = set(sys.modules)\n"
+        "import fastpatch._report\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['fastpatch._report']"
+
+
+def test_python_version_is_written_as_platform_spells_it():
+    assert _report._python_version() == platform.python_version()
+
+
+def test_the_histogram_layout_is_computed_from_the_bucket_bounds(monkeypatch):
+    layout = _report.histogram_layout()
+    kind, unit, buckets, crc = layout.split("-")
+    assert kind == f"log{len(_stats._SIXTH_CELLS) - 1}"
+    assert unit == f"{1 << _stats.HIST_SHIFT}ns"
+    assert int(buckets) == B
+    assert len(crc) == 8
+    # Any change of a bound gives another name.
+    real = _stats.bucket_bounds
+    monkeypatch.setattr(_stats, "bucket_bounds", lambda i: real(i) if i != 100 else (real(i)[0], real(i)[1] + 1))
+    monkeypatch.setattr(_stats, "_layout", None)
+    assert _report.histogram_layout() != layout
+    monkeypatch.undo()
+    assert _report.histogram_layout() == layout
+
+
+# --------------------------------------------------------------------------
+# build: the JSON schema
+# --------------------------------------------------------------------------
+
+
+def test_build_has_every_field_of_the_schema_with_the_values_of_the_stats():
+    def ok(x):
+        return x + 1
+
+    def fails():
+        raise ValueError("no")
+
+    fastpatch.instrument(ok)
+    fastpatch.instrument(fails)
+    for i in range(50):
+        ok(i)
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            fails()
+    report = _report.build()
+
+    assert report["format"] == "fastpatch"
+    assert report["version"] == 1
+    assert report["pid"] == os.getpid()
+    assert report["argv"] == sys.argv
+    assert report["python"] == platform.python_version()
+    assert report["clock"] == fastpatch.clock()
+    assert isinstance(report["created"], float)
+    assert abs(report["created"] - __import__("time").time()) < 60
+    assert report["fastpatch_version"] == fastpatch.__version__
+    assert isinstance(report["report_id"], str) and len(report["report_id"]) == 16
+    assert "processes" not in report
+
+    for func in (ok, fails):
+        (fn,) = functions_named(report, func.__name__)
+        s = fastpatch.stats(func)
+        assert fn["name"] == s.name == f"{func.__module__}.{func.__qualname__}"
+        assert fn["module"] == func.__module__
+        assert fn["qualname"] == func.__qualname__
+        assert fn["filename"] == func.__code__.co_filename
+        assert fn["firstlineno"] == func.__code__.co_firstlineno
+        for key in ("calls", "errors", "completed", "total_ns", "min_ns", "max_ns"):
+            assert fn[key] == getattr(s, key), key
+            assert type(fn[key]) is int
+        assert fn["histogram"]["layout"] == _report.histogram_layout()
+        counts = fn["histogram"]["counts"]
+        assert counts == {str(i): n for i, n in enumerate(s.histogram) if n}
+        assert all(type(k) is str and type(v) is int and v > 0 for k, v in counts.items())
+        assert fn["clock"] == s.clock
+        assert fn["mean_ns"] == round(s.mean_ns, 2)
+        assert (fn["p50_ns"], fn["p90_ns"], fn["p99_ns"]) == (s.percentile(50), s.percentile(90), s.percentile(99))
+    assert functions_named(report, "ok")[0]["calls"] == 50
+    assert functions_named(report, "fails")[0]["errors"] == 2
+    keys = [(fn["module"], fn["qualname"], fn["firstlineno"]) for fn in report["functions"]]
+    assert keys == sorted(keys)
+
+
+def test_json_round_trip_is_exact(tmp_path):
+    def f():
+        return 1
+
+    fastpatch.instrument(f)
+    f()
+    report = _report.build()
+    assert json.loads(_report.serialize(report, "json")) == report
+    path = _report.write(str(tmp_path / "r.json"), report=report)
+    assert _report.load(path) == report
+    # One function per line.
+    lines = (tmp_path / "r.json").read_text().splitlines()
+    assert sum(1 for line in lines if line.lstrip().startswith('{"name"')) == len(report["functions"])
+
+
+def test_build_leaves_out_definitions_never_called_and_keeps_activations_in_flight():
+    def never():
+        return 0
+
+    def gen():
+        yield 1
+        yield 2
+
+    fastpatch.instrument(never)
+    fastpatch.instrument(gen)
+    g = gen()
+    next(g)  # started, suspended: calls 1, completed 0
+    report = _report.build()
+    assert functions_named(report, "never") == []
+    (fn,) = functions_named(report, "gen")
+    assert (fn["calls"], fn["completed"], fn["min_ns"], fn["max_ns"], fn["histogram"]["counts"]) == (1, 0, 0, 0, {})
+    g.close()
+    (fn,) = functions_named(_report.build(), "gen")
+    assert (fn["calls"], fn["completed"]) == (1, 1)
+
+
+def test_definitions_with_the_same_module_qualname_and_line_are_one_entry():
+    one, two = (lambda: 1), (lambda: 2)  # noqa: E731 - two definitions on one line, as cProfile keys them
+    assert one.__code__ is not two.__code__
+    fastpatch.instrument(one)
+    fastpatch.instrument(two)
+    one(), two(), two()
+    (fn,) = functions_named(_report.build(), "<lambda>")
+    assert fn["calls"] == 3
+    s1, s2 = fastpatch.stats(one), fastpatch.stats(two)
+    assert fn["total_ns"] == s1.total_ns + s2.total_ns
+    assert fn["min_ns"] == min(s1.min_ns, s2.min_ns)
+    assert fn["max_ns"] == max(s1.max_ns, s2.max_ns)
+
+
+def test_multiprocessing_main_module_counts_as_main():
+    child = synthetic([100, 200], module="__mp_main__", qualname="work")
+    parent = synthetic([300], module="__main__", qualname="work")
+    report = _report.build([child])
+    (fn,) = report["functions"]
+    assert (fn["module"], fn["name"]) == ("__main__", "__main__.work")
+    (fn,) = _report.merge([_report.build([parent]), report])["functions"]
+    assert fn["calls"] == 3
+
+
+# --------------------------------------------------------------------------
+# merge
+# --------------------------------------------------------------------------
+
+
+def test_merging_two_reports_equals_the_report_of_all_the_calls_in_one_process():
+    rng = random.Random(9)
+    durations = [int(rng.lognormvariate(8, 2.5)) for _ in range(4000)] + [0, 3, 31, 2**41, 2**43]
+    rng.shuffle(durations)
+    first, second = durations[:1500], durations[1500:]
+    other = synthetic([5, 50, 500], qualname="other", firstlineno=30)
+    idle = synthetic([], qualname="pending", firstlineno=40, calls=2)  # in flight: min 0 must not win
+    pending_done = synthetic([70_000], qualname="pending", firstlineno=40)
+
+    whole = _report.build([
+        synthetic(durations, errors=7, calls=len(durations) + 1), other,
+        synthetic([70_000], qualname="pending", firstlineno=40, calls=3),
+    ])
+    merged = _report.merge([
+        _report.build([synthetic(first, errors=3, calls=len(first) + 1), idle]),
+        _report.build([synthetic(second, errors=4), other, pending_done]),
+    ])
+    assert merged["functions"] == whole["functions"]
+    (work,) = functions_named(merged, "work")
+    assert work["calls"] == len(durations) + 1
+    assert work["errors"] == 7
+    assert work["min_ns"] == 0 and work["max_ns"] == 2**43
+    assert sum(work["histogram"]["counts"].values()) == len(durations)
+    (pending,) = functions_named(merged, "pending")
+    assert (pending["calls"], pending["completed"], pending["min_ns"]) == (3, 1, 70_000)
+
+    merged_stats = {s.qualname: s for s in _report.to_stats(merged)}
+    whole_stats = {s.qualname: s for s in _report.to_stats(whole)}
+    for qualname in ("work", "other", "pending"):
+        m, w = merged_stats[qualname], whole_stats[qualname]
+        assert m == w and m.histogram == w.histogram
+        for q in [i / 4 for i in range(401)]:
+            assert m.percentile(q) == w.percentile(q), (qualname, q)
+    # And both agree with Stats built directly from all the observations.
+    direct = synthetic(durations, errors=7, calls=len(durations) + 1)
+    assert merged_stats["work"].histogram == direct.histogram
+    assert [merged_stats["work"].percentile(q) for q in (1, 50, 99.9)] == [direct.percentile(q) for q in (1, 50, 99.9)]
+
+
+def test_a_merged_report_is_a_valid_version_1_report_listing_its_processes(tmp_path):
+    a = _report.build([synthetic([10], qualname="a")])
+    b = _report.build([synthetic([20], qualname="b")])
+    b["pid"], b["argv"], b["created"] = 99999, ["worker"], 1.5
+    merged = _report.merge([a, b])
+    assert _report.validate(merged) is merged
+    assert (merged["pid"], merged["argv"], merged["created"], merged["python"]) == (
+        a["pid"], a["argv"], a["created"], a["python"])
+    assert [p["pid"] for p in merged["processes"]] == [a["pid"], 99999]
+    assert [p["report_id"] for p in merged["processes"]] == [a["report_id"], b["report_id"]]
+    assert merged["report_id"] not in (a["report_id"], b["report_id"])
+    assert _report.load(_report.write(str(tmp_path / "m.json"), report=merged)) == merged
+    # Merging a merged report flattens its processes.
+    c = _report.build([synthetic([30], qualname="a")])
+    again = _report.merge([merged, c])
+    assert [p["pid"] for p in again["processes"]] == [a["pid"], 99999, c["pid"]]
+    (fa,) = functions_named(again, "a")
+    assert fa["calls"] == 2
+
+
+def test_merge_refuses_the_same_process_twice():
+    a = _report.build([synthetic([10])])
+    b = _report.build([synthetic([20])])
+    with pytest.raises(ReportError, match=r"report #2 repeats the report of process \d+ already in report #1"):
+        _report.merge([a, a])
+    with pytest.raises(ReportError, match="report #3 repeats .* report #1; .*its calls twice"):
+        _report.merge([a, b, _report.merge([a])])
+    with pytest.raises(ReportError, match="no reports to merge"):
+        _report.merge([])
+
+
+def test_merge_keeps_a_common_clock_and_says_mixed_otherwise():
+    tsc = _report.build([synthetic([10], clock="tsc")])
+    mono = _report.build([synthetic([20], clock="monotonic")])
+    tsc["clock"], mono["clock"] = "tsc", "monotonic"
+    assert _report.merge([tsc, _report.build([synthetic([5], clock="tsc")]) | {"clock": "tsc"}])["clock"] == "tsc"
+    merged = _report.merge([tsc, mono])
+    assert merged["clock"] == "mixed"
+    assert merged["functions"][0]["clock"] == "mixed"
+
+
+def test_readers_ignore_keys_they_do_not_know(tmp_path):
+    report = _report.build([synthetic([10, 20])])
+    report["from_the_future"] = {"anything": [1, 2]}
+    report["functions"][0]["flame"] = "later"
+    report["functions"][0]["histogram"]["sum_of_squares"] = 500
+    path = write_json(tmp_path / "r.json", report)
+    loaded = _report.load(path)
+    merged = _report.merge([loaded])
+    assert "from_the_future" not in merged and "flame" not in merged["functions"][0]
+    assert _report.to_stats(merged)[0] == synthetic([10, 20])
+
+
+# --------------------------------------------------------------------------
+# Processes: fork, {pid}, and who owns a name without {pid}
+# --------------------------------------------------------------------------
+
+
+@needs_fork
+def test_parent_and_forked_child_write_their_own_files_and_the_merge_counts_each_call_once(tmp_path):
+    def f():
+        return 1
+
+    fastpatch.instrument(f)
+    template = str(tmp_path / "out.json")
+    _report.check_writable(template)  # at start, as `run` does: this process owns the plain name
+    for _ in range(3):
+        f()
+
+    def child():
+        for _ in range(5):
+            f()
+        assert _report.write(template) == str(tmp_path / f"out.{os.getpid()}.json")
+
+    child_pid, status = run_forked(child)
+    assert status == 0
+    f()
+    assert _report.write(template) == template
+    assert sorted(os.listdir(tmp_path)) == sorted(["out.json", f"out.{child_pid}.json"])
+
+    parent_report = _report.load(template)
+    child_report = _report.load(str(tmp_path / f"out.{child_pid}.json"))
+    assert (parent_report["pid"], child_report["pid"]) == (os.getpid(), child_pid)
+    assert functions_named(parent_report, ".f")[0]["calls"] == 4
+    assert functions_named(child_report, ".f")[0]["calls"] == 5  # the child started from zero
+    (fn,) = functions_named(_report.merge([parent_report, child_report]), ".f")
+    assert (fn["calls"], fn["completed"], sum(fn["histogram"]["counts"].values())) == (9, 9, 9)
+    per_bucket = {}
+    for rep in (parent_report, child_report):
+        for k, n in functions_named(rep, ".f")[0]["histogram"]["counts"].items():
+            per_bucket[k] = per_bucket.get(k, 0) + n
+    assert fn["histogram"]["counts"] == per_bucket
+
+
+@needs_fork
+def test_a_child_forked_after_the_parent_wrote_does_not_overwrite_the_parents_file(tmp_path):
+    def g():
+        return 2
+
+    fastpatch.instrument(g)
+    g()
+    template = str(tmp_path / "report.txt")
+    assert _report.write(template) == template  # writing claims the name
+    before = (tmp_path / "report.txt").read_bytes()
+
+    def child():
+        g()
+        _report.write(template)
+
+    child_pid, status = run_forked(child)
+    assert status == 0
+    assert (tmp_path / "report.txt").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == sorted(["report.txt", f"report.{child_pid}.txt"])
+    assert (tmp_path / f"report.{child_pid}.txt").read_text().splitlines()[0].split()[0] == "calls"
+
+
+@needs_fork
+def test_with_pid_in_the_template_every_process_writes_its_own_file(tmp_path):
+    def h():
+        return 3
+
+    fastpatch.instrument(h)
+    template = str(tmp_path / "out-{pid}.json")
+    _report.check_writable(template)
+    h()
+    child_pid, status = run_forked(lambda: (h(), h(), _report.write(template)))
+    assert status == 0
+    mine = _report.write(template)
+    assert mine == str(tmp_path / f"out-{os.getpid()}.json")
+    child = _report.load(str(tmp_path / f"out-{child_pid}.json"))
+    (fn,) = functions_named(_report.merge([_report.load(mine), child]), ".h")
+    assert fn["calls"] == 3
+
+
+def test_pid_substitution_and_the_paths_of_other_processes(tmp_path, monkeypatch):
+    pid = os.getpid()
+    assert _report.resolve_path("/x/{pid}/a-{pid}.json") == f"/x/{pid}/a-{pid}.json"
+    assert _report.resolve_path("/x/{other}.json") == "/x/{other}.json"  # not a placeholder
+    # Nobody claimed it: this process writes the plain name.
+    assert _report.resolve_path(str(tmp_path / "free.json")) == str(tmp_path / "free.json")
+    # Claimed by another process (this one's parent, after a fork).
+    monkeypatch.setitem(_report._claims, "/x/out.json", pid + 1)
+    monkeypatch.setitem(_report._claims, "/x/out", pid + 1)
+    monkeypatch.setitem(_report._claims, "/x.d/.hidden", pid + 1)
+    monkeypatch.setitem(_report._claims, "out.tar.prof", pid + 1)
+    assert _report.resolve_path("/x/out.json") == f"/x/out.{pid}.json"
+    assert _report.resolve_path("/x/out") == f"/x/out.{pid}"
+    assert _report.resolve_path("/x.d/.hidden") == f"/x.d/.hidden.{pid}"
+    assert _report.resolve_path("out.tar.prof") == f"out.tar.{pid}.prof"
+    assert _report.format_for(_report.resolve_path("out.tar.prof")) == "pstats"
+    # A claim is kept by the first claimant.
+    _report.claim("/x/out.json")
+    assert _report._claims["/x/out.json"] == pid + 1
+    assert _report.child_template("/x/out.json") == "/x/out.{pid}.json"
+    assert _report.child_template("/x/{pid}.json") == "/x/{pid}.json"
+    assert _report.child_template("report") == "report.{pid}"
+
+
+def test_write_substitutes_pid_and_picks_the_format_from_the_extension(tmp_path):
+    report = _report.build([synthetic([100, 200])])
+    cases = {"a.json": "json", "a.JSON": "json", "a.pstats": "pstats", "a.prof": "pstats", "a.txt": "text",
+             "a": "text", "a.json.bak": "text"}
+    for name, fmt in cases.items():
+        path = _report.write(str(tmp_path / name), report=report)
+        data = (tmp_path / name).read_bytes()
+        assert data == _report.serialize(report, fmt), name
+        assert path == str(tmp_path / name)
+    # -f wins over the extension.
+    _report.write(str(tmp_path / "forced.json"), "text", report=report)
+    assert (tmp_path / "forced.json").read_text().startswith("calls")
+    path = _report.write(str(tmp_path / "p{pid}.out"), "json", report=report)
+    assert path == str(tmp_path / f"p{os.getpid()}.out")
+    assert _report.load(path) == report
+
+
+# --------------------------------------------------------------------------
+# Rendering: text and pstats
+# --------------------------------------------------------------------------
+
+
+def test_the_text_format_is_the_table_of_fastpatch_report():
+    def t1():
+        return 1
+
+    def t2():
+        return [t1() for _ in range(3)]
+
+    fastpatch.instrument(t1)
+    fastpatch.instrument(t2)
+    t2(), t2()
+    report = _report.build()
+    for sort in _report.SORT_KEYS:
+        expected = io.StringIO()
+        called = sorted((s for s in fastpatch.all_stats() if s.calls), key=lambda s: (s.module, s.qualname))
+        _stats.render(called, expected, sort, None)
+        assert _report.serialize(report, "text", sort).decode() == expected.getvalue()
+    assert _report.SORT_KEYS == tuple(sorted(("total", "calls", "mean", "max", "errors", "name")))
+
+
+def test_the_text_table_of_a_report_without_calls_says_so():
+    text = _report.text_table(_report.build([synthetic([], calls=0)]))
+    assert text.splitlines() == [text.splitlines()[0], "(no instrumented function was called)"]
+    assert text.split()[0] == "calls"
+
+
+def test_pstats_is_read_by_pstats_with_cprofiles_keys_and_fastpatchs_counts_and_times(tmp_path):
+    import cProfile
+
+    def leaf(n):
+        return sum(range(n))
+
+    class Handler:
+        def handle(self, n):
+            return leaf(n) + leaf(n)
+
+    fastpatch.instrument(leaf)
+    fastpatch.instrument(Handler.handle)
+    for n in range(20):
+        Handler().handle(n)
+    path = _report.write(str(tmp_path / "out.pstats"))
+    leaf_stats, handle_stats = fastpatch.stats(leaf), fastpatch.stats(Handler.handle)
+
+    loaded = pstats.Stats(path)
+    for func, s, name in ((leaf, leaf_stats, "leaf"), (Handler.handle, handle_stats, "handle")):
+        key = (func.__code__.co_filename, func.__code__.co_firstlineno, name)
+        cc, nc, tt, ct, callers = loaded.stats[key]
+        assert (cc, nc) == (s.completed, s.completed)
+        assert tt == ct == s.total_ns / 1e9
+        assert callers == {}
+    assert leaf_stats.completed == 40 and handle_stats.completed == 20
+    assert loaded.total_calls == sum(nc for _, nc, _, _, _ in loaded.stats.values())
+
+    # cProfile keys the same functions the same way.
+    profiler = cProfile.Profile()
+    profiler.runcall(Handler().handle, 3)
+    profiler.create_stats()
+    assert {k for k in loaded.stats} <= set(profiler.stats)
+
+    for sort in ("cumulative", "tottime", "calls", "name", "filename"):
+        out = io.StringIO()
+        pstats.Stats(path, stream=out).sort_stats(sort).print_stats()
+        text = out.getvalue()
+        assert "(leaf)" in text and "(handle)" in text, sort
+        assert f"{leaf_stats.completed}" in text
+
+
+def test_pstats_adds_up_definitions_with_one_key_and_has_a_placeholder_when_nothing_ran(tmp_path):
+    report = _report.build([
+        synthetic([1000, 3000], module="a", qualname="C.f", filename="/s.py", firstlineno=5),
+        synthetic([2000], module="b", qualname="f", filename="/s.py", firstlineno=5),  # same file, line, co_name
+        synthetic([], calls=4, qualname="stuck", firstlineno=9),  # nothing completed: left out
+    ])
+    assert _report.to_pstats(report) == {("/s.py", 5, "f"): (3, 3, 6e-06, 6e-06, {})}
+    empty = _report.build([])
+    path = _report.write(str(tmp_path / "empty.prof"), report=empty)
+    loaded = pstats.Stats(path)
+    assert list(loaded.stats.values()) == [(0, 0, 0.0, 0.0, {})]
+    pstats.Stats(path, stream=io.StringIO()).sort_stats("cumulative").print_stats()
+    assert marshal.loads((tmp_path / "empty.prof").read_bytes()) == loaded.stats
+
+
+def test_snakeviz_table_reads_the_pstats_file(tmp_path):
+    snakeviz_stats = pytest.importorskip("snakeviz.stats")
+    report = _report.build([synthetic([1000, 3000], qualname="Cls.method"), synthetic([500], qualname="f")])
+    path = _report.write(str(tmp_path / "out.prof"), report=report)
+    rows = snakeviz_stats.table_rows(pstats.Stats(path))
+    assert sorted(row[-1] for row in rows) == ["/src/app.py:10(f)", "/src/app.py:10(method)"]
+    assert sorted(row[0][1] for row in rows) == [1, 2]
+    snakeviz_stats.json_stats(pstats.Stats(path))  # the call tree: empty without callers, but it loads
+
+
+# --------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", ["replace", "write", "fsync-interrupt"])
+def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeypatch, failure):
+    target = tmp_path / "out.json"
+    old = _report.build([synthetic([1])])
+    _report.write(str(target), report=old)
+    before = target.read_bytes()
+    new = _report.build([synthetic([2] * 5000)])
+
+    if failure == "replace":
+        def broken(src, dst):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        monkeypatch.setattr(os, "replace", broken)
+        expected = ReportError
+    elif failure == "write":
+        real_write = os.write
+
+        def broken(fd, data):  # half the bytes reach the temporary file, then the disk is full
+            real_write(fd, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(os, "write", broken)
+        expected = ReportError
+    else:
+        def broken(fd):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(os, "fsync", broken)
+        expected = KeyboardInterrupt
+
+    with pytest.raises(expected) as info:
+        _report.write(str(target), report=new)
+    monkeypatch.undo()
+    if failure == "write":
+        assert str(info.value) == f"cannot write the report to {target}: {os.strerror(errno.ENOSPC)}"
+    assert target.read_bytes() == before
+    assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_a_reader_never_sees_a_partial_file(tmp_path):
+    target = tmp_path / "big.json"
+    reports = [
+        _report.build([synthetic([i, i * 7 + 1], qualname=f"f{i}", firstlineno=i) for i in range(1, 2500)]),
+        _report.build([synthetic([i + 5], qualname=f"g{i}", firstlineno=i) for i in range(1, 2000)]),
+    ]
+    blobs = [_report.serialize(r, "json") for r in reports]
+    assert min(len(b) for b in blobs) > 500_000
+    _report.write(str(target), report=reports[0])
+    stop = threading.Event()
+    seen = {"reads": 0, "bad": []}
+
+    def reader():
+        while not stop.is_set():
+            data = target.read_bytes()
+            seen["reads"] += 1
+            if data not in blobs:
+                seen["bad"].append(len(data))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(24):
+            _report.write(str(target), report=reports[i % 2])
+    finally:
+        stop.set()
+        thread.join()
+    assert seen["bad"] == []
+    assert seen["reads"] > 24
+    assert os.listdir(tmp_path) == ["big.json"]
+
+
+def test_written_files_get_the_usual_permissions_and_symlinks_are_followed(tmp_path):
+    old = os.umask(0o022)
+    try:
+        _report.write(str(tmp_path / "plain.txt"), report=_report.build([]))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o644
+    real = tmp_path / "real.json"
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    report = _report.build([synthetic([9])])
+    assert _report.write(str(link), report=report) == str(link)
+    assert link.is_symlink()
+    assert _report.load(str(real)) == report
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_or_device_is_written_in_place_not_replaced(tmp_path):
+    # -o /dev/stderr or /dev/null: os.replace would put a regular file where the device was.
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    _report.check_writable(str(fifo))  # does not open it: that would block without a reader
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    report = _report.build([synthetic([42])])
+    assert _report.write(str(fifo), report=report) == str(fifo)
+    reader.join(10)
+    assert received == [_report.serialize(report, "json")]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert os.listdir(tmp_path) == ["pipe.json"]
+    _report.check_writable(os.devnull)
+
+
+# --------------------------------------------------------------------------
+# check_writable
+# --------------------------------------------------------------------------
+
+
+def test_check_writable_accepts_a_writable_path_and_leaves_nothing_behind(tmp_path):
+    _report.check_writable(str(tmp_path / "out.json"))
+    _report.check_writable(str(tmp_path / "out-{pid}.prof"), "pstats")
+    _report.check_writable(str(tmp_path / "exists.txt"))
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "exists.txt").write_text("old")
+    _report.check_writable(str(tmp_path / "exists.txt"))
+    assert os.listdir(tmp_path) == ["exists.txt"]
+    assert (tmp_path / "exists.txt").read_text() == "old"
+
+
+def test_check_writable_names_the_path_and_the_problem(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir").mkdir()
+    missing = tmp_path / "nope" / "out.json"
+    cases = [
+        (str(missing), None, f"cannot write the report to {missing}: directory {missing.parent} does not exist"),
+        (str(tmp_path / "adir"), None, f"cannot write the report to {tmp_path / 'adir'}: it is a directory"),
+        (str(tmp_path / "afile" / "x.json"), None,
+         f"cannot write the report to {tmp_path / 'afile' / 'x.json'}: {tmp_path / 'afile'} is not a directory"),
+        (str(tmp_path / "x.out"), "xml", "unknown report format 'xml'; use one of text, json, pstats"),
+        ("", None, "the report path is empty"),
+    ]
+    for path, fmt, message in cases:
+        with pytest.raises(ReportError) as info:
+            _report.check_writable(path, fmt)
+        assert str(info.value) == message
+
+    def refused(path, flags, mode=0o777):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    monkeypatch.setattr(os, "open", refused)
+    with pytest.raises(ReportError) as info:
+        _report.check_writable(str(tmp_path / "out.json"))
+    assert str(info.value) == (
+        f"cannot write the report to {tmp_path / 'out.json'}: cannot create a file in {tmp_path}: "
+        f"{os.strerror(errno.EACCES)}"
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_check_writable_refuses_a_read_only_directory(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(ReportError, match="cannot create a file in .*ro: Permission denied"):
+            _report.check_writable(str(ro / "out.json"))
+    finally:
+        ro.chmod(0o755)
+
+
+# --------------------------------------------------------------------------
+# load: bad input
+# --------------------------------------------------------------------------
+
+
+def _valid():
+    return _report.build([synthetic([10, 20])])
+
+
+def _with(change):
+    report = _valid()
+    change(report)
+    return json.dumps(report)
+
+
+def _fn(change):
+    def apply(report):
+        change(report["functions"][0])
+
+    return _with(apply)
+
+
+BAD_FILES = [
+    ("empty", "", "empty file, not a fastpatch report"),
+    ("blank", "  \n", "empty file, not a fastpatch report"),
+    ("not json", "calls errors total\n",
+     r"not a fastpatch report: not valid JSON \(Expecting value at line 1 column 1\)"),
+    ("deep nesting", "[" * 100_000 + "]" * 100_000, r"not a fastpatch report: not valid JSON \(RecursionError"),
+    ("huge number", "1" * 5000, "not a fastpatch report"),  # ValueError on 3.11+, an int before
+    ("truncated", json.dumps({"format": "fastpatch", "version": 1, "functions": [1, 2, 3]})[:-9],
+     r"not a complete JSON document: it ends early \(truncated\?\)"),
+    ("truncated in a string", '{"format": "fastp', r"it ends early \(truncated\?\)"),
+    ("a list", "[1, 2]", r'not a fastpatch report \(a foreign file: a JSON list without "format": "fastpatch"\)'),
+    ("foreign object", '{"traceEvents": []}', r'not a fastpatch report \(a foreign file: a JSON object without'),
+    ("other format", '{"format": "speedscope", "version": 1}', "a foreign file"),
+    ("newer", _with(lambda r: r.update(version=2)),
+     r"written by a newer fastpatch \(report version 2\); this one \(fastpatch .*\) reads version 1"),
+    ("version zero", _with(lambda r: r.update(version=0)), "unknown report version 0; this fastpatch reads version 1"),
+    ("version string", _with(lambda r: r.update(version="1")), 'without a valid "version"'),
+    ("no functions", _with(lambda r: r.pop("functions")), "'functions' must be a list"),
+    ("no pid", _with(lambda r: r.pop("pid")), "'pid' must be an integer"),
+    ("argv", _with(lambda r: r.update(argv="app.py")), "'argv' must be a list of strings"),
+    ("created", _with(lambda r: r.update(created="today")), "'created' must be a number"),
+    ("processes", _with(lambda r: r.update(processes=[{"pid": 1}])), r"process #0: 'argv' must be a list"),
+    ("function not object", _with(lambda r: r["functions"].append(3)), "function #1 is not an object but a JSON int"),
+    ("calls string", _fn(lambda f: f.update(calls="3")), r"function #0 \(app.work\): 'calls' must be a non-negative"),
+    ("calls negative", _fn(lambda f: f.update(calls=-1)), "'calls' must be a non-negative integer"),
+    ("calls bool", _fn(lambda f: f.update(calls=True)), "'calls' must be a non-negative integer"),
+    ("qualname", _fn(lambda f: f.pop("qualname")), "'qualname' must be a string"),
+    ("histogram", _fn(lambda f: f.update(histogram=[1, 2])),
+     "'histogram' must be an object with 'layout' and 'counts'"),
+    ("layout", _fn(lambda f: f["histogram"].update(layout="log8-1ns-300-00000000")),
+     "its histogram has bucket layout 'log8-1ns-300-00000000' and this fastpatch's is "
+     rf"'{_report.histogram_layout()}'; "
+     "read the report with the fastpatch version that wrote it"),
+    ("bucket index", _fn(lambda f: f["histogram"]["counts"].update({str(B): 1})), f"not a bucket index below {B}"),
+    ("bucket word", _fn(lambda f: f["histogram"]["counts"].update({"x": 1})), "not a bucket index"),
+    ("bucket count", _fn(lambda f: f["histogram"]["counts"].update({"3": -2})), "non-negative integer count"),
+]
+
+
+@pytest.mark.parametrize("content, message", [case[1:] for case in BAD_FILES], ids=[case[0] for case in BAD_FILES])
+def test_load_refuses_bad_files_with_a_message_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "in.json"
+    path.write_text(content)
+    with pytest.raises(ReportError, match=message) as info:
+        _report.load(str(path))
+    text = str(info.value)
+    assert text.startswith(f"{path}: ")
+    assert "\n" not in text
+
+
+def test_load_refuses_missing_unreadable_and_binary_files(tmp_path):
+    with pytest.raises(ReportError, match=r"nope.json: no such file$"):
+        _report.load(str(tmp_path / "nope.json"))
+    with pytest.raises(ReportError, match=r": is a directory, not a report file$"):
+        _report.load(str(tmp_path))
+    prof = _report.write(str(tmp_path / "out.pstats"), report=_report.build([synthetic([10])]))
+    with pytest.raises(ReportError, match=r"a binary file, not JSON \(a pstats file\? `report` reads fastpatch JSON"):
+        _report.load(prof)
+
+
+def test_validate_rejects_the_python_objects_a_caller_might_pass():
+    report = _valid()
+    report["functions"][0]["histogram"]["counts"] = {3: 1}  # int keys: not what JSON gives
+    with pytest.raises(ReportError, match="not a bucket index"):
+        _report.validate(report, "mine")
+    with pytest.raises(ReportError, match="^mine: not a fastpatch report"):
+        _report.validate(None, "mine")
+
+
+# --------------------------------------------------------------------------
+# report_main: python -m fastpatch report
+# --------------------------------------------------------------------------
+
+
+def _two_files(tmp_path):
+    a = _report.build([synthetic([100, 200], qualname="a"), synthetic([5], qualname="shared", firstlineno=50)])
+    b = _report.build([synthetic([300], qualname="b"), synthetic([7, 9], qualname="shared", firstlineno=50)])
+    b["pid"] = a["pid"] + 1
+    return [_report.write(str(tmp_path / "a.json"), report=a), _report.write(str(tmp_path / "b.json"), report=b)]
+
+
+def test_report_main_prints_the_merged_table(tmp_path, capsys):
+    files = _two_files(tmp_path)
+    assert _report.report_main(files, sort="calls") == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    merged = _report.merge([_report.load(f) for f in files])
+    assert out == _report.text_table(merged, "calls")
+    lines = out.splitlines()
+    assert lines[1].split()[0] == "3" and lines[1].endswith("app.shared")
+
+
+def test_report_main_converts_to_json_and_pstats(tmp_path, capsys):
+    files = _two_files(tmp_path)
+    expected = _report.merge([_report.load(f) for f in files])["functions"]
+    assert _report.report_main(files, output=str(tmp_path / "all.json")) == 0
+    assert _report.load(str(tmp_path / "all.json"))["functions"] == expected
+    assert _report.report_main(files, output=str(tmp_path / "all.out"), fmt="pstats") == 0
+    loaded = pstats.Stats(str(tmp_path / "all.out"))
+    assert loaded.stats[("/src/app.py", 50, "shared")][:2] == (3, 3)
+    assert _report.report_main(files, fmt="json") == 0
+    assert json.loads(capsys.readouterr().out)["functions"] == expected
+
+
+@pytest.mark.parametrize("case", ["sort", "format", "no files", "missing", "foreign", "twice", "output dir",
+                                  "pstats to stdout", "newer"])
+def test_report_main_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, case):
+    files = _two_files(tmp_path)
+    foreign = write_json(tmp_path / "trace.json", {"traceEvents": []})
+    newer = _report.load(files[0])
+    newer["version"] = 7
+    newer_file = write_json(tmp_path / "newer.json", newer)
+    kwargs, message = {
+        "sort": ({"files": files, "sort": "speed"},
+                 "unknown sort key 'speed'; use one of calls, errors, max, mean, name, total"),
+        "format": ({"files": files, "fmt": "html"}, "unknown report format 'html'; use one of text, json, pstats"),
+        "no files": ({"files": []}, "no report files given"),
+        "missing": ({"files": [files[0], str(tmp_path / "gone.json")]}, f"{tmp_path / 'gone.json'}: no such file"),
+        "foreign": ({"files": [foreign]}, f"{foreign}: not a fastpatch report (a foreign file"),
+        "twice": ({"files": [files[0], files[1], files[0]]},
+                  f"{files[0]} repeats the report of process {os.getpid()} already read from {files[0]}"),
+        "output dir": ({"files": files, "output": str(tmp_path / "no" / "x.json")},
+                       f"directory {tmp_path / 'no'} does not exist"),
+        "pstats to stdout": ({"files": files, "fmt": "pstats"}, "pstats is a binary format: give an output file"),
+        "newer": ({"files": [newer_file]}, "written by a newer fastpatch (report version 7)"),
+    }[case]
+    assert _report.report_main(**kwargs) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("fastpatch: error: ") and err.endswith("\n") and err.count("\n") == 1
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "no").exists()
+
+
+def test_report_main_checks_the_output_before_reading_anything(tmp_path, capsys):
+    # The output problem is reported even though the input is bad too.
+    assert _report.report_main([str(tmp_path / "gone.json")], output=str(tmp_path / "x" / "y.json")) == 2
+    assert "does not exist" in capsys.readouterr().err
