@@ -241,7 +241,8 @@ def _nodes_at_events(func, opcodes: bool):
         if event in ("line", "opcode"):
             node = executing.Source.executing(frame).node
             instr = frame.f_code.co_code[frame.f_lasti]
-            found.append((event, frame.f_lineno, instr, None if node is None else (type(node).__name__, node.lineno, node.col_offset)))
+            where = None if node is None else (type(node).__name__, node.lineno, node.col_offset)
+            found.append((event, frame.f_lineno, instr, where))
         return tracer
 
     sys.settrace(tracer)
@@ -282,8 +283,9 @@ def test_executing_finds_the_same_node_at_every_instruction_the_source_produced(
     # The injected exit instructions (before each return) fire opcode events
     # of their own, where executing finds nothing; every other event is one
     # the original code fires too, with the same node.
-    from fastpatch._recipes import RECIPES
     import dis
+
+    from fastpatch._recipes import RECIPES
 
     exit_ops = {dis.opmap[name] for name, _ in RECIPES[PY].exit}
     kept = [(line, node) for _event, line, instr, node in events if not (instr in exit_ops and node is None)]

@@ -666,11 +666,18 @@ def _line_of_offsets(code: types.CodeType) -> Dict[int, Optional[int]]:
     return out
 
 
+def _function_start(view: _View) -> int:
+    """3.11+: index of the RESUME where the function itself starts (its argument, masked, is 0)."""
+    return next(
+        k for k, i in enumerate(view.instrs) if i.opname == "RESUME" and i.arg & RECIPE.entry_before_mask == 0
+    )
+
+
 def _first_body_index(view: _View) -> int:
     """Index of the first instruction of the body, after the prologue."""
     names = [i.opname for i in view.instrs]
     if PY >= (3, 11):
-        return names.index("RESUME") + 1
+        return _function_start(view) + 1
     if PY == (3, 10) and names[0] == "GEN_START":
         return 1
     return 0
@@ -678,11 +685,30 @@ def _first_body_index(view: _View) -> int:
 
 def _entry_index(view: _View) -> int:
     """Index of the instruction the entry goes before, as the recipe says:
-    the first RESUME on 3.11+, else the first body instruction."""
-    names = [i.opname for i in view.instrs]
+    the function's own RESUME on 3.11+, else the first instruction."""
     if PY >= (3, 11):
-        return names.index("RESUME")
-    return _first_body_index(view)
+        return _function_start(view)
+    return 0
+
+
+def _stacked(names: List[str], first_resume_arg: Optional[int]) -> bool:
+    """The prologue leaves values on the stack where the entry goes: a 3.10
+    generator's first send (GEN_START), a 3.15 generator expression's iterator."""
+    if PY == (3, 10):
+        return bool(names) and names[0] == "GEN_START"
+    return (
+        RECIPE.genexpr_start is not None
+        and first_resume_arg is not None
+        and first_resume_arg & RECIPE.entry_before_mask == RECIPE.genexpr_start
+    )
+
+
+def _entry_tail_sigs(view: _View) -> List[Tuple[str, Any]]:
+    """The entry after its LOAD_CONST: the recipe's, and its stacked tail where the prologue leaves values."""
+    first = next((i for i in view.instrs if i.opname == "RESUME"), None)
+    if _stacked([i.opname for i in view.instrs], first.arg if first is not None else None):
+        return ENTRY_SIGS + [_sig_of(name, arg) for name, arg in RECIPE.stacked_entry]
+    return ENTRY_SIGS
 
 
 class _Layout:
@@ -700,7 +726,8 @@ class _Layout:
     def __init__(self, orig: _View) -> None:
         self.orig = orig
         self.entry = e = _entry_index(orig)
-        entry = [("entry_load", e)] + [(f"entry_tail:{i}", e) for i in range(len(ENTRY_SIGS))]
+        self.entry_tail = _entry_tail_sigs(orig)
+        entry = [("entry_load", e)] + [(f"entry_tail:{i}", e) for i in range(len(self.entry_tail))]
         kinds: List[Tuple[str, int]] = []
         first: List[int] = []
         for k, ins in enumerate(orig.instrs):
@@ -727,7 +754,7 @@ class _Layout:
             if kind == "entry_load":
                 out.append(("LOAD_CONST", ("object", probe)))
             elif kind.startswith("entry_tail:"):
-                out.append(ENTRY_SIGS[int(kind.split(":")[1])])
+                out.append(self.entry_tail[int(kind.split(":")[1])])
             elif kind.startswith("exit:"):
                 out.append(EXIT_SIGS[int(kind.split(":")[1])])
             elif kind == "const":
@@ -772,18 +799,14 @@ def _bytecode_instrument(code: types.CodeType, probe: object) -> types.CodeType:
     instr_at = [k for k, it in enumerate(items) if isinstance(it, Instr)]
 
     # Where the entry goes: right before the first RESUME (3.11+; before any
-    # TryBegin opening there, so no range covers it), after GEN_START (3.10
-    # generators), else at the start; and after any TryEnd closing a range
-    # that ended with the prologue (such a range does not cover the first
-    # body instruction, so it must not cover the entry).
+    # TryBegin opening there, so no range covers it), else at the start
+    # (before a 3.10 generator's GEN_START).
     if PY >= (3, 11):
-        pos = next(k for k in instr_at if items[k].name == "RESUME")
+        pos = next(k for k in instr_at if items[k].name == "RESUME" and items[k].arg & RECIPE.entry_before_mask == 0)
         while pos and isinstance(items[pos - 1], TryBegin):
             pos -= 1
     else:
-        pos = instr_at[0] + 1 if PY == (3, 10) and items[instr_at[0]].name == "GEN_START" else 0
-        while pos < len(items) and isinstance(items[pos], TryEnd):
-            pos += 1
+        pos = 0
     # The entry goes *before* any Label of the first body instruction, so
     # jumps there skip it, and before any TryBegin, so no range covers it.
     # It has no location (3.10+), or the first body instruction's line (3.9).
@@ -791,7 +814,11 @@ def _bytecode_instrument(code: types.CodeType, probe: object) -> types.CodeType:
         loc = next(it for it in items[pos:] if isinstance(it, Instr)).location
     else:
         loc = InstrLocation(None, None, None, None) if PY >= (3, 11) else None
-    entry = [_instr("LOAD_CONST", probe, loc)] + [_instr(name, arg, loc) for name, arg in RECIPE.entry]
+    tail = list(RECIPE.entry)
+    first_resume = next((items[k] for k in instr_at if items[k].name == "RESUME"), None)
+    if _stacked([items[k].name for k in instr_at], first_resume.arg if first_resume is not None else None):
+        tail += RECIPE.stacked_entry
+    entry = [_instr("LOAD_CONST", probe, loc)] + [_instr(name, arg, loc) for name, arg in tail]
 
     # A range still open here covers the prologue and the body (the 3.12+
     # generator wrapper: RESUME and everything after it go to one handler).

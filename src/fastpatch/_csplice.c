@@ -31,10 +31,10 @@ typedef struct {
     unsigned char jumps[256];
     unsigned char interesting[256];
     int extended_arg, return_value, return_const, load_const;
-    int entry_before, generator_start, entry_has_line;
+    int entry_before, entry_before_mask, genexpr_start, generator_start, entry_has_line;
     int line_table, has_exception_table, jump_unit;
-    unsigned char *entry_tail, *exit, *return_value_code;
-    Py_ssize_t entry_tail_len, exit_len, return_value_code_len;
+    unsigned char *entry_tail, *stacked_entry_tail, *exit, *return_value_code;
+    Py_ssize_t entry_tail_len, stacked_entry_tail_len, exit_len, return_value_code_len;
     PyObject *splice_error;   /* fastpatch._splice.SpliceError */
     PyObject *replace_name;   /* "replace" */
     PyObject *kwnames;        /* the keywords of code.replace(), in the order cs_splice passes them */
@@ -605,10 +605,22 @@ splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyO
     int ext_op = st->extended_arg;
 
     Py_ssize_t entry_at;
+    const unsigned char *entry_tail = st->entry_tail;
+    Py_ssize_t entry_tail_len = st->entry_tail_len;
     if (st->entry_before >= 0) {
+        /* before the RESUME where the function itself starts (see _splice._function_start) */
         entry_at = -1;
+        int first = 1;
         for (Py_ssize_t i = 0; i < n; i++) {
-            if (raw[2 * i] == st->entry_before) {
+            if (raw[2 * i] != st->entry_before) {
+                continue;
+            }
+            if (first && st->genexpr_start >= 0 && (raw[2 * i + 1] & st->entry_before_mask) == st->genexpr_start) {
+                entry_tail = st->stacked_entry_tail;
+                entry_tail_len = st->stacked_entry_tail_len;
+            }
+            first = 0;
+            if ((raw[2 * i + 1] & st->entry_before_mask) == 0) {
                 entry_at = i;
                 break;
             }
@@ -619,7 +631,9 @@ splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyO
         }
     }
     else if (st->generator_start >= 0 && n && raw[0] == st->generator_start) {
-        entry_at = 1;
+        entry_at = 0; /* before GEN_START: the token goes under the first send */
+        entry_tail = st->stacked_entry_tail;
+        entry_tail_len = st->stacked_entry_tail_len;
     }
     else {
         entry_at = 0;
@@ -632,7 +646,7 @@ splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyO
     /* The entry: LOAD_CONST <probe index> with its EXTENDED_ARGs, then the recipe's tail. */
     Py_ssize_t probe_index = PyTuple_GET_SIZE(consts);
     int probe_ext = ext_needed(probe_index);
-    Py_ssize_t entry_len = 2 * (probe_ext + 1) + st->entry_tail_len;
+    Py_ssize_t entry_len = 2 * (probe_ext + 1) + entry_tail_len;
     Py_ssize_t const_tail_len = st->exit_len + st->return_value_code_len;
     /* One block for the scratch arrays: the insertions (at most the entry,
        one per unit and one grown prefix per unit, twice: as made and
@@ -658,7 +672,7 @@ splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyO
     }
     entry[2 * probe_ext] = (unsigned char)st->load_const;
     entry[2 * probe_ext + 1] = (unsigned char)(probe_index & 0xFF);
-    memcpy(entry + 2 * (probe_ext + 1), st->entry_tail, (size_t)st->entry_tail_len);
+    memcpy(entry + 2 * (probe_ext + 1), entry_tail, (size_t)entry_tail_len);
     memcpy(const_tail, st->exit, (size_t)st->exit_len);
     memcpy(const_tail + st->exit_len, st->return_value_code, (size_t)st->return_value_code_len);
     memcpy(buf, raw, (size_t)(2 * n));
@@ -1164,6 +1178,7 @@ cs_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (copy_bytes_attr(dialect, "caches", &caches, &caches_len) < 0
         || copy_bytes_attr(dialect, "jumps", &jumps, &jumps_len) < 0
         || copy_bytes_attr(dialect, "entry_tail", &st->entry_tail, &st->entry_tail_len) < 0
+        || copy_bytes_attr(dialect, "stacked_entry_tail", &st->stacked_entry_tail, &st->stacked_entry_tail_len) < 0
         || copy_bytes_attr(dialect, "exit", &st->exit, &st->exit_len) < 0
         || copy_bytes_attr(dialect, "return_value_code", &st->return_value_code, &st->return_value_code_len) < 0
         || int_attr(dialect, "extended_arg", &st->extended_arg) < 0
@@ -1171,6 +1186,8 @@ cs_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         || int_attr(dialect, "return_const", &st->return_const) < 0
         || int_attr(dialect, "load_const", &st->load_const) < 0
         || int_attr(dialect, "entry_before", &st->entry_before) < 0
+        || int_attr(dialect, "entry_before_mask", &st->entry_before_mask) < 0
+        || int_attr(dialect, "genexpr_start", &st->genexpr_start) < 0
         || int_attr(dialect, "generator_start", &st->generator_start) < 0
         || int_attr(dialect, "entry_has_line", &st->entry_has_line) < 0
         || int_attr(dialect, "has_exception_table", &has_exc) < 0
@@ -1264,9 +1281,10 @@ cs_free(void *module)
 {
     cs_state *st = (cs_state *)PyModule_GetState((PyObject *)module);
     PyMem_Free(st->entry_tail);
+    PyMem_Free(st->stacked_entry_tail);
     PyMem_Free(st->exit);
     PyMem_Free(st->return_value_code);
-    st->entry_tail = st->exit = st->return_value_code = NULL;
+    st->entry_tail = st->stacked_entry_tail = st->exit = st->return_value_code = NULL;
     cs_clear((PyObject *)module);
 }
 

@@ -28,7 +28,9 @@ def _stack_depths(code: CodeType) -> Dict[int, int]:
 
     instrs = [i for i in dis.get_instructions(code)]
     index = {ins.offset: k for k, ins in enumerate(instrs)}
-    generator_start = instrs and instrs[0].opname == "GEN_START"  # 3.10: the first send is on the stack
+    # 3.10: a generator starts with its first send on the stack, which
+    # GEN_START (after the entry) pops.
+    generator_start = any(ins.opname == "GEN_START" for ins in instrs)
     depth = {0: 1 if generator_start else 0}
     work = [0]
     step = 2  # bytes per code unit
@@ -59,11 +61,11 @@ def prologue_refusal(code: CodeType, lineno: object) -> Optional[str]:
     RETURN_GENERATOR), or None."""
     if not isinstance(lineno, int) or isinstance(lineno, bool):
         return None  # CPython's own setter reports the wrong type
-    import opcode
+    from ._recipes import current
+    from ._splice import _function_start
 
     raw = code.co_code
-    resume = opcode.opmap["RESUME"]
-    first_resume = next(i for i in range(0, len(raw), 2) if raw[i] == resume)
+    first_resume = 2 * _function_start(current(), raw[0::2], raw[1::2])
     # CPython jumps to the first instruction of the first line at or after lineno.
     starts = [(start, line) for start, _end, line in code.co_lines() if line is not None and line >= lineno]
     if not starts:

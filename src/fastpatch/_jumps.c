@@ -69,21 +69,22 @@ fp_call_rule(const char *name, PyObject *code, PyObject *arg)
 
 #if FP_FRAME_STACK_EDITABLE
 
-/* Where the entry is: [start, end) in code units, `invert` the unit of its
-   UNARY_INVERT. Returns 0, or -1 if the code does not start with it. */
+/* Where the prologue is: the entry starts at unit 0, `invert` is the unit of
+   its UNARY_INVERT (after which the token is on the stack) and the body
+   starts at `end` (after a 3.10 generator's ROT_TWO; GEN_START). Returns 0,
+   or -1 if the code does not start with the entry. */
 static int
-fp_entry_bounds(PyCodeObject *co, PyObject *probe, int *start, int *invert, int *end)
+fp_entry_bounds(PyCodeObject *co, PyObject *probe, int *invert, int *end)
 {
     const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(co->co_code);
     int n = (int)(PyBytes_GET_SIZE(co->co_code) / 2);
-    int i = (n > 0 && raw[0] == FP_GENERATOR_START) ? 1 : 0;
+    int i = 0;
     Py_ssize_t want = -1;
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(co->co_consts); k++) {
         if (PyTuple_GET_ITEM(co->co_consts, k) == probe) {
             want = k;
         }
     }
-    *start = i;
     Py_ssize_t arg = 0;
     while (i < n && raw[2 * i] == EXTENDED_ARG) {
         arg = (arg | raw[2 * i + 1]) << 8;
@@ -95,6 +96,10 @@ fp_entry_bounds(PyCodeObject *co, PyObject *probe, int *start, int *invert, int 
     }
     *invert = i + 1;
     *end = i + 2;
+    if (FP_GENERATOR_START >= 0 && i + 3 < n && raw[2 * (i + 2)] == ROT_TWO
+        && raw[2 * (i + 3)] == FP_GENERATOR_START) {
+        *end = i + 4;
+    }
     return 0;
 }
 
@@ -141,8 +146,8 @@ fp_guarded_setlineno(PyObject *self, PyObject *value, void *closure)
     PyFrameObject *f = (PyFrameObject *)self;
     PyCodeObject *co = f->f_code;
     PyObject *probe = value != NULL ? fp_probe_of(co) : NULL;
-    int start, invert, end;
-    if (probe == NULL || fp_entry_bounds(co, probe, &start, &invert, &end) < 0) {
+    int invert, end;
+    if (probe == NULL || fp_entry_bounds(co, probe, &invert, &end) < 0) {
         return fp_original_setter(self, value, closure);
     }
     int from = FP_FRAME_LASTI(f);  /* the instruction the line event stopped before */
@@ -150,12 +155,13 @@ fp_guarded_setlineno(PyObject *self, PyObject *value, void *closure)
         return -1;
     }
     int to = FP_FRAME_LASTI(f);
-    if (from >= end && to >= start && to < end) {
+    int token_there = from > invert;
+    if (token_there && to < end) {
         FP_FRAME_SET_LASTI(f, end);  /* the token is there: do not start again */
         to = end;
     }
     if (to >= end) {
-        int refused = fp_fit_stack(f, co, to, from >= end);
+        int refused = fp_fit_stack(f, co, to, token_there);
         if (refused != 0) {
             if (refused > 0) {
                 FP_FRAME_SET_LASTI(f, from);
@@ -165,7 +171,7 @@ fp_guarded_setlineno(PyObject *self, PyObject *value, void *closure)
             return -1;
         }
     }
-    if (from < end && to >= end) {
+    if (!token_there && to >= end) {
         /* The entry was skipped: start the activation here. */
         PyObject *token = PyNumber_Invert(probe);
         if (token == NULL) {

@@ -13,8 +13,11 @@ The injected sequences are data, instruction names with their arguments:
   followed by the recipe's ``entry`` (``UNARY_INVERT`` everywhere), which
   pushes the activation's token through the probe's ``nb_invert`` slot. On
   3.11+ it goes right before the first ``RESUME`` (after a generator's
-  ``RETURN_GENERATOR; POP_TOP``, so it runs at the first resume); on 3.10
-  after a generator's ``GEN_START``; else at offset 0. From 3.10 it has no
+  ``RETURN_GENERATOR; POP_TOP``, so it runs at the first resume); else at
+  offset 0. Where the prologue leaves values on the stack at that point (a
+  3.10 generator's first send, under ``GEN_START``; a 3.15 generator
+  expression's iterator), the entry ends with the recipe's
+  ``stacked_entry``, which moves the token under them. From 3.10 it has no
   line or location of its own, so that the first line event comes from the
   first instruction the source produced, with the token already pushed;
 * ``exit``, inserted right before each return: a subscript of the token by
@@ -59,8 +62,9 @@ class Recipe:
     """How one CPython minor version lays out code, and what fastpatch injects there."""
 
     __slots__ = (
-        "line_table", "jump_unit", "backward_jumps", "entry_before", "generator_start", "entry_has_line",
-        "return_value", "return_const", "entry", "exit", "exit_records",
+        "line_table", "jump_unit", "backward_jumps", "entry_before", "entry_before_mask", "genexpr_start",
+        "stacked_entry", "generator_start", "entry_has_line", "return_value", "return_const", "entry", "exit",
+        "exit_records",
     )
 
     def __init__(
@@ -70,6 +74,9 @@ class Recipe:
         jump_unit: int,
         backward_jumps: Tuple[str, ...],
         entry_before: Optional[str],
+        entry_before_mask: int,
+        genexpr_start: Optional[int],
+        stacked_entry: Tuple[Instruction, ...],
         generator_start: Optional[str],
         entry_has_line: bool,
         return_value: str,
@@ -84,10 +91,24 @@ class Recipe:
         self.jump_unit = jump_unit
         #: Relative jumps whose argument counts backwards.
         self.backward_jumps = backward_jumps
-        #: The entry goes right before the first instruction of this name (3.11+).
+        #: The entry goes right before the first instruction of this name
+        #: whose argument, masked, is 0 (3.11+: the RESUME where the function
+        #: itself starts, RESUME_AT_FUNC_START).
         self.entry_before = entry_before
-        #: 3.10: generators start with this instruction, which pops the first
-        #: send; the entry goes after it.
+        self.entry_before_mask = entry_before_mask
+        #: 3.15: a generator expression starts with RESUME 4
+        #: (RESUME_AT_GEN_EXPR_START) and evaluates iter() of its argument
+        #: before RETURN_GENERATOR, keeping the iterator on the stack.
+        self.genexpr_start = genexpr_start
+        #: The end of the entry where the prologue has left values on the
+        #: stack (a 3.10 generator's first send, a 3.15 generator
+        #: expression's iterator): it puts the token under them.
+        self.stacked_entry = stacked_entry
+        #: 3.10: generators start with this instruction, which pops the
+        #: first send (on the stack when the generator starts). The entry
+        #: goes before it, at offset 0, so that nothing of the entry sits
+        #: between the line event of the ``def`` line and the body on that
+        #: same line.
         self.generator_start = generator_start
         #: False: the entry has no line (3.10) or location (3.11+) of its own.
         #: 3.9's line table cannot say that: the entry takes the first line.
@@ -121,6 +142,9 @@ _39 = Recipe(
     jump_unit=2,
     backward_jumps=(),
     entry_before=None,
+    entry_before_mask=0,
+    genexpr_start=None,
+    stacked_entry=(),
     generator_start=None,
     entry_has_line=True,
     return_value="RETURN_VALUE",
@@ -129,15 +153,19 @@ _39 = Recipe(
     exit=(("ROT_TWO", 0), ("POP_TOP", 0)),
     exit_records=False,
 )
+# 3.10: ROT_TWO turns a starting generator's [sent, token] into [token, sent].
 _310 = _39.replace(
-    line_table="linetable", jump_unit=1, generator_start="GEN_START", entry_has_line=False,
+    line_table="linetable", jump_unit=1, generator_start="GEN_START", stacked_entry=(("ROT_TWO", 0),),
+    entry_has_line=False,
     exit=(("BINARY_SUBSCR", 0),),
     exit_records=True,
 )
 _311 = _310.replace(
     line_table="locations",
     generator_start=None,
+    stacked_entry=(),
     entry_before="RESUME",
+    entry_before_mask=3,
     backward_jumps=(
         "JUMP_BACKWARD",
         "JUMP_BACKWARD_NO_INTERRUPT",
@@ -156,6 +184,13 @@ _314 = _312.replace(
     exit=(("BINARY_OP", NB_SUBSCR),),
 )
 
+# 3.15: RESUME's argument says where in 3 bits (4 is new: the start of a
+# generator expression), and a generator expression's prologue keeps its
+# iterator on the stack, as GET_ITER leaves it: two values (the iterator and
+# an index or NULL). SWAP 3; SWAP 2 turns [iter, index, token] into
+# [token, iter, index].
+_315 = _314.replace(entry_before_mask=7, genexpr_start=4, stacked_entry=(("SWAP", 3), ("SWAP", 2)))
+
 RECIPES: Dict[Tuple[int, int], Recipe] = {
     (3, 9): _39,
     (3, 10): _310,
@@ -163,7 +198,7 @@ RECIPES: Dict[Tuple[int, int], Recipe] = {
     (3, 12): _312,
     (3, 13): _312,
     (3, 14): _314,
-    (3, 15): _314,
+    (3, 15): _315,
 }
 
 #: The CPython minor versions fastpatch has a validated recipe for.
@@ -186,8 +221,8 @@ class Dialect:
 
     __slots__ = (
         "version", "line_table", "has_exception_table", "jump_unit", "extended_arg", "caches", "jumps",
-        "return_value", "return_const", "load_const", "entry_before", "generator_start", "entry_has_line",
-        "entry_tail", "exit", "return_value_code",
+        "return_value", "return_const", "load_const", "entry_before", "entry_before_mask", "genexpr_start",
+        "generator_start", "entry_has_line", "entry_tail", "stacked_entry_tail", "exit", "return_value_code",
     )
     version: Tuple[int, int]
     line_table: str
@@ -202,12 +237,16 @@ class Dialect:
     return_const: Optional[int]
     load_const: int
     entry_before: Optional[int]
+    entry_before_mask: int
+    genexpr_start: Optional[int]
     generator_start: Optional[int]
     entry_has_line: bool
     #: Code units of the injected sequences, inline caches included.
     #: ``entry_tail`` follows the LOAD_CONST of the probe, whose argument is
     #: only known per function.
     entry_tail: bytes
+    #: ``entry_tail`` where the prologue leaves values on the stack (see Recipe.stacked_entry).
+    stacked_entry_tail: bytes
     exit: bytes
     return_value_code: bytes
 
@@ -237,16 +276,16 @@ def recipe_for(version: Tuple[int, int]) -> Recipe:
 
 def _cache_counts(opcode_module: object) -> List[int]:
     """Inline cache units per opcode, from the ``opcode`` module of any version."""
-    entries = getattr(opcode_module, "_inline_cache_entries", None)
+    entries: Any = getattr(opcode_module, "_inline_cache_entries", None)
     opmap: Dict[str, int] = getattr(opcode_module, "opmap")  # noqa: B009 - typed access
     counts = [0] * 256
     if hasattr(entries, "items"):  # 3.13+: keyed by name (a frozendict on 3.15)
-        for name, n in entries.items():  # type: ignore[union-attr]
+        for name, n in entries.items():
             op = opmap.get(name)
             if op is not None and op < 256:
                 counts[op] = n
     elif entries is not None:  # 3.11, 3.12: indexed by opcode
-        for op, n in enumerate(entries[:256]):  # type: ignore[index]
+        for op, n in enumerate(entries[:256]):
             counts[op] = n
     return counts
 
@@ -265,9 +304,9 @@ def _jump_kinds(recipe: Recipe, opcode_module: object) -> List[int]:
 
 def assemble_with_bytecode(sequence: Tuple[Instruction, ...]) -> bytes:
     """Code units of an instruction sequence, inline caches included, assembled by ``bytecode``."""
-    from bytecode import ConcreteInstr
-
     import opcode
+
+    from bytecode import ConcreteInstr
 
     out = bytearray()
     for name, arg in sequence:
@@ -282,6 +321,7 @@ def assemble_sequences(recipe: Recipe) -> Dict[str, bytes]:
     """The running version's injected sequences as code units, keyed by role."""
     return {
         "entry_tail": assemble_with_bytecode(recipe.entry),
+        "stacked_entry_tail": assemble_with_bytecode(recipe.entry + recipe.stacked_entry),
         "exit": assemble_with_bytecode(recipe.exit),
         "return_value": assemble_with_bytecode(((recipe.return_value, 0),)),
     }
@@ -291,7 +331,7 @@ def _cache_key(recipe: Recipe) -> str:
     """What the assembled bytes depend on: the bytecode format (the import
     system's magic number) and the recipe's sequences."""
     magic = getattr(sys.modules.get("_frozen_importlib_external"), "MAGIC_NUMBER", b"")
-    return f"{magic.hex()}:{recipe.entry!r}:{recipe.exit!r}:{recipe.return_value}"
+    return f"{magic.hex()}:{recipe.entry!r}:{recipe.stacked_entry!r}:{recipe.exit!r}:{recipe.return_value}"
 
 
 def assembled_source(version: Tuple[int, int]) -> str:
@@ -314,13 +354,15 @@ def assembled_source(version: Tuple[int, int]) -> str:
 def encoded_sequences(recipe: Recipe) -> Dict[str, bytes]:
     """The injected sequences of the running version: from the build-time
     cache when it is for this interpreter and recipe, else assembled now."""
+    import importlib
+
     try:
-        from . import _assembled  # type: ignore[attr-defined, unused-ignore]
+        assembled: Any = importlib.import_module(f"{__package__}._assembled")
     except ImportError:  # an editable install, or a build without bytecode
         pass
     else:
-        if _assembled.KEY == _cache_key(recipe):
-            return dict(_assembled.SEQUENCES)
+        if assembled.KEY == _cache_key(recipe):
+            return dict(assembled.SEQUENCES)
     return assemble_sequences(recipe)
 
 
@@ -344,9 +386,12 @@ def build_dialect(version: Tuple[int, int]) -> Dialect:
         return_const=op[recipe.return_const] if recipe.return_const else None,
         load_const=op["LOAD_CONST"],
         entry_before=op[recipe.entry_before] if recipe.entry_before else None,
+        entry_before_mask=recipe.entry_before_mask,
+        genexpr_start=recipe.genexpr_start,
         generator_start=op[recipe.generator_start] if recipe.generator_start else None,
         entry_has_line=recipe.entry_has_line,
         entry_tail=seq["entry_tail"],
+        stacked_entry_tail=seq["stacked_entry_tail"],
         exit=seq["exit"],
         return_value_code=seq["return_value"],
     )

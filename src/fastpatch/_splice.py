@@ -7,7 +7,8 @@ Python costs several. So the splicer treats the patch as a short list of
 
 * the entry (``LOAD_CONST probe``, then the recipe's entry) is inserted
   where an activation starts: right before the first RESUME on 3.11+,
-  after GEN_START on 3.10 generators, at offset 0 otherwise;
+  at offset 0 otherwise (before a 3.10 generator's GEN_START, ending with
+  the recipe's stacked entry);
 * every ``RETURN_VALUE`` gets the recipe's exit inserted before it; every
   ``RETURN_CONST k`` becomes ``LOAD_CONST k`` followed by an inserted
   ``exit; RETURN_VALUE``;
@@ -49,7 +50,7 @@ from ._recipes import ABSOLUTE, FORWARD, Dialect, current
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing at run time: `import fastpatch` must stay cheap
     from types import CodeType
-    from typing import Any, Dict, Iterator, List, Optional, Tuple
+    from typing import Any, Dict, Iterator, List, Tuple
 
 
 class SpliceError(ValueError):
@@ -156,6 +157,15 @@ class _OffsetMap:
         return pos if i < 0 else pos + self._all[i]
 
 
+def _function_start(d: Dialect, ops: bytes, args: bytes) -> int:
+    """The code unit of the RESUME where the function itself starts (its
+    argument, masked, is 0), or -1."""
+    i = ops.find(bytes((d.entry_before,)))  # type: ignore[arg-type]
+    while i >= 0 and args[i] & d.entry_before_mask:
+        i = ops.find(bytes((d.entry_before,)), i + 1)  # type: ignore[arg-type]
+    return i
+
+
 def _insertion_order(ins: _Insertion) -> Tuple[int, int]:
     return (ins.at, ins.side)
 
@@ -204,12 +214,17 @@ def splice_in_python(code: CodeType, probe: object, trailer: Tuple[object, ...] 
     caches = d.caches
     ext_op = d.extended_arg
 
+    entry_tail = d.entry_tail
     if d.entry_before is not None:
-        entry_at = ops.find(bytes((d.entry_before,)))
+        entry_at = _function_start(d, ops, args)
         if entry_at < 0:
             raise SpliceError("code object has no RESUME instruction")
+        first = ops.find(bytes((d.entry_before,)))
+        if d.genexpr_start is not None and args[first] & d.entry_before_mask == d.genexpr_start:
+            entry_tail = d.stacked_entry_tail
     elif d.generator_start is not None and n and ops[0] == d.generator_start:
-        entry_at = 1
+        entry_at = 0  # before GEN_START: the token goes under the first send
+        entry_tail = d.stacked_entry_tail
     else:
         entry_at = 0
     if entry_at >= n:
@@ -217,7 +232,7 @@ def splice_in_python(code: CodeType, probe: object, trailer: Tuple[object, ...] 
 
     consts = code.co_consts
     probe_index = len(consts)
-    entry = _with_arg(ext_op, d.load_const, probe_index) + d.entry_tail
+    entry = _with_arg(ext_op, d.load_const, probe_index) + entry_tail
     base: List[_Insertion] = [_Insertion(entry_at, _ENTRY, len(entry) // 2, entry)]
     jumps: List[_Jump] = []
     buf = bytearray(raw)

@@ -1,0 +1,127 @@
+"""_patch.patch_module_code, the core of the import hook: every function code
+object nested in a module body spliced at once, generator expressions,
+comprehensions, lambdas, closures and methods included, registered lazily."""
+
+from __future__ import annotations
+
+import gc
+import sys
+
+import fastpatch
+from fastpatch import _patch
+
+SOURCE = '''
+import asyncio
+
+def squares(xs):
+    return list(x * x for x in xs)
+
+def evens(xs):
+    return [x for x in xs if x % 2 == 0]
+
+def keyed(xs):
+    return {x: str(x) for x in xs}
+
+def nested_genexprs(rows):
+    return sum(sum(v for v in row) for row in rows)
+
+def maker(k):
+    def add(x):
+        return x + k
+    return add
+
+scale = lambda x: x * 3
+
+class Shape:
+    sides = [n for n in range(3)]
+
+    def __init__(self, n):
+        self.n = n
+
+    @property
+    def double(self):
+        return self.n * 2
+
+    @staticmethod
+    def unit():
+        return 1
+
+    @classmethod
+    def make(cls, n):
+        return cls(n)
+
+def gen(n):
+    total = yield from (i for i in range(n))
+    return total
+
+async def agen_sum(xs):
+    return sum([x async for x in _aiter(xs)])
+
+async def _aiter(xs):
+    for x in xs:
+        yield x
+
+def run_async(xs):
+    coro = agen_sum(xs)
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+
+def everything():
+    return (
+        squares([1, 2, 3]), evens(range(7)), keyed([1, 2]), nested_genexprs([[1, 2], [3]]),
+        maker(10)(5), scale(4), Shape.sides, Shape(3).double, Shape.unit(), Shape.make(2).n,
+        list(gen(4)), run_async([1, 2, 3]),
+    )
+'''
+
+
+def _module(patched: bool, name: str):
+    code = compile(SOURCE, f"<{name}>", "exec")
+    tree = None
+    if patched:
+        tree = _patch.patch_module_code(code, name)
+        code = tree.code
+    namespace = {"__name__": name}
+    exec(code, namespace)
+    return namespace, tree
+
+
+def test_every_kind_of_nested_function_runs_spliced_and_behaves_the_same():
+    plain, _ = _module(False, "modcode_plain")
+    spliced, tree = _module(True, "modcode_spliced")
+    assert tree.skipped == []
+    assert {"squares", "squares.<locals>.<genexpr>", "maker.<locals>.add", "<lambda>", "Shape.double",
+            "Shape.<listcomp>" if sys.version_info < (3, 12) else "Shape.unit", "gen.<locals>.<genexpr>",
+            "agen_sum.<locals>.<listcomp>" if sys.version_info < (3, 12) else "agen_sum"} <= set(tree.instrumented)
+    assert spliced["everything"]() == plain["everything"]()
+    assert fastpatch.is_instrumented(spliced["squares"])
+    assert fastpatch.is_instrumented(spliced["maker"](1))  # closures made later run spliced code too
+    s = fastpatch.stats(spliced["squares"])
+    assert (s.calls, s.completed, s.errors) == (1, 1, 0)
+    assert s.name == "modcode_spliced.squares"
+
+
+def test_generator_expressions_count_one_activation_each_from_their_first_resume():
+    spliced, _ = _module(True, "modcode_genexpr")
+    spliced["squares"]([1, 2])
+    spliced["squares"]([])
+    spliced["nested_genexprs"]([[1], [2, 3], []])
+    by_name = {s.name: s for s in fastpatch.all_stats() if s.module == "modcode_genexpr"}
+    outer = by_name["modcode_genexpr.squares.<locals>.<genexpr>"]
+    assert (outer.calls, outer.completed, outer.errors) == (2, 2, 0)
+    # the compiler names a generator expression inside another one
+    # "<genexpr>.<locals>.<genexpr>" up to 3.10, "<genexpr>.<genexpr>" from 3.11
+    (inner,) = [
+        s for name, s in by_name.items() if name.startswith("modcode_genexpr.nested") and name.count("<genexpr>") == 2
+    ]
+    assert (inner.calls, inner.completed) == (3, 3)
+    # one created and never iterated is not an activation
+    genexpr_code = next(c for c in spliced["squares"].__code__.co_consts if hasattr(c, "co_code"))
+    genexpr = type(spliced["squares"])(genexpr_code, spliced)
+    assert fastpatch.stats(genexpr).name == outer.name
+    never = genexpr(iter([1]))
+    del never
+    gc.collect()
+    assert (fastpatch.stats(genexpr).calls, fastpatch.stats(genexpr).completed) == (2, 2)
