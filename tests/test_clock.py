@@ -26,8 +26,14 @@ CHILD = textwrap.dedent(
         time.sleep(s)
 
     fastpatch.instrument(sleeper)
+    # A first call outside the measurement: the interpreter's own first-call
+    # work (quickening, a debug build's checks) is not what this compares.
+    sleeper(0)
+    fastpatch.reset()
     pairs = []
-    for s in (0.01, 0.05, 0.1):
+    # Long enough that the caller's own scheduling delays around the call
+    # (tens of microseconds on a busy machine) stay far below 0.5%.
+    for s in (0.05, 0.1, 0.2):
         t0 = time.monotonic_ns()
         sleeper(s)
         pairs.append(time.monotonic_ns() - t0)
@@ -70,26 +76,48 @@ def test_auto_clock_is_the_tsc_only_where_the_kernel_keeps_time_with_an_invarian
 
 
 def test_monotonic_clock_can_be_forced():
-    r = _child("monotonic")
-    assert (r["clock"], r["warnings"], r["calls"]) == ("monotonic", [], 3)
+    gaps = []
+    for _attempt in range(3):  # a fresh attempt when the scheduler held the caller (see _tsc_agrees)
+        r = _child("monotonic")
+        assert (r["clock"], r["warnings"], r["calls"]) == ("monotonic", [], 3)
+        outer = r["outer_ns"]
+        assert r["min_ns"] <= outer[0] and r["max_ns"] <= outer[2]
+        gaps.append(1 - r["min_ns"] / outer[0])
+        if gaps[-1] <= 0.01:
+            break
+    assert min(gaps) <= 0.01, gaps
+
+
+def _tsc_agrees(r):
+    """The probe's durations (TSC, converted) against the caller's
+    (CLOCK_MONOTONIC) around the same calls, within 0.5%. The caller's
+    measurement encloses the probe's, so only a conversion error can make
+    the probe's longer; the caller's can be longer by whatever the scheduler
+    did around the call, which on a busy machine now and then exceeds 0.5%
+    of 50 ms: the test allows a fresh attempt for that."""
     outer = r["outer_ns"]
-    assert r["min_ns"] <= outer[0] and r["max_ns"] <= outer[2]
-    assert r["min_ns"] >= 0.99 * outer[0]
+    assert r["min_ns"] <= 1.005 * outer[0] and r["max_ns"] <= 1.005 * outer[2]
+    assert r["total_ns"] <= 1.005 * sum(outer)
+    return (
+        abs(r["min_ns"] - outer[0]) <= 0.005 * outer[0]
+        and abs(r["max_ns"] - outer[2]) <= 0.005 * outer[2]
+        and abs(r["total_ns"] - sum(outer)) <= 0.005 * sum(outer)
+        and abs(r["p50"] - outer[1]) <= fastpatch.RELATIVE_ERROR * outer[1]
+    )
 
 
 def test_tsc_clock_agrees_with_clock_monotonic_within_half_a_percent():
-    r = _child("tsc")
-    if r["clock"] != "tsc":
-        assert r["warnings"] == ["FASTPATCH_CLOCK=tsc: this CPU has no invariant TSC; using CLOCK_MONOTONIC"]
-        pytest.skip("no invariant TSC on this machine")
-    assert r["warnings"] == []
-    assert r["calls"] == 3
-    outer = r["outer_ns"]
-    # The caller's measurement adds the call itself (about a microsecond) to what the probe saw.
-    assert abs(r["min_ns"] - outer[0]) <= 0.005 * outer[0]
-    assert abs(r["max_ns"] - outer[2]) <= 0.005 * outer[2]
-    assert abs(r["total_ns"] - sum(outer)) <= 0.005 * sum(outer)
-    assert abs(r["p50"] - outer[1]) <= fastpatch.RELATIVE_ERROR * outer[1]
+    results = []
+    for _attempt in range(3):
+        r = _child("tsc")
+        if r["clock"] != "tsc":
+            assert r["warnings"] == ["FASTPATCH_CLOCK=tsc: this CPU has no invariant TSC; using CLOCK_MONOTONIC"]
+            pytest.skip("no invariant TSC on this machine")
+        assert (r["warnings"], r["calls"]) == ([], 3)
+        results.append(r)
+        if _tsc_agrees(r):
+            return
+    pytest.fail(f"the TSC durations disagree with CLOCK_MONOTONIC by more than 0.5% in 3 attempts: {results}")
 
 
 def test_unknown_clock_name_warns_and_keeps_monotonic():
@@ -108,22 +136,31 @@ def test_each_definition_keeps_the_clock_it_was_instrumented_with():
     try:
 
         def on_tsc():
-            time.sleep(0.02)
+            time.sleep(0.1)
 
         fastpatch.instrument(on_tsc)
         _ext.set_default_clock(False)
 
         def on_monotonic():
-            time.sleep(0.02)
+            time.sleep(0.1)
 
         fastpatch.instrument(on_monotonic)
         assert fastpatch.clock() == "monotonic"
         for f in (on_tsc, on_monotonic):
-            t0 = time.monotonic_ns()
-            f()
-            outer = time.monotonic_ns() - t0
-            s = fastpatch.stats(f)
-            assert abs(s.total_ns - outer) <= 0.005 * outer
+            # As above: the caller's time encloses the probe's, and may exceed
+            # it by more than 0.5% when the scheduler intervenes; try again then.
+            gaps = []
+            for _attempt in range(3):
+                fastpatch.reset(f)
+                t0 = time.monotonic_ns()
+                f()
+                outer = time.monotonic_ns() - t0
+                inner = fastpatch.stats(f).total_ns
+                assert inner <= 1.005 * outer
+                gaps.append((outer - inner) / outer)
+                if gaps[-1] <= 0.005:
+                    break
+            assert min(gaps) <= 0.005, (f.__name__, gaps)
         assert (fastpatch.stats(on_tsc).clock, fastpatch.stats(on_monotonic).clock) == ("tsc", "monotonic")
         assert fastpatch.stats(on_tsc).to_dict()["clock"] == "tsc"
     finally:

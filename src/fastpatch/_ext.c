@@ -91,13 +91,15 @@ fp_now_ns(void)
 /*
  * The TSC clock: rdtsc costs about 10 ns against about 23 ns for
  * clock_gettime. It is offered only where the CPU reports an invariant TSC
- * (constant rate, running through sleep states). A TSC probe reads ticks at
- * entry and return, and converts each duration to nanoseconds when it folds
- * it into its counters (off the caller's path, see token_exit), with one
- * ratio per process: FP_CALIBRATION_NS of CLOCK_MONOTONIC against the TSC,
- * measured when the TSC is first chosen. Each probe keeps the clock it was
- * created with, so both kinds can live side by side, and every counter and
- * histogram bucket is in nanoseconds on either clock.
+ * (constant rate, running through sleep states). A TSC probe counts ticks:
+ * its totals, minimum and maximum are converted to nanoseconds when stats
+ * are read, by the ratio of CLOCK_MONOTONIC to the TSC over the whole time
+ * since the TSC was first chosen, which gets better the longer the process
+ * runs. Its histogram buckets count nanoseconds, like a monotonic probe's,
+ * so that histograms merge across processes: each duration is converted
+ * when it is folded in (off the caller's path, see token_exit), by the ratio
+ * measured over the first FP_CALIBRATION_NS. Each probe keeps the clock it
+ * was created with, so both kinds can live side by side.
  */
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER))
 #  define FP_HAVE_TSC 1
@@ -113,15 +115,18 @@ fp_now_ns(void)
 
 /* Process-wide, written once under the GIL, the same for every
    interpreter that loads the module: whether the CPU's TSC is invariant,
-   and 2**32 times the nanoseconds per TSC tick (0 until measured). */
+   the first (TSC, CLOCK_MONOTONIC) reading, and 2**32 times the nanoseconds
+   per TSC tick over the calibration (0 until measured). */
 static int fp_tsc_checked = 0;
 static int fp_tsc_invariant = 0;
+static uint64_t fp_calib_tsc0 = 0;
+static int64_t fp_calib_ns0 = 0;
 static uint64_t fp_tsc_mult = 0;
 
-/* 200 us of busy waiting, once per process: pairs of readings each bracket a
-   CLOCK_MONOTONIC read between two close TSC reads, so the ratio is good to
-   a few parts in 10**4 even with tens of ns of jitter per read. */
-#define FP_CALIBRATION_NS 200000
+/* 1 ms of busy waiting, once per process, when the TSC is first chosen:
+   pairs of readings each bracket a CLOCK_MONOTONIC read between two close
+   TSC reads; on a shared VM the ratio is then good to about 1 part in 10**4. */
+#define FP_CALIBRATION_NS 1000000
 
 #if FP_HAVE_TSC
 static int
@@ -178,6 +183,8 @@ static void
 fp_clock_pair(uint64_t *tsc, int64_t *ns)
 {
     uint64_t best = UINT64_MAX;
+    *tsc = 0;
+    *ns = 0;
     for (int i = 0; i < 8; i++) {
         uint64_t a = __rdtsc();
         int64_t n = fp_now_ns();
@@ -193,13 +200,23 @@ fp_clock_pair(uint64_t *tsc, int64_t *ns)
 static void
 fp_calibrate_tsc(void)
 {
-    uint64_t t0, t1;
-    int64_t n0, n1;
-    fp_clock_pair(&t0, &n0);
+    uint64_t t1;
+    int64_t n1;
+    fp_clock_pair(&fp_calib_tsc0, &fp_calib_ns0);
     do {
         fp_clock_pair(&t1, &n1);
-    } while (n1 - n0 < FP_CALIBRATION_NS || t1 <= t0);
-    fp_tsc_mult = ((uint64_t)(n1 - n0) << 32) / (t1 - t0);
+    } while (n1 - fp_calib_ns0 < FP_CALIBRATION_NS || t1 <= fp_calib_tsc0);
+    fp_tsc_mult = ((uint64_t)(n1 - fp_calib_ns0) << 32) / (t1 - fp_calib_tsc0);
+}
+
+/* Nanoseconds per TSC tick, over the whole time since calibration began. */
+static double
+fp_tsc_ns_per_tick(void)
+{
+    uint64_t t;
+    int64_t n;
+    fp_clock_pair(&t, &n);
+    return (double)(n - fp_calib_ns0) / (double)(t - fp_calib_tsc0);
 }
 #endif
 
@@ -344,9 +361,9 @@ typedef struct {
     uint64_t calls;       /* activations started */
     uint64_t completed;   /* activations ended, however */
     uint64_t errors;      /* activations ended by an exception */
-    uint64_t total_ns;    /* durations of the ended activations, in ns on either clock */
-    uint64_t min_ns;
-    uint64_t max_ns;
+    uint64_t total_ticks; /* durations of the ended activations, in this probe's clock ticks */
+    uint64_t min_ticks;
+    uint64_t max_ticks;
     /* The duration of the latest normal return, in this probe's clock ticks
        (ns, or TSC ticks), not yet folded into the counters; FP_NO_PENDING
        when there is none. See token_exit. */
@@ -396,8 +413,8 @@ static void
 probe_clear_counters(ProbeObject *p)
 {
     p->calls -= p->completed;
-    p->completed = p->errors = p->total_ns = p->max_ns = 0;
-    p->min_ns = UINT64_MAX;
+    p->completed = p->errors = p->total_ticks = p->max_ticks = 0;
+    p->min_ticks = UINT64_MAX;
     p->pending_ticks = FP_NO_PENDING;
     memset(p->hist, 0, sizeof(p->hist));
 }
@@ -421,16 +438,15 @@ probe_bucket_wrapped(ProbeObject *p, uint32_t *slot)
     probe_halve_histogram(p);
 }
 
-/* A duration in this probe's clock ticks, in nanoseconds. */
+/* A duration in this probe's clock ticks, in nanoseconds, for its bucket. */
 static inline uint64_t
-probe_ticks_to_ns(const ProbeObject *p, int64_t ticks)
+probe_ticks_to_ns(const ProbeObject *p, uint64_t ticks)
 {
-    uint64_t t = ticks > 0 ? (uint64_t)ticks : 0;
 #if FP_HAVE_TSC
-    return p->tsc ? fp_tsc_to_ns(t) : t;
+    return p->tsc ? fp_tsc_to_ns(ticks) : ticks;
 #else
     (void)p;
-    return t;
+    return ticks;
 #endif
 }
 
@@ -439,23 +455,24 @@ probe_ticks_to_ns(const ProbeObject *p, int64_t ticks)
    else NULL. Counting the ending itself (completed, errors) is the
    caller's. */
 static inline uint32_t *
-probe_fold_duration(ProbeObject *p, uint64_t ns)
+probe_fold_duration(ProbeObject *p, uint64_t ticks, uint64_t ns)
 {
-    p->total_ns += ns;
-    if (ns < p->min_ns) {
-        p->min_ns = ns;
+    p->total_ticks += ticks;
+    if (ticks < p->min_ticks) {
+        p->min_ticks = ticks;
     }
-    if (ns > p->max_ns) {
-        p->max_ns = ns;
+    if (ticks > p->max_ticks) {
+        p->max_ticks = ticks;
     }
     uint32_t *slot = &p->hist[fp_bucket_of(ns)];
     return FP_UNLIKELY(++*slot == 0) ? slot : NULL;
 }
 
 static inline void
-probe_add_duration(ProbeObject *p, uint64_t ns)
+probe_add_duration(ProbeObject *p, int64_t elapsed)
 {
-    uint32_t *wrapped = probe_fold_duration(p, ns);
+    uint64_t ticks = elapsed > 0 ? (uint64_t)elapsed : 0;
+    uint32_t *wrapped = probe_fold_duration(p, ticks, probe_ticks_to_ns(p, ticks));
     if (FP_UNLIKELY(wrapped != NULL)) {
         probe_bucket_wrapped(p, wrapped);
     }
@@ -466,7 +483,7 @@ static inline void
 probe_flush(ProbeObject *p)
 {
     if (p->pending_ticks != FP_NO_PENDING) {
-        probe_add_duration(p, probe_ticks_to_ns(p, p->pending_ticks));
+        probe_add_duration(p, p->pending_ticks);
         p->pending_ticks = FP_NO_PENDING;
     }
 }
@@ -602,23 +619,30 @@ probe_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-/* Returns a new reference to the tuple (calls, completed, errors, total_ns,
-   min_ns, max_ns, histogram_bytes), with the latest return folded in.
-   min_ns is 0 while nothing has completed. */
+/* Returns a new reference to the tuple (calls, completed, errors,
+   total_ticks, min_ticks, max_ticks, histogram_bytes, ns_per_tick), with
+   the latest return folded in: durations in this probe's clock ticks and
+   what converts them (1.0 for CLOCK_MONOTONIC); histogram buckets in ns.
+   min_ticks is 0 while nothing has completed. */
 static PyObject *
 probe_snapshot(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     ProbeObject *p = (ProbeObject *)self;
     probe_flush(p);
     return Py_BuildValue(
-        "(KKKKKKy#)",
+        "(KKKKKKy#d)",
         (unsigned long long)p->calls,
         (unsigned long long)p->completed,
         (unsigned long long)p->errors,
-        (unsigned long long)p->total_ns,
-        (unsigned long long)(p->completed ? p->min_ns : 0),
-        (unsigned long long)p->max_ns,
-        (const char *)p->hist, (Py_ssize_t)sizeof(p->hist));
+        (unsigned long long)p->total_ticks,
+        (unsigned long long)(p->completed ? p->min_ticks : 0),
+        (unsigned long long)p->max_ticks,
+        (const char *)p->hist, (Py_ssize_t)sizeof(p->hist),
+#if FP_HAVE_TSC
+        p->tsc ? fp_tsc_ns_per_tick() : 1.0);
+#else
+        1.0);
+#endif
 }
 
 static PyObject *
@@ -661,7 +685,7 @@ probe_fill_histogram(PyObject *self, PyObject *arg)
 
 static PyMethodDef probe_methods[] = {
     {"snapshot", probe_snapshot, METH_NOARGS,
-     "snapshot() -> (calls, completed, errors, total_ns, min_ns, max_ns, histogram_bytes)"},
+     "snapshot() -> (calls, completed, errors, total_ticks, min_ticks, max_ticks, histogram_bytes, ns_per_tick)"},
     {"reset", probe_reset, METH_NOARGS,
      "Zero every counter; activations running now stay counted as started."},
     {"clear", probe_clear, METH_NOARGS,
@@ -767,7 +791,7 @@ token_exit(PyObject *self, PyObject *retval)
     p->spare = t;
     Py_INCREF(retval);
     /* probe_add_duration(), with the rare overflow as a tail call. */
-    uint32_t *wrapped = probe_fold_duration(p, FP_FAST_TO_NS(previous));
+    uint32_t *wrapped = probe_fold_duration(p, previous, FP_FAST_TO_NS(previous));
     if (FP_UNLIKELY(wrapped != NULL)) {
         return token_exit_overflow(p, wrapped, retval);
     }
@@ -792,7 +816,7 @@ token_dealloc_general(TokenObject *t)
                            && !PyErr_ExceptionMatches(PyExc_GeneratorExit);
             p->completed++;
             p->errors += (uint64_t)is_error;
-            probe_add_duration(p, probe_ticks_to_ns(p, end - t->start_ticks));
+            probe_add_duration(p, end - t->start_ticks);
         }
         t->probe = NULL;
     }
@@ -836,7 +860,7 @@ token_dealloc(PyObject *self)
     t->probe = NULL;
     _Py_NewReference(self);  /* the spare slot's reference */
     p->spare = t;
-    uint32_t *wrapped = probe_fold_duration(p, FP_FAST_TO_NS(previous));
+    uint32_t *wrapped = probe_fold_duration(p, previous, FP_FAST_TO_NS(previous));
     if (FP_UNLIKELY(wrapped != NULL)) {
         probe_bucket_wrapped(p, wrapped);
     }

@@ -24,15 +24,19 @@ class Probe:
     @property
     def clock(self) -> str:
         """This probe's clock, fixed when it was created: "tsc" or "monotonic"."""
-    def snapshot(self) -> tuple[int, int, int, int, int, int, bytes]:
-        """(calls, completed, errors, total_ns, min_ns, max_ns, histogram).
+    def snapshot(self) -> tuple[int, int, int, int, int, int, bytes, float]:
+        """(calls, completed, errors, total, min, max, histogram, ns_per_tick).
 
-        ``histogram`` holds HIST_BUCKETS native-endian uint32 counts of
-        durations in nanoseconds; ``min_ns`` is 0 while nothing has completed.
-        Every duration is in nanoseconds, whichever clock the probe reads.
+        ``total``, ``min`` and ``max`` are in this probe's clock ticks and
+        ``ns_per_tick`` converts them (1.0 for CLOCK_MONOTONIC); ``min`` is
+        0 while nothing has completed. ``histogram`` holds HIST_BUCKETS
+        native-endian uint32 counts of durations in nanoseconds, on either
+        clock.
         """
     def reset(self) -> None:
-        """Zero every counter."""
+        """Zero every counter; activations running now stay counted as started."""
+    def clear(self) -> None:
+        """Zero every counter, in a forked child (after ``forked_child()``)."""
     def _fill_histogram(self, count: int) -> None:
         """For tests: set every histogram bucket to ``count``."""
 
@@ -52,6 +56,9 @@ def set_code(func: FunctionType, code: CodeType, /) -> None:
 def set_default_clock(tsc: object, /) -> bool:
     """The clock of probes this interpreter creates from now on: the TSC if
     ``tsc`` is true and the TSC is invariant. Returns whether the TSC is used."""
+
+def forked_child() -> None:
+    """In a child just forked: activations started before the fork are no longer counted."""
 
 def clock_name() -> str:
     """``"tsc"`` or ``"monotonic"``."""

@@ -202,7 +202,9 @@ class Stats:
 
 def snapshot(name: str, probe: Any, *, module: str = "", qualname: str = "", filename: str = "",
              firstlineno: int = 0) -> Stats:
-    calls, completed, errors, total, lo, hi, hist = probe.snapshot()
+    calls, completed, errors, total, lo, hi, hist, ns_per_tick = probe.snapshot()
+    if ns_per_tick != 1.0:  # TSC ticks
+        total, lo, hi = round(total * ns_per_tick), round(lo * ns_per_tick), round(hi * ns_per_tick)
     return Stats(
         name=name,
         calls=calls,
