@@ -7,7 +7,6 @@ import functools
 import importlib.util
 import inspect
 import io
-import os
 import pdb
 import re
 import sys

@@ -78,14 +78,14 @@ class Origin:
 
 
 _lock = _thread.RLock()
-_by_original: Dict[int, "_Definition"] = {}
-_by_patched: Dict[int, "_Definition"] = {}
-_by_probe: Dict[int, "_Definition"] = {}
-_by_fingerprint: Dict[int, List["weakref.ref[_Definition]"]] = {}
+_by_original: Dict[int, _Definition] = {}
+_by_patched: Dict[int, _Definition] = {}
+_by_probe: Dict[int, _Definition] = {}
+_by_fingerprint: Dict[int, List[weakref.ref[_Definition]]] = {}
 # Definitions the import hook spliced and nothing has asked about yet:
 # id(original code) -> weak reference to its Origin (dead ones are dropped
 # when the table is read, see _register_lazy).
-_lazy: Dict[int, "weakref.ref[Origin]"] = {}
+_lazy: Dict[int, weakref.ref[Origin]] = {}
 # id(function) -> (weak reference to it, the patched code it ran before uninstrument)
 _keepalive: Dict[int, Tuple[weakref.ref[FunctionType], CodeType]] = {}
 
@@ -138,7 +138,9 @@ class _Definition:
             del by_patched[self.patched_id]
 
     def _forget(
-        self, _ref: weakref.ref[CodeType], maps: Tuple[Dict[int, _Definition], ...] = (_by_original, _by_probe, _by_patched)
+        self,
+        _ref: weakref.ref[CodeType],
+        maps: Tuple[Dict[int, _Definition], ...] = (_by_original, _by_probe, _by_patched),
     ) -> None:
         for table, key in zip(maps, (self.original_id, id(self.probe), self.patched_id)):
             if table.get(key) is self:
@@ -165,7 +167,7 @@ def _register_origin(origin: Origin, patched: Optional[CodeType], name: Optional
 
 def _register_lazy() -> None:
     """Register every definition the import hook spliced, that still lives."""
-    for key, ref in list(_lazy.items()):
+    for ref in list(_lazy.values()):
         origin = ref()
         if origin is not None and _by_probe.get(id(origin.probe)) is None:
             _register_origin(origin, None)
@@ -174,7 +176,11 @@ def _register_lazy() -> None:
 
 def _keep(func: FunctionType, patched: CodeType) -> None:
     key = id(func)
-    _keepalive[key] = (_weakref.ref(func, lambda _ref, key=key, kept=_keepalive: kept.pop(key, None)), patched)
+
+    def forget(_ref: object, key: int = key, kept: Dict[int, Any] = _keepalive) -> None:
+        kept.pop(key, None)
+
+    _keepalive[key] = (_weakref.ref(func, forget), patched)
 
 
 def _kept(func: FunctionType) -> Optional[CodeType]:
@@ -331,13 +337,13 @@ def instrument(target: Any, *, name: Optional[str] = None) -> Any:
         else:
             if name is not None:
                 d.name = name
-            patched = d.patched()
-            if patched is None:
-                patched = _kept(func)
-                if patched is not None:
+            current = d.patched() or _kept(func)
+            if current is None:
+                patched = _patched_code(d, code)
+            else:
+                patched = current
+                if d.patched() is None:
                     d.set_patched(patched)
-                else:
-                    patched = _patched_code(d, code)
         _ext.set_code(func, patched)
         _keepalive.pop(id(func), None)
     return target

@@ -7,19 +7,22 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-# The types module would be one more import at startup; these are the same objects.
-def _function() -> None:  # pragma: no cover - only its type is used
-    pass
-
-
-class _Method:
-    def method(self) -> None:  # pragma: no cover - only its type is used
+if TYPE_CHECKING:
+    from types import CodeType as CodeType
+    from types import FunctionType as FunctionType
+    from types import MethodType as MethodType
+else:
+    # The types module would be one more import at startup; these are the same objects.
+    def _function():
         pass
 
+    class _Method:
+        def method(self):
+            pass
 
-FunctionType = type(_function)
-MethodType = type(_Method().method)
-CodeType = type(_function.__code__)
+    FunctionType = type(_function)
+    MethodType = type(_Method().method)
+    CodeType = type(_function.__code__)
 
 ACCEPTED = "a Python function (def, lambda, generator, coroutine), a bound method, a staticmethod or a classmethod"
 
