@@ -10,11 +10,14 @@ from ._version import __version__
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional, TextIO
+    from typing import Any, Optional, TextIO
+
+    from ._bulk import Selection, instrument_class, instrument_module, instrument_package
+    from ._hook import install_import_hook
 
 try:
     # Not `from . import _ext`: on failure Python would blame a circular import.
-    import fastpatch._ext as _ext
+    import fastpatch._ext  # noqa: F401 - bound below, once it is known to load
 except ImportError as exc:  # pragma: no cover - depends on the installation
     import platform as _platform
     import sys as _sys
@@ -34,11 +37,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "Reinstall fastpatch from a wheel for this interpreter, or from source with a C compiler."
     ) from exc
 
-import os as _os
+# After the extension is known to load (above).
+import os as _os  # noqa: E402
 
-from ._patch import all_stats, instrument, is_instrumented, reset, stats, uninstrument
-from ._recipes import SUPPORTED_VERSIONS, UnsupportedPythonError
-from ._stats import RELATIVE_ERROR, Stats
+from . import _ext as _ext  # noqa: E402
+from ._patch import all_stats, instrument, is_instrumented, reset, stats, uninstrument  # noqa: E402
+from ._recipes import SUPPORTED_VERSIONS, UnsupportedPythonError  # noqa: E402
+from ._stats import RELATIVE_ERROR, Stats  # noqa: E402
 
 
 def clock() -> str:
@@ -99,15 +104,47 @@ def report(file: Optional[TextIO] = None, *, sort: str = "total", limit: Optiona
     render(all_stats(), file, sort, limit)
 
 
+# The whole-program API is imported on first use: `import fastpatch` stays
+# cheap for the processes that only instrument a few functions (and for
+# every child process the import hook reaches).
+_LAZY = {
+    "Selection": "_bulk",
+    "instrument_class": "_bulk",
+    "instrument_module": "_bulk",
+    "instrument_package": "_bulk",
+    "install_import_hook": "_hook",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastpatch' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"fastpatch.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
     "RELATIVE_ERROR",
     "SUPPORTED_VERSIONS",
+    "Selection",
     "Stats",
     "UnsupportedPythonError",
     "__version__",
     "all_stats",
     "clock",
+    "install_import_hook",
     "instrument",
+    "instrument_class",
+    "instrument_module",
+    "instrument_package",
     "is_instrumented",
     "report",
     "reset",

@@ -1,0 +1,296 @@
+"""Instrumenting whole modules, classes and packages by walking them.
+
+The walk reaches what a module *defines*: functions, methods, static and
+class methods, property accessors and nested classes whose ``__module__``
+is that module. Everything it meets that it cannot or should not time is
+listed in the ``Selection`` with a reason: C functions, objects imported
+from other modules, decorator wrappers (their code belongs to the
+decorator, so the function they wrap is timed instead), functions already
+instrumented.
+
+The import hook (``_hook.py``) splices a module's code before it runs,
+which also reaches closures; this walk is what it falls back on when a
+loader gives no code to splice, and what it uses for modules imported
+before it was installed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ._patch import instrument, is_instrumented
+from ._resolve import FunctionType
+from ._select import is_own_module
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
+
+#: Reasons a walk gives for what it skipped (``Selection.skipped``).
+C_FUNCTION = "C function"
+IMPORTED = "imported from another module"
+WRAPPER = "decorator wrapper (the function it wraps is timed instead)"
+ALREADY = "already instrumented"
+NOT_IMPORTED = "not imported"
+MAIN_MODULE = "not imported: a __main__ module runs a program"
+
+_C_CALLABLES = (
+    type(len),  # builtin functions and methods
+    type(str.join),  # method descriptors
+    type(str.__add__),  # slot wrappers
+    type(dict.__dict__["fromkeys"]),  # class method descriptors
+    type("".__add__),  # method-wrappers
+)
+
+
+class Selection:
+    """What a bulk call instrumented, and what it skipped and why.
+
+    * ``modules``: the modules walked, in order;
+    * ``instrumented``: the names (``module.qualname``) of the definitions
+      now timed by this call;
+    * ``skipped``: ``(name, reason)`` for each thing met and left alone: a C
+      function, an object imported from another module, a decorator wrapper,
+      a function already instrumented, a submodule that failed to import...
+    * ``counts()``: how many were skipped for each reason.
+
+    Selections add up with ``+``.
+    """
+
+    __slots__ = ("modules", "instrumented", "skipped")
+
+    def __init__(self) -> None:
+        self.modules: List[str] = []
+        self.instrumented: List[str] = []
+        self.skipped: List[Tuple[str, str]] = []
+
+    def counts(self) -> Dict[str, int]:
+        """The number of things skipped for each reason."""
+        counts: Dict[str, int] = {}
+        for _name, reason in self.skipped:
+            counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
+    def __add__(self, other: Selection) -> Selection:
+        if not isinstance(other, Selection):
+            return NotImplemented
+        both = Selection()
+        for s in (self, other):
+            both.modules += s.modules
+            both.instrumented += s.instrumented
+            both.skipped += s.skipped
+        return both
+
+    def __repr__(self) -> str:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.counts().items(), key=lambda item: -item[1]))
+        return (
+            f"<Selection: {len(self.modules)} module{'s' if len(self.modules) != 1 else ''}, "
+            f"{len(self.instrumented)} instrumented, {len(self.skipped)} skipped"
+            + (f" ({reasons})" if reasons else "")
+            + ">"
+        )
+
+
+class _Walk:
+    """One walk: the selection it fills and what it has already met."""
+
+    def __init__(self, selection: Selection, wanted: Optional[Callable[[str], bool]] = None) -> None:
+        self.selection = selection
+        # Only definitions whose qualname passes ``wanted`` (module:Qual.name patterns).
+        self.wanted = wanted
+        self.seen: Set[int] = set()
+        self.keep: List[Any] = []  # the objects whose ids are in ``seen`` stay alive while we walk
+
+    def _first_time(self, obj: Any) -> bool:
+        if id(obj) in self.seen:
+            return False
+        self.seen.add(id(obj))
+        self.keep.append(obj)
+        return True
+
+    def skip(self, where: str, reason: str) -> None:
+        self.selection.skipped.append((where, reason))
+
+    def function(self, func: Any, home: str, where: str) -> None:
+        """``func`` met at ``where`` while walking module ``home``."""
+        if not self._first_time(func):
+            return
+        inner = getattr(func, "__wrapped__", None)
+        if inner is not None:
+            # A decorator's wrapper runs the decorator's code (shared by every
+            # function it decorates, so not this function's definition): time
+            # the function it wraps, if that one lives here.
+            if type(func) is FunctionType:
+                self.skip(where, WRAPPER)
+            for _ in range(100):  # a __wrapped__ chain, as inspect.unwrap follows it
+                if type(inner) is FunctionType or getattr(inner, "__wrapped__", None) is None:
+                    break
+                inner = inner.__wrapped__
+            if type(inner) is FunctionType:
+                self.function(inner, home, where)
+            return
+        if type(func) is not FunctionType:
+            if isinstance(func, _C_CALLABLES):
+                self.skip(where, C_FUNCTION)
+            elif isinstance(func, (staticmethod, classmethod)):
+                self.function(func.__func__, home, where)
+            return
+        if func.__module__ != home:
+            self.skip(where, IMPORTED)
+            return
+        name = f"{func.__module__}.{func.__qualname__}"
+        if self.wanted is not None and not self.wanted(func.__qualname__):
+            return
+        if is_instrumented(func):
+            self.skip(name, ALREADY)
+            return
+        try:
+            instrument(func)
+        except (TypeError, ValueError) as exc:
+            self.skip(name, f"refused: {exc}")
+            return
+        self.selection.instrumented.append(name)
+
+    def cls(self, cls: type, home: str, where: str) -> None:
+        """The attributes class ``cls`` defines, its nested classes included."""
+        if not self._first_time(cls):
+            return
+        for attr, value in list(vars(cls).items()):
+            place = f"{where}.{attr}"
+            if isinstance(value, property):
+                for accessor in (value.fget, value.fset, value.fdel):
+                    if accessor is not None:
+                        self.function(accessor, home, place)
+            elif isinstance(value, type):
+                # A class nested in this one's body; an alias of another class is not.
+                if value.__module__ == home and value.__qualname__.startswith(cls.__qualname__ + "."):
+                    self.cls(value, home, place)
+            elif type(value) is FunctionType or isinstance(value, (staticmethod, classmethod) + _C_CALLABLES):
+                self.function(value, home, place)
+            elif type(getattr(value, "func", None)) is FunctionType and hasattr(value, "attrname"):
+                self.function(value.func, home, place)  # functools.cached_property
+            elif getattr(value, "__wrapped__", None) is not None:
+                self.function(value, home, place)
+
+    def module(self, module: ModuleType) -> None:
+        home = module.__name__
+        self.selection.modules.append(home)
+        for attr, value in list(vars(module).items()):
+            where = f"{home}.{attr}"
+            if isinstance(value, type):
+                if value.__module__ == home:
+                    self.cls(value, home, where)
+                elif self._first_time(value):
+                    self.skip(where, IMPORTED)
+            elif (
+                type(value) is FunctionType
+                or isinstance(value, (staticmethod, classmethod) + _C_CALLABLES)
+                or getattr(value, "__wrapped__", None) is not None
+            ):
+                self.function(value, home, where)
+
+
+def _module(module: Union[ModuleType, str]) -> ModuleType:
+    if isinstance(module, str):
+        import importlib
+
+        module = importlib.import_module(module)
+    if not isinstance(module, type(sys)):
+        raise TypeError(f"expected a module or a dotted module name, not {type(module).__name__}")
+    if is_own_module(module.__name__):
+        raise ValueError(f"fastpatch never instruments its own modules ({module.__name__})")
+    return module
+
+
+def instrument_module(module: Union[ModuleType, str]) -> Selection:
+    """Time every function and method that ``module`` defines.
+
+    ``module`` is a module object or a dotted name (imported if it is not
+    yet). The walk covers the module's functions, its classes' methods,
+    static and class methods, property accessors and nested classes: what
+    has ``__module__`` equal to the module's name. A decorated function is
+    timed itself, not its decorator's wrapper. Closures the module creates
+    later are not reached (the import hook reaches them: see
+    ``install_import_hook``).
+
+    Returns a ``Selection`` listing what was instrumented and what was
+    skipped, with reasons (C functions, objects imported from other
+    modules, functions already instrumented...). Instrumenting again is
+    harmless: everything is then "already instrumented".
+    """
+    module = _module(module)
+    selection = Selection()
+    _Walk(selection).module(module)
+    return selection
+
+
+def instrument_class(cls: type) -> Selection:
+    """Time every method that class ``cls`` defines in its body.
+
+    Plain, static and class methods, property accessors
+    (``fget``/``fset``/``fdel``), ``functools.cached_property`` functions,
+    and the methods of classes nested in it; not inherited methods. Returns
+    a ``Selection`` (see ``instrument_module``).
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"instrument_class() needs a class, not {type(cls).__name__}")
+    if is_own_module(cls.__module__):
+        raise ValueError(f"fastpatch never instruments its own classes ({cls.__module__}.{cls.__qualname__})")
+    selection = Selection()
+    _Walk(selection).cls(cls, cls.__module__, f"{cls.__module__}.{cls.__qualname__}")
+    return selection
+
+
+def instrument_package(package: Union[ModuleType, str]) -> Selection:
+    """Time every function of ``package`` and of every submodule in it.
+
+    Each submodule is imported (a ``__main__`` submodule is not: it runs a
+    program) and walked as by ``instrument_module``. A submodule that fails
+    to import (a missing optional dependency, say) is listed in
+    ``Selection.skipped`` with the error; the rest go on. A plain module
+    (not a package) is walked alone.
+    """
+    import importlib
+
+    root = _module(package)
+    selection = Selection()
+    walk = _Walk(selection)
+    walk.module(root)
+    path = getattr(root, "__path__", None)
+    if path is None:
+        return selection
+    import pkgutil
+
+    failed: Dict[str, str] = {}
+
+    def note_failure(name: str) -> None:
+        exc = sys.exc_info()[1]
+        failed[name] = f"{NOT_IMPORTED}: {type(exc).__name__}: {exc}"
+
+    names = []
+    for info in pkgutil.walk_packages(path, root.__name__ + ".", onerror=note_failure):
+        names.append(info.name)
+    for name in names:
+        if name.rpartition(".")[2] == "__main__":
+            selection.skipped.append((name, MAIN_MODULE))
+            continue
+        if name in failed:
+            selection.skipped.append((name, failed.pop(name)))
+            continue
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - listed, and the walk goes on
+            selection.skipped.append((name, f"{NOT_IMPORTED}: {type(exc).__name__}: {exc}"))
+            continue
+        walk.module(module)
+    selection.skipped.extend(failed.items())
+    return selection
+
+
+def instrument_selected(module: ModuleType, wanted: Optional[Callable[[str], bool]] = None) -> Selection:
+    """The hook's walk of a module it could not splice: every function it
+    defines, or those whose qualname passes ``wanted``."""
+    selection = Selection()
+    _Walk(selection, wanted).module(module)
+    return selection

@@ -1,0 +1,477 @@
+"""The command line: ``python -m fastpatch`` and the ``fastpatch`` script.
+
+::
+
+    python -m fastpatch run [-o FILE] [-f text|json|pstats] [-s SORT] [-i PATTERN]... [-x PATTERN]...
+                            (-m MODULE | -c CODE | SCRIPT) [ARGS...]
+    python -m fastpatch report [-o FILE] [-f text|json|pstats] [-s SORT] FILE...
+
+``run`` runs a program as ``python`` would (a real ``__main__``, its
+``sys.argv``, ``__file__`` and ``sys.path[0]``) with the import hook
+installed, its own main code spliced before it runs, the settings handed
+to its child processes through the environment, and the report written at
+exit. Its exit status is the program's.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from types import CodeType, ModuleType
+    from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+FORMATS = ("text", "json", "pstats")
+_VALUE_OPTIONS = frozenset(("-o", "--output", "-f", "--format", "-s", "--sort", "-i", "--include", "-x", "--exclude"))
+
+# The module run replaces as __main__ (fastpatch.__main__, or the console
+# script): kept alive while its frame runs.
+_previous_main: Optional[ModuleType] = None
+
+
+class _UsageError(Exception):
+    """Bad input: a one-line message and exit status 2 (or ``status``)."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _prog() -> str:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "fastpatch" if name in ("fastpatch", "fastpatch.exe") else "python -m fastpatch"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    prog = _prog()
+    top = _top_parser(prog)
+    if not args:
+        top.print_usage(sys.stderr)
+        sys.stderr.write(f"{prog}: error: choose a command: run or report\n")
+        return 2
+    command, rest = args[0], args[1:]
+    if command in ("-h", "--help"):
+        top.print_help()
+        return 0
+    if command == "--version":
+        from ._version import __version__
+
+        print(f"fastpatch {__version__}")
+        return 0
+    if command == "run":
+        return _run(prog, rest)
+    if command == "report":
+        return _report(prog, rest)
+    top.print_usage(sys.stderr)
+    sys.stderr.write(f"{prog}: error: unknown command {command!r}: choose run or report\n")
+    return 2
+
+
+def _top_parser(prog: str) -> argparse.ArgumentParser:
+    import argparse
+
+    return argparse.ArgumentParser(
+        prog=prog,
+        usage=f"{prog} {{run,report}} ...",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Time every function of a Python program (fastpatch's whole-program mode).",
+        epilog=(
+            "commands:\n"
+            "  run       run a program (-m MODULE, -c CODE or SCRIPT) with its functions timed,\n"
+            "            and write the report at exit\n"
+            "  report    merge report files (JSON) and print or convert them\n\n"
+            f"'{prog} run -h' and '{prog} report -h' describe each.\n\n"
+            "environment: FASTPATCH_INCLUDE (comma-separated patterns; activates fastpatch in any\n"
+            "Python process), FASTPATCH_EXCLUDE, FASTPATCH_OUTPUT ({pid} is the process id),\n"
+            "FASTPATCH_FORMAT, FASTPATCH_ENABLED=0 (everything off), FASTPATCH_CLOCK."
+        ),
+    )
+
+
+def _add_report_options(parser: argparse.ArgumentParser) -> None:
+    from ._report import SORT_KEYS
+
+    parser.add_argument(
+        "-o", "--output", metavar="FILE",
+        help="write the report to FILE ({pid} becomes the process id); default: the text table on stderr",
+    )
+    parser.add_argument(
+        "-f", "--format", choices=FORMATS,
+        help="report format (default: from the extension of -o: .json, .pstats/.prof, else text)",
+    )
+    parser.add_argument(
+        "-s", "--sort", choices=SORT_KEYS, default="total", help="sort key of the table (default: total)"
+    )
+
+
+# --------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------
+
+
+def _report(prog: str, args: List[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog=f"{prog} report",
+        description="Merge fastpatch JSON reports (one per process) exactly, and print or convert the result.",
+    )
+    _add_report_options(parser)
+    parser.add_argument("files", nargs="+", metavar="FILE", help="JSON reports written by run or FASTPATCH_OUTPUT")
+    ns = parser.parse_args(args)
+    from ._report import report_main
+
+    return int(report_main(ns.files, ns.output, ns.format, ns.sort))
+
+
+# --------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------
+
+
+def _run_parser(prog: str) -> argparse.ArgumentParser:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog=f"{prog} run",
+        usage=(
+            f"{prog} run [-o FILE] [-f text|json|pstats] [-s SORT] [-i PATTERN]... [-x PATTERN]...\n"
+            f"{' ' * (len(prog) + 11)}(-m MODULE | -c CODE | SCRIPT) [ARGS...]"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run a Python program with its functions timed, and write the report at exit.\n\n"
+            "Without -i, the program's own code is timed: the modules of the script's directory\n"
+            "(and the script itself), or the top-level package of -m MODULE; never the standard\n"
+            "library or site-packages. Child processes are timed too, each writing its own report\n"
+            "(with -o FILE and no {pid} in it, a child writes FILE with .PID before the extension)."
+        ),
+        epilog=(
+            "patterns: 'myapp' selects myapp and every submodule; globs match within a dotted\n"
+            "name ('myapp.*.views'); 'module:Qual.name' selects one function or method (a class:\n"
+            "its methods). Exclusion wins."
+        ),
+    )
+    _add_report_options(parser)
+    parser.add_argument(
+        "-i", "--include", action="append", default=[], metavar="PATTERN", help="time what PATTERN selects (repeatable)"
+    )
+    parser.add_argument(
+        "-x", "--exclude", action="append", default=[], metavar="PATTERN", help="never time what PATTERN selects"
+    )
+    parser.add_argument("-m", dest="module", metavar="MODULE", help="run library module MODULE as a script")
+    parser.add_argument("-c", dest="code", metavar="CODE", help="run the program passed as a string")
+    parser.add_argument(
+        "script", nargs="?", metavar="SCRIPT", help="the program file (or a directory or zip with __main__.py)"
+    )
+    parser.add_argument("args", nargs="*", metavar="ARGS", help="passed to the program as sys.argv[1:]")
+    return parser
+
+
+def _split_run_args(args: List[str]) -> Tuple[List[str], Optional[str], Optional[str], List[str]]:
+    """``run``'s own options, then what to run (kind, target) and its
+    arguments: everything after the target belongs to the program, as with
+    ``python`` itself."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            if i + 1 < len(args):
+                return args[:i], "script", args[i + 1], args[i + 2:]
+            return args[:i], None, None, []
+        if arg in ("-m", "-c"):
+            if i + 1 >= len(args):
+                return args[: i + 1], None, None, []  # argparse reports the missing value
+            return args[:i], "module" if arg == "-m" else "code", args[i + 1], args[i + 2:]
+        if arg[:2] in ("-m", "-c") and not arg.startswith("--"):
+            return args[:i], "module" if arg[1] == "m" else "code", arg[2:], args[i + 1:]
+        if arg in _VALUE_OPTIONS:
+            i += 2
+            continue
+        if arg.startswith("-") and arg != "-":
+            i += 1
+            continue
+        return args[:i], "script", arg, args[i + 1:]
+    return args, None, None, []
+
+
+def _run(prog: str, args: List[str]) -> int:
+    parser = _run_parser(prog)
+    options, kind, target, program_args = _split_run_args(args)
+    ns = parser.parse_args(options)
+    if kind is None or not target:
+        parser.error("nothing to run: give -m MODULE, -c CODE or SCRIPT")
+    assert target is not None
+    try:
+        return _run_program(prog, ns, kind, target, program_args)
+    except _UsageError as exc:
+        from ._activate import deactivate
+
+        deactivate()  # the program never started: no report
+        sys.stderr.write(f"{prog} run: error: {exc}\n")
+        return exc.status
+
+
+def _run_program(prog: str, ns: argparse.Namespace, kind: str, target: str, program_args: List[str]) -> int:
+    from ._select import PatternError, Patterns
+
+    enabled = os.environ.get("FASTPATCH_ENABLED", "").strip() != "0"
+    try:
+        Patterns(ns.include, ns.exclude)
+    except PatternError as exc:
+        raise _UsageError(str(exc)) from None
+    if kind == "script":
+        _check_script(target)
+    if enabled and ns.output is not None:
+        from ._report import ReportError, check_writable
+
+        try:
+            check_writable(ns.output, ns.format)  # before the program runs: no run is wasted
+        except ReportError as exc:
+            raise _UsageError(str(exc)) from None
+
+    include = list(ns.include)
+    if not include:
+        include, why_none = _default_include(kind, target)
+        if why_none:
+            sys.stderr.write(f"fastpatch: {why_none}; choose what to time with -i PATTERN\n")
+    if enabled:
+        from ._activate import activate
+
+        activate(
+            include, ns.exclude, output=ns.output, fmt=ns.format, sort=ns.sort, root=True,
+            warn_unmatched=bool(ns.include),
+        )
+    else:
+        sys.stderr.write("fastpatch: FASTPATCH_ENABLED=0: running the program without instrumentation\n")
+    return _execute(kind, target, program_args, splice=enabled)
+
+
+# -- what to run -------------------------------------------------------------
+
+
+def _check_script(script: str) -> None:
+    if not os.path.exists(script):
+        raise _UsageError(f"can't open file {script!r}: [Errno 2] No such file or directory")
+    if os.path.isdir(script) and not os.path.exists(os.path.join(script, "__main__.py")):
+        raise _UsageError(f"can't find '__main__' module in {script!r}")
+
+
+def _system_dirs() -> List[str]:
+    """The standard library and site-packages directories."""
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    dirs = [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths]
+    if hasattr(site, "getsitepackages"):
+        dirs += site.getsitepackages()
+    if hasattr(site, "getusersitepackages"):
+        dirs.append(site.getusersitepackages())
+    return [os.path.realpath(d) for d in dirs if d]
+
+
+def _in_system_dir(path: str, system_dirs: List[str]) -> bool:
+    real = os.path.realpath(path)
+    parts = real.split(os.sep)
+    if "site-packages" in parts or "dist-packages" in parts:
+        return True
+    return any(real == d or real.startswith(d + os.sep) for d in system_dirs)
+
+
+def _local_module_names(directory: str) -> List[str]:
+    """The top-level modules and packages a program finds in ``directory``
+    (its sys.path[0]): ``*.py`` files, packages, and namespace portions."""
+    names: List[str] = []
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return names
+    for entry in entries:
+        name = entry.name
+        if name.startswith(".") or name == "__pycache__":
+            continue
+        try:
+            if entry.is_file() and name.endswith(".py") and name[:-3].isidentifier():
+                names.append(name[:-3])
+            elif entry.is_dir() and name.isidentifier() and name not in ("site-packages", "dist-packages"):
+                if os.path.exists(os.path.join(entry.path, "pyvenv.cfg")):
+                    continue  # a virtual environment
+                inside = os.listdir(entry.path)
+                if "__init__.py" in inside or any(n.endswith(".py") for n in inside):
+                    names.append(name)
+        except OSError:
+            continue
+    return names
+
+
+def _default_include(kind: str, target: str) -> Tuple[List[str], str]:
+    """The program's own code, and why there is none (empty if there is)."""
+    system = _system_dirs()
+    if kind == "module":
+        top = target.split(".")[0]
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None:
+            locations = [str(p) for p in (spec.submodule_search_locations or ())]
+            if not locations and spec.has_location and spec.origin:
+                locations = [spec.origin]
+            if not locations or all(_in_system_dir(p, system) for p in locations):
+                return [], (
+                    f"{top} is part of the standard library or installed in site-packages, "
+                    "which run never times by default"
+                )
+        return [top], ""
+    if kind == "code":
+        directory = os.getcwd()
+    elif os.path.isdir(target) or not target.endswith((".py", ".pyw", ".pyc")) and _is_zip(target):
+        return ["__main__"], ""
+    else:
+        directory = os.path.dirname(os.path.realpath(target))
+    if _in_system_dir(directory, system):
+        return [], f"{directory} is in the standard library or site-packages, which run never times by default"
+    names = [n for n in _local_module_names(directory) if n != "__main__"]
+    return ["__main__"] + names, ""
+
+
+def _is_zip(path: str) -> bool:
+    import zipfile
+
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def _new_main(attrs: Dict[str, Any]) -> ModuleType:
+    """A fresh ``__main__`` module in sys.modules, as Python makes one."""
+    global _previous_main
+    import builtins
+
+    main = type(sys)("__main__")
+    main.__dict__.update(attrs)
+    main.__dict__["__builtins__"] = builtins
+    _previous_main = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    return main
+
+
+def _execute(kind: str, target: str, program_args: List[str], splice: bool) -> int:
+    from ._hook import splice_main
+
+    if kind == "module":
+        code, main = _prepare_module(target, program_args)
+    elif kind == "code":
+        sys.argv = ["-c", *program_args]
+        sys.path[0:1] = [""]
+        import importlib.machinery
+
+        main = _new_main({"__name__": "__main__", "__doc__": None, "__loader__": importlib.machinery.BuiltinImporter,
+                          "__spec__": None, "__package__": None})
+        code = compile(target, "<string>", "exec", dont_inherit=True)
+        if splice:
+            code = splice_main(code)
+    else:
+        code, main = _prepare_script(target, program_args)
+        if splice:
+            # The script runs as __main__; -i SCRIPTNAME selects it too.
+            stem = os.path.splitext(os.path.basename(target))[0]
+            code = splice_main(code, stem if stem.isidentifier() else None)
+    return _exec_main(code, main)
+
+
+def _prepare_script(script: str, program_args: List[str]) -> Tuple[CodeType, ModuleType]:
+    import importlib.machinery
+
+    sys.argv = [script, *program_args]
+    if os.path.isdir(script) or (not script.endswith((".py", ".pyw", ".pyc")) and _is_zip(script)):
+        # A directory or zip archive with __main__.py, run as Python runs it.
+        sys.path[0:1] = [script]
+        spec = importlib.machinery.PathFinder.find_spec("__main__", [script])
+        if spec is None or spec.loader is None:
+            raise _UsageError(f"can't find '__main__' module in {script!r}")
+        code = spec.loader.get_code("__main__")  # type: ignore[attr-defined]
+        main = _new_main({"__name__": "__main__", "__doc__": None, "__file__": spec.origin, "__loader__": spec.loader,
+                          "__spec__": spec, "__package__": "", "__cached__": getattr(spec, "cached", None)})
+        return code, main
+    path = os.path.abspath(script)
+    sys.path[0:1] = [os.path.dirname(os.path.realpath(script))]
+    try:
+        with open(path, "rb") as fh:
+            source = fh.read()
+    except OSError as exc:
+        raise _UsageError(f"can't open file {script!r}: [Errno {exc.errno}] {exc.strerror}") from None
+    if path.endswith(".pyc"):
+        import marshal
+
+        code = marshal.loads(source[16:])
+        loader: Any = importlib.machinery.SourcelessFileLoader("__main__", path)
+    else:
+        code = compile(source, path, "exec", dont_inherit=True)
+        loader = importlib.machinery.SourceFileLoader("__main__", path)
+    main = _new_main({"__name__": "__main__", "__doc__": None, "__file__": path, "__loader__": loader,
+                      "__spec__": None, "__package__": None, "__cached__": None})
+    return code, main
+
+
+def _prepare_module(name: str, program_args: List[str]) -> Tuple[CodeType, ModuleType]:
+    """``python -m name``: the module's code (through the import hook's
+    loader, so spliced when selected) and its ``__main__``."""
+    import importlib.util
+
+    sys.path[0:1] = [os.getcwd()]
+    sys.argv = ["-m", *program_args]  # as Python has it while finding the module
+    try:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations is not None:
+            name = f"{name}.__main__"
+            main_spec = importlib.util.find_spec(name)
+            if main_spec is None:
+                raise _UsageError(
+                    f"No module named {name}; {name[:-9]!r} is a package and cannot be directly executed", 1
+                )
+            spec = main_spec
+    except ImportError as exc:
+        raise _UsageError(
+            f"Error while finding module specification for {name!r} ({type(exc).__name__}: {exc})", 1
+        ) from None
+    if spec is None:
+        raise _UsageError(f"No module named {name}", 1)
+    loader = spec.loader
+    if loader is None or not hasattr(loader, "get_code"):
+        raise _UsageError(f"No code object available for {name}", 1)
+    code = loader.get_code(name)
+    if code is None:
+        raise _UsageError(f"No code object available for {name}", 1)
+    if spec.has_location and spec.origin:
+        sys.argv[0] = spec.origin
+    main = _new_main({"__name__": "__main__", "__doc__": None, "__file__": spec.origin if spec.has_location else None,
+                      "__loader__": spec.loader, "__spec__": spec, "__package__": spec.parent,
+                      "__cached__": getattr(spec, "cached", None)})
+    if not spec.has_location:
+        del main.__dict__["__file__"]
+    return code, main
+
+
+def _exec_main(code: CodeType, main: ModuleType) -> int:
+    """Run the program; SystemExit goes on up as the interpreter expects it,
+    any other exception is printed as Python prints it (without our frame)."""
+    try:
+        exec(code, main.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the program's own exception, reported as Python does
+        tb = exc.__traceback__
+        tb = tb.tb_next if tb is not None else None  # our exec() frame is not the program's
+        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    return 0

@@ -1,0 +1,495 @@
+"""The import hook: the functions of a selected module are instrumented
+before the module's body runs.
+
+One finder sits at the front of ``sys.meta_path``. For a module no pattern
+selects it returns None at once, and the import goes on as if it were not
+there. For a selected module it asks the other finders, in their order,
+for the spec they would give, and hands that spec back with its loader
+wrapped:
+
+* the wrapper answers every attribute (and ``isinstance``) as the loader it
+  wraps, and puts the real loader back into ``__spec__.loader`` and
+  ``__loader__`` before the module's body runs, so the module, ``reload``,
+  ``pkgutil``, ``importlib.resources`` and ``inspect`` only ever see the
+  real loader;
+* for the loaders whose ``exec_module`` is "``get_code``, then ``exec``"
+  (source and bytecode files, zip archives) it does that itself, splicing
+  the code in between with ``_patch.patch_module_code``. The ``.pyc`` that
+  the real ``get_code`` wrote holds the original code: probes are never
+  marshalled;
+* ``get_code`` is spliced too, for ``runpy`` (``python -m pkg``), which
+  runs the module's code itself;
+* any other loader (pytest's assertion rewriter, for one) runs the module
+  its own way, and the module is then instrumented by walking it
+  (``_bulk``): closures it creates later are not reached there;
+* namespace packages (no loader), C extensions, builtin and frozen modules
+  are left alone.
+
+Modules imported before the hook was installed are walked at once.
+"""
+
+from __future__ import annotations
+
+import _thread
+import sys
+
+from ._patch import _nested_qualname, _our_constants, patch_module_code
+from ._select import Patterns, is_own_module
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import CodeType, ModuleType
+    from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
+
+    from ._bulk import Selection
+
+
+class ImportHook:
+    """An installed import hook: ``remove()`` takes it out again.
+
+    ``selection`` (a ``fastpatch.Selection``) lists the modules it has
+    instrumented so far, their functions, and what was skipped and why;
+    ``unmatched()`` the include patterns that have selected nothing yet.
+    Usable as a context manager, which removes it on exit. Removing it
+    stops the instrumentation of modules imported from then on; what it
+    instrumented stays instrumented (``fastpatch.uninstrument`` undoes that).
+    """
+
+    def __init__(self, patterns: Patterns) -> None:
+        from ._bulk import Selection
+
+        self.patterns = patterns
+        self.selection: Selection = Selection()
+        self.installed = False
+
+    @property
+    def include(self) -> Tuple[str, ...]:
+        return self.patterns.include
+
+    @property
+    def exclude(self) -> Tuple[str, ...]:
+        return self.patterns.exclude
+
+    def unmatched(self) -> List[str]:
+        """The include patterns that have selected nothing so far."""
+        return self.patterns.unmatched()
+
+    def remove(self) -> None:
+        """Stop instrumenting modules imported from now on (idempotent)."""
+        _finder.remove_hook(self)
+
+    def __enter__(self) -> ImportHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = "installed" if self.installed else "removed"
+        return (
+            f"<fastpatch import hook ({state}) include={list(self.include)!r} exclude={list(self.exclude)!r}: "
+            f"{len(self.selection.modules)} modules, {len(self.selection.instrumented)} functions>"
+        )
+
+
+def _under(qualname: str, names: Iterable[str]) -> bool:
+    """Whether ``qualname`` is one of ``names`` or nested in one of them."""
+    for name in names:
+        if qualname == name or qualname.startswith(name + "."):
+            return True
+    return False
+
+
+class _Plan:
+    """What to do with one selected module."""
+
+    __slots__ = ("hook", "whole", "only", "excluded")
+
+    def __init__(self, hook: ImportHook, whole: bool, only: FrozenSet[str], excluded: FrozenSet[str]) -> None:
+        self.hook = hook  # the hook whose selection records it
+        self.whole = whole  # every function of the module
+        self.only = only  # else: these qualnames (module:Qual.name patterns)
+        self.excluded = excluded  # qualnames left alone
+
+    @property
+    def everything(self) -> bool:
+        return self.whole and not self.excluded
+
+    def wanted(self, qualname: str) -> bool:
+        """Whether function ``qualname`` is to be timed (``module:Qual``
+        covers what is nested in ``Qual`` too: a class's methods)."""
+        if _under(qualname, self.excluded):
+            return False
+        return self.whole or _under(qualname, self.only)
+
+
+def _splices_through_get_code(loader: Any) -> bool:
+    """Whether the loader's exec_module is "get_code, then exec the code in
+    the module's namespace", so that doing it ourselves changes nothing."""
+    if not hasattr(loader, "get_code"):
+        return False
+    exec_module = getattr(type(loader), "exec_module", None)
+    if exec_module is None:  # 3.9's zipimporter: its load_module does the same
+        return not hasattr(loader, "create_module")
+    from importlib.machinery import SourceFileLoader
+
+    # The importlib base class of the source, bytecode and (3.10+) zip loaders.
+    for base in SourceFileLoader.__mro__:
+        if base.__name__ == "_LoaderBasics":
+            return exec_module is base.__dict__.get("exec_module")
+    return False  # pragma: no cover - every supported CPython has it
+
+
+def _not_python_code(loader: Any) -> bool:
+    """C extensions, builtin and frozen modules: nothing to splice or walk."""
+    from importlib.machinery import BuiltinImporter, ExtensionFileLoader, FrozenImporter
+
+    return loader in (BuiltinImporter, FrozenImporter) or isinstance(
+        loader, (ExtensionFileLoader, BuiltinImporter, FrozenImporter)
+    )
+
+
+class _Loader:
+    """Stands in for a selected module's loader between find_spec and the
+    module's body; answers everything else as that loader does."""
+
+    def __init__(self, loader: Any, spec: Any, finder: _Finder, plan: Optional[_Plan]) -> None:
+        d = self.__dict__
+        d["_fastpatch_loader"] = loader
+        d["_fastpatch_spec"] = spec
+        d["_fastpatch_finder"] = finder
+        d["_fastpatch_plan"] = plan
+        d["_fastpatch_splice"] = _splices_through_get_code(loader)
+        # Only the optional methods the real loader has: importlib and runpy
+        # decide what to call with hasattr().
+        if hasattr(loader, "get_code"):
+            d["get_code"] = self._get_code
+
+    # isinstance() sees the real loader's class, as tools that check it
+    # (slotscheck, pkg_resources' provider lookup) expect.
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(self.__dict__["_fastpatch_loader"])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_fastpatch_loader"], name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.__dict__["_fastpatch_loader"], name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self.__dict__["_fastpatch_loader"], name)
+
+    def __repr__(self) -> str:
+        return repr(self.__dict__["_fastpatch_loader"])
+
+    def _restore(self, module: Optional[ModuleType]) -> None:
+        """The real loader back where importlib put ours."""
+        real = self.__dict__["_fastpatch_loader"]
+        spec = self.__dict__["_fastpatch_spec"]
+        if spec.loader is self:
+            spec.loader = real
+        if module is None:
+            return
+        if getattr(module, "__loader__", None) is self:
+            try:
+                module.__loader__ = real
+            except AttributeError:
+                pass
+        module_spec = getattr(module, "__spec__", None)
+        if module_spec is not None and module_spec.loader is self:
+            module_spec.loader = real
+
+    def create_module(self, spec: Any) -> Optional[ModuleType]:
+        create = getattr(self.__dict__["_fastpatch_loader"], "create_module", None)
+        return None if create is None else create(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        d = self.__dict__
+        real, plan, finder = d["_fastpatch_loader"], d["_fastpatch_plan"], d["_fastpatch_finder"]
+        self._restore(module)
+        name = module.__name__
+        spliced = False
+        if d["_fastpatch_splice"]:
+            code = real.get_code(name)
+            if code is None:
+                raise ImportError(f"cannot load module {name!r} when get_code() returns None", name=name)
+            if plan is not None:
+                code = finder.splice(code, name, plan)
+                spliced = True
+            exec(code, module.__dict__)
+        else:
+            real.exec_module(module)
+        finder.after_exec(sys.modules.get(name, module), plan, spliced)
+
+    def _get_code(self, fullname: str) -> Optional[CodeType]:
+        """The module's code, spliced (``runpy`` runs it itself: ``python -m``)."""
+        d = self.__dict__
+        spec, plan = d["_fastpatch_spec"], d["_fastpatch_plan"]
+        # runpy hands spec.loader on as __main__.__loader__: the real one.
+        self._restore(None)
+        code = d["_fastpatch_loader"].get_code(fullname)
+        if code is None or plan is None or fullname != spec.name:
+            return code  # type: ignore[no-any-return]
+        return d["_fastpatch_finder"].splice(code, fullname, plan)  # type: ignore[no-any-return]
+
+
+class _Finder:
+    """The one finder fastpatch puts at the front of ``sys.meta_path``."""
+
+    def __init__(self) -> None:
+        self.hooks: List[ImportHook] = []
+        # module name -> callbacks run once it has been imported (after its body ran)
+        self.on_import: Dict[str, List[Callable[[ModuleType], None]]] = {}
+        self._plans: Dict[str, Optional[_Plan]] = {}
+        self._busy: Set[Tuple[int, str]] = set()
+
+    def __repr__(self) -> str:
+        return f"<fastpatch import hook finder: {len(self.hooks)} hooks>"
+
+    # -- which modules -------------------------------------------------------
+
+    def plan(self, name: str) -> Optional[_Plan]:
+        try:
+            return self._plans[name]
+        except KeyError:
+            pass
+        plan = None
+        if not is_own_module(name):
+            whole_hooks = [h for h in self.hooks if h.patterns.selects_module(name)]
+            only: Set[str] = set()
+            for h in self.hooks:
+                only |= h.patterns.qualnames_in(name)
+            if whole_hooks or only:
+                excluded: Set[str] = set()
+                for h in whole_hooks or self.hooks:
+                    excluded |= h.patterns.excluded_qualnames(name)
+                owner = whole_hooks[0] if whole_hooks else next(h for h in self.hooks if h.patterns.qualnames_in(name))
+                plan = _Plan(owner, bool(whole_hooks), frozenset(only), frozenset(excluded))
+        self._plans[name] = plan
+        return plan
+
+    # -- finding -------------------------------------------------------------
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        meta_path = sys.meta_path
+        if meta_path and meta_path[0] is not self and self in meta_path:
+            # Another finder (pytest's assertion rewriter, say) was put in
+            # front of us: step back in front, or its modules escape the hook.
+            meta_path.remove(self)
+            meta_path.insert(0, self)
+        plan = self.plan(name)
+        if plan is None and name not in self.on_import:
+            return None
+        key = (_thread.get_ident(), name)
+        if key in self._busy:  # a finder we asked looks the same name up again
+            return None
+        self._busy.add(key)
+        try:
+            spec = self._spec_from_other_finders(name, path, target)
+        finally:
+            self._busy.discard(key)
+        if spec is None:
+            return None
+        loader = spec.loader
+        if loader is None or type(loader) is _Loader or _not_python_code(loader):
+            return spec  # a namespace package, a C extension, or already ours
+        if not (hasattr(loader, "exec_module") or _splices_through_get_code(loader)):
+            return spec  # a legacy loader (load_module only): left as it is
+        spec.loader = _Loader(loader, spec, self, plan)
+        return spec
+
+    def _spec_from_other_finders(self, name: str, path: Any, target: Any) -> Any:
+        for finder in list(sys.meta_path):
+            if finder is self:
+                continue
+            find_spec = getattr(finder, "find_spec", None)
+            if find_spec is None:
+                # A legacy finder (find_module only, before 3.12): let the
+                # import system ask it; the module is not instrumented.
+                return None
+            spec = find_spec(name, path, target)
+            if spec is not None:
+                return spec
+        return None
+
+    def invalidate_caches(self) -> None:
+        self._plans.clear()
+
+    # -- splicing and walking --------------------------------------------------
+
+    def splice(self, code: CodeType, name: str, plan: _Plan) -> CodeType:
+        """``code`` of module ``name`` with the functions ``plan`` wants spliced."""
+        tree = patch_module_code(code, name)
+        spliced = tree.code
+        instrumented = list(tree.instrumented)
+        if not plan.everything:
+            spliced = _only_wanted(spliced, "", plan.wanted)
+            instrumented = [q for q in instrumented if plan.wanted(q)]
+        selection = plan.hook.selection
+        if plan.whole:
+            selection.modules.append(name)
+        selection.instrumented.extend(f"{name}.{q}" for q in instrumented)
+        selection.skipped.extend((f"{name}.{q}", reason) for q, reason in tree.skipped if plan.wanted(q))
+        self.note_found(name, instrumented)
+        return spliced
+
+    def note_found(self, name: str, qualnames: List[str]) -> None:
+        """Mark the ``module:Qual.name`` patterns that found a function."""
+        for h in self.hooks:
+            for wanted in h.patterns.qualnames_in(name):
+                if any(_under(q, (wanted,)) for q in qualnames):
+                    h.patterns.note_function_found(name, wanted)
+
+    def after_exec(self, module: ModuleType, plan: Optional[_Plan], spliced: bool) -> None:
+        if plan is not None and not spliced:
+            try:
+                self.walk(module, plan)
+            except Exception as exc:  # noqa: BLE001 - timing must never break the import
+                _warn(f"could not instrument {module.__name__}: {type(exc).__name__}: {exc}")
+        for callback in self.on_import.pop(module.__name__, ()):
+            callback(module)
+
+    def walk(self, module: ModuleType, plan: _Plan) -> None:
+        """Instrument a module that gave no code to splice (or that ran
+        before the hook was installed) by walking it."""
+        from ._bulk import instrument_selected
+
+        found = instrument_selected(module, None if plan.everything else plan.wanted)
+        selection = plan.hook.selection
+        if plan.whole:
+            selection.modules.append(module.__name__)
+        selection.instrumented.extend(found.instrumented)
+        selection.skipped.extend(found.skipped)
+        prefix = module.__name__ + "."
+        self.note_found(module.__name__, [n[len(prefix):] for n in found.instrumented if n.startswith(prefix)])
+
+    # -- installing ----------------------------------------------------------
+
+    def add_hook(self, hook: ImportHook) -> None:
+        self.hooks.append(hook)
+        hook.installed = True
+        self._plans.clear()
+        self._front()
+
+    def remove_hook(self, hook: ImportHook) -> None:
+        if hook in self.hooks:
+            self.hooks.remove(hook)
+        hook.installed = False
+        self._plans.clear()
+        if not self.hooks and not self.on_import and self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+    def when_imported(self, name: str, callback: Callable[[ModuleType], None]) -> None:
+        module = sys.modules.get(name)
+        if module is not None:
+            callback(module)
+        else:
+            self.on_import.setdefault(name, []).append(callback)
+            self._front()
+
+    def _front(self) -> None:
+        if self in sys.meta_path:
+            if sys.meta_path[0] is self:
+                return
+            sys.meta_path.remove(self)
+        sys.meta_path.insert(0, self)
+
+
+def _only_wanted(code: CodeType, qualname: str, wanted: Callable[[str], bool]) -> CodeType:
+    """A spliced module tree with the functions ``wanted`` refuses put back
+    to their original bytecode (each function nested in them is decided on
+    its own). Their definitions stay registered, uncalled, and reports leave
+    uncalled definitions out.
+
+    The splicer appends the probe and the Origin (which holds the original
+    code) after the original constants, so the first constants of a spliced
+    function are its nested code objects (spliced), in the original order.
+    """
+    consts = code.co_consts
+    new_consts = list(consts)
+    changed = False
+    for i, const in enumerate(consts):
+        if type(const) is not type(code):
+            continue
+        nested_name = _nested_qualname(code, qualname, const)
+        kept = _only_wanted(const, nested_name, wanted)
+        probe, origin = _our_constants(const)
+        if probe is not None and origin is not None and not wanted(nested_name):
+            original: CodeType = origin.code
+            n = len(original.co_consts)
+            if any(a is not b for a, b in zip(kept.co_consts[:n], original.co_consts)):
+                original = original.replace(co_consts=tuple(kept.co_consts[:n]))
+            kept = original
+        if kept is not const:
+            new_consts[i] = kept
+            changed = True
+    return code.replace(co_consts=tuple(new_consts)) if changed else code
+
+
+def _warn(message: str) -> None:
+    try:
+        sys.stderr.write(f"fastpatch: {message}\n")
+    except Exception:  # noqa: BLE001 - no stderr (pythonw): nothing to tell
+        pass
+
+
+_finder = _Finder()
+
+
+def install_import_hook(include: Iterable[str], exclude: Iterable[str] = ()) -> ImportHook:
+    """Instrument every function of the modules ``include`` selects as they
+    are imported, before their bodies run.
+
+    ``include`` and ``exclude`` are lists of patterns: ``"myapp"`` selects
+    ``myapp`` and every submodule; glob characters match within a dotted
+    name (``"myapp.*.views"``); ``"module:Qual.name"`` selects one function
+    or method (for a class, its methods). Exclusion wins; fastpatch's own
+    modules are never selected.
+
+    Functions are spliced before the module body runs, so closures created
+    later are timed too, and code that keeps ``f.__code__`` at import time
+    keeps the instrumented code. ``.pyc`` files never hold instrumented
+    code. Modules already imported are instrumented at once by walking them
+    (as ``instrument_module`` does), and so are modules whose loader gives
+    no code to splice (pytest's assertion rewriter), right after they run.
+
+    Returns the hook: ``hook.remove()`` takes it out (``with
+    install_import_hook(...):`` does so on exit), ``hook.selection`` says
+    what was instrumented and skipped, and ``hook.unmatched()`` lists the
+    include patterns that have selected nothing so far.
+    """
+    hook = ImportHook(Patterns(include, exclude))
+    _finder.add_hook(hook)
+    _walk_imported(hook)
+    return hook
+
+
+def _walk_imported(hook: ImportHook) -> None:
+    """Instrument the modules imported before ``hook`` was installed."""
+    for name, module in list(sys.modules.items()):
+        if module is None or getattr(module, "__name__", None) != name or not hook.patterns.wants(name):
+            continue
+        plan = _finder.plan(name)
+        if plan is None or plan.hook is not hook:
+            continue
+        try:
+            _finder.walk(module, plan)
+        except Exception as exc:  # noqa: BLE001 - one odd module must not stop the rest
+            _warn(f"could not instrument {name}: {type(exc).__name__}: {exc}")
+
+
+def splice_main(code: CodeType, also: Optional[str] = None) -> CodeType:
+    """The code of a program's main module (``run``'s script or ``-c``)
+    spliced as the hook splices a module it imports, if ``__main__`` is
+    selected, or the name ``also`` (a script's file name without ``.py``)."""
+    plan = _finder.plan("__main__")
+    if plan is None and also:
+        plan = _finder.plan(also)
+    return code if plan is None else _finder.splice(code, "__main__", plan)
+
+
+def when_imported(name: str, callback: Callable[[ModuleType], None]) -> None:
+    """Run ``callback(module)`` once module ``name`` has been imported (at
+    once if it already is): how the activation hooks multiprocessing."""
+    _finder.when_imported(name, callback)

@@ -1,0 +1,236 @@
+"""Which modules and functions a pattern selects: one matcher for the bulk
+API, the import hook, ``python -m fastpatch run`` and the environment.
+
+Pattern syntax (DESIGN.md, "Patterns"):
+
+* ``myapp`` selects the module ``myapp`` and every submodule of it
+  (``myapp.db.models``);
+* glob characters (``*``, ``?``, ``[...]``) match within one part of a
+  dotted name: ``myapp.*.views`` selects ``myapp.api.views`` (and its
+  submodules), not ``myapp.views``; a ``*`` never crosses a dot;
+* ``module:Qual.name`` selects the function or method ``Qual.name`` of
+  ``module``, and what is nested in it (a class's methods);
+* exclusion wins over inclusion, and fastpatch's own modules are never
+  selected.
+
+No ``re`` or ``fnmatch`` here: every process the environment activates
+imports this module, and ``re`` alone would double what that costs.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, FrozenSet, Iterable, List, Set, Tuple
+
+# Never instrumented, whatever the patterns say: timing the timer would
+# recurse, and the startup module runs before anything can be timed.
+_OWN_MODULES = ("fastpatch", "_fastpatch_startup")
+
+
+def is_own_module(name: str) -> bool:
+    """Whether ``name`` is fastpatch itself or one of its modules."""
+    for own in _OWN_MODULES:
+        if name == own or name.startswith(own + "."):
+            return True
+    return False
+
+
+def split_patterns(text: str) -> List[str]:
+    """The patterns of a comma-separated list (an environment variable), blanks dropped."""
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+class PatternError(ValueError):
+    """A pattern that can never select anything (empty, or malformed)."""
+
+
+def _is_glob(part: str) -> bool:
+    return "*" in part or "?" in part or "[" in part
+
+
+def _check(pattern: str) -> None:
+    if not isinstance(pattern, str):
+        raise TypeError(f"a fastpatch pattern must be a str, not {type(pattern).__name__}")
+    module, colon, qualname = pattern.partition(":")
+    parts = module.split(".") + (qualname.split(".") if colon else [])
+    if not module or (colon and not qualname) or not all(
+        part and not any(c.isspace() or c in ".:" for c in part) for part in parts
+    ):
+        raise PatternError(f"bad pattern {pattern!r}: expected a dotted module name, a glob, or module:Qual.name")
+
+
+def _char_class(pattern: str, start: int) -> Tuple[int, str, bool]:
+    """The ``[...]`` at ``start``: (index after it, its members, negated), or
+    (-1, "", False) when it is not closed (then ``[`` is a plain character)."""
+    i = start + 1
+    negated = i < len(pattern) and pattern[i] == "!"
+    if negated:
+        i += 1
+    first = i
+    if i < len(pattern) and pattern[i] == "]":  # a leading ] is a member
+        i += 1
+    while i < len(pattern) and pattern[i] != "]":
+        i += 1
+    if i >= len(pattern):
+        return -1, "", False
+    return i + 1, pattern[first:i], negated
+
+
+def _in_class(members: str, c: str) -> bool:
+    i = 0
+    while i < len(members):
+        if i + 2 < len(members) and members[i + 1] == "-":
+            if members[i] <= c <= members[i + 2]:
+                return True
+            i += 3
+        else:
+            if members[i] == c:
+                return True
+            i += 1
+    return False
+
+
+def glob_match(pattern: str, text: str) -> bool:
+    """Shell-style match of a whole string: ``*``, ``?``, ``[seq]``, ``[!seq]``."""
+    p = t = 0
+    star_p = star_t = -1
+    while t < len(text):
+        if p < len(pattern):
+            c = pattern[p]
+            if c == "*":
+                star_p, star_t = p, t
+                p += 1
+                continue
+            if c == "?":
+                p += 1
+                t += 1
+                continue
+            if c == "[":
+                end, members, negated = _char_class(pattern, p)
+                if end < 0:
+                    if text[t] == "[":
+                        p += 1
+                        t += 1
+                        continue
+                elif _in_class(members, text[t]) != negated:
+                    p = end
+                    t += 1
+                    continue
+            elif c == text[t]:
+                p += 1
+                t += 1
+                continue
+        if star_p < 0:
+            return False
+        star_t += 1  # let the last * take one more character
+        p, t = star_p + 1, star_t
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
+
+
+class _ModulePattern:
+    """A dotted-name pattern: its parts, matched one by one against the
+    first parts of a module name (the rest are submodules)."""
+
+    __slots__ = ("text", "parts", "globs")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.parts = text.split(".")
+        self.globs = [_is_glob(part) for part in self.parts]
+
+    def matches(self, name_parts: List[str]) -> bool:
+        if len(name_parts) < len(self.parts):
+            return False
+        for part, glob, actual in zip(self.parts, self.globs, name_parts):
+            if not (glob_match(part, actual) if glob else part == actual):
+                return False
+        return True
+
+
+class Patterns:
+    """Compiled include and exclude patterns.
+
+    ``selects_module(name)`` answers for whole modules (every function of
+    the module is timed); ``qualnames_in(name)`` lists the ``Qual.name``
+    of ``module:Qual.name`` patterns for a module not selected whole; and
+    ``excluded_qualnames(name)`` lists the ones excluded from a module that
+    is. Answers are cached per module name: the import hook asks once per
+    import.
+    """
+
+    def __init__(self, include: Iterable[str], exclude: Iterable[str] = ()) -> None:
+        if isinstance(include, str) or isinstance(exclude, str):
+            raise TypeError("include and exclude must be lists of patterns, not a single string")
+        self.include: Tuple[str, ...] = tuple(include)
+        self.exclude: Tuple[str, ...] = tuple(exclude)
+        for p in self.include + self.exclude:
+            _check(p)
+        self._include_modules = [_ModulePattern(p) for p in self.include if ":" not in p]
+        self._exclude_modules = [_ModulePattern(p) for p in self.exclude if ":" not in p]
+        self._include_functions = self._by_module(p for p in self.include if ":" in p)
+        self._exclude_functions = self._by_module(p for p in self.exclude if ":" in p)
+        self._cache: Dict[str, bool] = {}
+        #: Include patterns that selected something (see ``unmatched``).
+        self.matched: Set[str] = set()
+
+    def _excluded(self, name: str) -> bool:
+        parts = name.split(".")
+        return any(p.matches(parts) for p in self._exclude_modules)
+
+    @staticmethod
+    def _by_module(patterns: Iterable[str]) -> Dict[str, FrozenSet[str]]:
+        table: Dict[str, Set[str]] = {}
+        for p in patterns:
+            module, _, qualname = p.partition(":")
+            table.setdefault(module, set()).add(qualname)
+        return {m: frozenset(q) for m, q in table.items()}
+
+    def __repr__(self) -> str:
+        return f"Patterns(include={list(self.include)!r}, exclude={list(self.exclude)!r})"
+
+    def selects_module(self, name: str) -> bool:
+        """Whether every function of module ``name`` is selected."""
+        answer = self._cache.get(name)
+        if answer is None:
+            answer = False
+            if not is_own_module(name) and not self._excluded(name):
+                parts = name.split(".")
+                for pattern in self._include_modules:
+                    if pattern.matches(parts):
+                        self.matched.add(pattern.text)
+                        answer = True
+            self._cache[name] = answer
+        return answer
+
+    def qualnames_in(self, name: str) -> FrozenSet[str]:
+        """The ``Qual.name`` selected one by one in module ``name`` (``module:Qual.name``)."""
+        if is_own_module(name) or self._excluded(name):
+            return frozenset()
+        return self._include_functions.get(name, frozenset())
+
+    def excluded_qualnames(self, name: str) -> FrozenSet[str]:
+        """The ``Qual.name`` excluded one by one from module ``name``."""
+        return self._exclude_functions.get(name, frozenset())
+
+    def wants(self, name: str) -> bool:
+        """Whether anything in module ``name`` is selected (whole or by qualname)."""
+        return self.selects_module(name) or bool(self.qualnames_in(name))
+
+    def selects_function(self, module: str, qualname: str) -> bool:
+        """Whether function ``qualname`` of ``module`` is selected."""
+        if qualname in self.excluded_qualnames(module):
+            return False
+        return self.selects_module(module) or qualname in self.qualnames_in(module)
+
+    def note_function_found(self, module: str, qualname: str) -> None:
+        """Record that the ``module:qualname`` pattern found its function."""
+        pattern = f"{module}:{qualname}"
+        if pattern in self.include:
+            self.matched.add(pattern)
+
+    def unmatched(self) -> List[str]:
+        """Include patterns that have selected nothing so far, in the order given."""
+        return [p for p in self.include if p not in self.matched]
