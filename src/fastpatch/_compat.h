@@ -86,7 +86,7 @@ fp_restore_function_version(PyObject *func, PyObject *code)
 #    define FP_FRAME_SET_LASTI(f, unit) ((f)->f_lasti = 2 * (unit))
 #    define FP_FRAME_DEPTH(f) ((int)((f)->f_stacktop - (f)->f_valuestack))
 #    define FP_FRAME_SET_DEPTH(f, d) ((f)->f_stacktop = (f)->f_valuestack + (d))
-#    define FP_GENERATOR_START (-1)  /* 3.9 generators have no prologue */
+    /* 3.9 generators have no prologue: no FP_GENERATOR_START */
 #  endif
 #  define FP_FRAME_STACK(f) ((f)->f_valuestack)
 #  define FP_FRAME_CODE(f) ((PyCodeObject *)Py_NewRef((f)->f_code))
@@ -112,14 +112,15 @@ fp_new_ref(PyObject *o)
 #  define FP_CODE_BYTES(co) PyCode_GetCode(co)
 #  define FP_CODE_LINES(co) Py_NewRef((co)->co_linetable)
 #  define FP_CODE_EXCEPTIONS(co) ((co)->co_exceptiontable)
+#  define FP_HAVE_EXCEPTION_TABLE 1
 #elif PY_VERSION_HEX >= 0x030A0000
 #  define FP_CODE_BYTES(co) Py_NewRef((co)->co_code)
 #  define FP_CODE_LINES(co) Py_NewRef((co)->co_linetable)
-#  define FP_CODE_EXCEPTIONS(co) NULL
+#  define FP_HAVE_EXCEPTION_TABLE 0
 #else
 #  define FP_CODE_BYTES(co) Py_NewRef((co)->co_code)
 #  define FP_CODE_LINES(co) Py_NewRef((co)->co_lnotab)
-#  define FP_CODE_EXCEPTIONS(co) NULL
+#  define FP_HAVE_EXCEPTION_TABLE 0
 #endif
 
 

@@ -485,6 +485,7 @@ done:
 /* ------------------------------------------------------------------ */
 /* Exception table (3.11+)                                             */
 /* ------------------------------------------------------------------ */
+#if FP_HAVE_EXCEPTION_TABLE
 
 static int
 read_varint(const unsigned char *t, Py_ssize_t len, Py_ssize_t *j, Py_ssize_t *value)
@@ -574,6 +575,7 @@ done:
     PyMem_Free(out.data);
     return result;
 }
+#endif  /* FP_HAVE_EXCEPTION_TABLE */
 
 /* ------------------------------------------------------------------ */
 /* splice                                                              */
@@ -844,6 +846,7 @@ splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyO
             goto done;
         }
     }
+#if FP_HAVE_EXCEPTION_TABLE
     if (st->has_exception_table) {
         PyObject *exctable = FP_CODE_EXCEPTIONS(co);  /* borrowed */
         Py_ssize_t hole_start = offsets_boundary(&offsets, entry_at);
@@ -853,6 +856,7 @@ splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyO
             goto done;
         }
     }
+#endif
     /* code.replace(co_code=, co_consts=, co_stacksize=, <lines>=[, co_exceptiontable=]) */
     PyObject *call[6] = {code, new_code, new_consts, stacksize_obj, new_lines, new_exc};
     result = PyObject_VectorcallMethod(st->replace_name, call, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, st->kwnames);

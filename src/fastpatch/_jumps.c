@@ -96,10 +96,11 @@ fp_entry_bounds(PyCodeObject *co, PyObject *probe, int *invert, int *end)
     }
     *invert = i + 1;
     *end = i + 2;
-    if (FP_GENERATOR_START >= 0 && i + 3 < n && raw[2 * (i + 2)] == ROT_TWO
-        && raw[2 * (i + 3)] == FP_GENERATOR_START) {
+#ifdef FP_GENERATOR_START
+    if (i + 3 < n && raw[2 * (i + 2)] == ROT_TWO && raw[2 * (i + 3)] == FP_GENERATOR_START) {
         *end = i + 4;
     }
+#endif
     return 0;
 }
 
