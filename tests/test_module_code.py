@@ -125,3 +125,23 @@ def test_generator_expressions_count_one_activation_each_from_their_first_resume
     del never
     gc.collect()
     assert (fastpatch.stats(genexpr).calls, fastpatch.stats(genexpr).completed) == (2, 2)
+
+
+def test_the_report_at_exit_reads_only_what_was_called_and_registers_nothing_else():
+    spliced, tree = _module(True, "modcode_called")
+    spliced["maker"](2)(3)
+    spliced["scale"](1)
+    called = {s.name: s for s in _patch.called_stats() if s.module == "modcode_called"}
+    expected = {"modcode_called.maker", "modcode_called.maker.<locals>.add", "modcode_called.<lambda>"}
+    if sys.version_info < (3, 12):  # the class body's comprehension ran, as a function of its own
+        expected.add("modcode_called.Shape.<listcomp>")
+    assert set(called) == expected
+    assert all((s.calls, s.completed, s.errors) == (1, 1, 0) for s in called.values())
+    # the definitions never called are still waiting in the lazy table: nothing registered them
+    lazy_names = {ref().qualname for ref in _patch._lazy.values() if ref() is not None and ref().module == "modcode_called"}
+    assert "squares" in lazy_names and "maker" not in lazy_names
+    assert _patch.has_definitions()
+    # all_stats() still lists every definition, with the same numbers for the called ones
+    every = {s.name: s for s in fastpatch.all_stats() if s.module == "modcode_called"}
+    assert len(every) == len(tree.instrumented)
+    assert all(every[name].to_dict() == s.to_dict() for name, s in called.items())

@@ -182,11 +182,11 @@ def write_report(activation: Optional[Activation] = None) -> Optional[str]:
 
 def _write(activation: Activation, pid: int) -> Optional[str]:
     from . import _report
-    from ._patch import all_stats
+    from ._patch import called_stats, has_definitions
 
     root = activation.root and pid == activation.pid
-    stats = all_stats()
-    if not root and not (stats if activation.output else any(s.calls for s in stats)):
+    stats = called_stats()  # what a report holds: the definitions called
+    if not root and not (has_definitions() if activation.output else stats):
         return None  # a helper process (resource tracker, forkserver) that timed nothing
     if activation.output is None:
         report = _report.build(stats)

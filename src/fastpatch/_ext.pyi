@@ -24,6 +24,9 @@ class Probe:
     @property
     def clock(self) -> str:
         """This probe's clock, fixed when it was created: "tsc" or "monotonic"."""
+    @property
+    def calls(self) -> int:
+        """Activations started (cheaper than ``snapshot()[0]``)."""
     def snapshot(self) -> tuple[int, int, int, int, int, int, bytes, float]:
         """(calls, completed, errors, total, min, max, histogram, ns_per_tick).
 

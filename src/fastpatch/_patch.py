@@ -410,6 +410,26 @@ def all_stats() -> List[Stats]:
     return [d.stats() for d in _definitions()]
 
 
+def called_stats() -> List[Stats]:
+    """Snapshots of the definitions called at least once: what a report
+    holds. Unlike ``all_stats()`` it leaves the import hook's definitions
+    that were never called unregistered (a whole program has thousands), so
+    writing a report at exit costs little."""
+    with _lock:
+        called = [d for d in _by_original.values() if d.probe.calls]
+        for ref in list(_lazy.values()):
+            origin = ref()
+            if origin is not None and origin.probe.calls and _by_probe.get(id(origin.probe)) is None:
+                called.append(_register_origin(origin, None))
+    return [d.stats() for d in called]
+
+
+def has_definitions() -> bool:
+    """Whether anything instrumented in this process is still alive."""
+    with _lock:
+        return bool(_by_original) or any(ref() is not None for ref in _lazy.values())
+
+
 def reset(target: Any = None) -> None:
     """Zero the counters of ``target``'s definition, or of every definition.
 
