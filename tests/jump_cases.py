@@ -172,8 +172,9 @@ def known_difference(instrumented, plain):
     * 3.9/3.10 accept a jump into the middle of a multi-line expression and
       then run with a value missing from the stack (a SystemError, or a
       wrong result); fastpatch's guard refuses it;
-    * 3.11/3.12 refuse a jump to a generator's def line ("incompatible
-      stacks") and so does the guard (different only in its message).
+    A jump to a generator's def line, which 3.11/3.12 refuse ("incompatible
+    stacks"), is refused by the guard too with the same outcome, so it needs
+    no entry here; 3.13+ crash on it without fastpatch (``plain_crashes``).
     """
     if instrumented["jump"] == "refused" and plain[0] == "jumped" and PY < (3, 11):
         return plain[1][0] == "raise" and plain[1][1] == "SystemError" or instrumented["case"] == "multiline_return"

@@ -7,8 +7,10 @@
 #
 #  a. cibuildwheel's build identifiers (Linux, macOS, Windows) from
 #     pyproject.toml are exactly the supported CPython versions
-#     (src/fastpatch/_recipes.py) on the expected platforms and archs, and
-#     every one of them is tested. Nothing is built by cibuildwheel here.
+#     (src/fastpatch/_recipes.py) on the expected platforms and archs, with
+#     cibuildwheel's test command set for all of them. Nothing is built by
+#     cibuildwheel here; only the manylinux x86_64 wheels built in (b) are
+#     tested here (d).
 #  b. Build the sdist, then one wheel per supported CPython from that sdist
 #     alone: 3.9-3.13 from pyenv, 3.14 and 3.15 in the newer-pythons root
 #     (tools/pythons.sh), which sees this script's work directory at the same

@@ -1,7 +1,8 @@
 /*
  * _compat.h -- every difference between CPython versions that fastpatch's C
  * code knows about, and the only place in it that tests PY_VERSION_HEX.
- * Included by _ext.c (the probes) and _jumps.c (the debugger-jump guard).
+ * Included by _ext.c (the probes), _jumps.c (the debugger-jump guard) and
+ * _csplice.c (the splicer).
  * Adding a CPython version means reviewing this file, _recipes.py and the
  * classifiers in pyproject.toml.
  */
@@ -18,8 +19,9 @@
 #  define FP_TOKEN_FLAGS Py_TPFLAGS_DEFAULT
 #endif
 
-/* 3.12+: the module state is per interpreter, but the clock choice and the
-   TSC calibration are process-wide; see fp_slots. */
+/* 3.12+: a module can say which interpreters it supports; see fp_slots.
+   (Whether the TSC is invariant and its calibration are process-wide; the
+   default clock is per interpreter, in the module state.) */
 #if PY_VERSION_HEX >= 0x030C0000
 #  define FP_HAVE_MULTIPLE_INTERPRETERS_SLOT 1
 #else
@@ -113,6 +115,7 @@ fp_new_ref(PyObject *o)
 #  define FP_CODE_LINES(co) Py_NewRef((co)->co_linetable)
 #  define FP_CODE_EXCEPTIONS(co) ((co)->co_exceptiontable)
 #  define FP_HAVE_EXCEPTION_TABLE 1
+#  define FP_CODE_QUALNAME(co) Py_NewRef((co)->co_qualname)  /* 3.11+ code carries it */
 #elif PY_VERSION_HEX >= 0x030A0000
 #  define FP_CODE_BYTES(co) Py_NewRef((co)->co_code)
 #  define FP_CODE_LINES(co) Py_NewRef((co)->co_linetable)

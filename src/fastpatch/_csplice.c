@@ -923,10 +923,10 @@ static PyObject *tree_function(cs_tree *t, PyObject *code, PyObject *qualname);
 static PyObject *
 tree_qualname(PyObject *parent, PyObject *parent_qualname, PyObject *code)
 {
-#if PY_VERSION_HEX >= 0x030B0000
+#ifdef FP_CODE_QUALNAME
     (void)parent;
     (void)parent_qualname;
-    return Py_NewRef(((PyCodeObject *)code)->co_qualname);
+    return FP_CODE_QUALNAME((PyCodeObject *)code);
 #else
     PyObject *name = ((PyCodeObject *)code)->co_name;
     if (((PyCodeObject *)parent)->co_flags & CO_OPTIMIZED) {

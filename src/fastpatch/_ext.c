@@ -5,9 +5,11 @@
  * function's own code object:
  *
  *   entry:   LOAD_CONST <probe>; UNARY_INVERT        -> pushes a Token
- *   return:  BINARY_SUBSCR   (token[retval])         -> records, yields retval
+ *   return:  token[retval], a subscript              -> records, yields retval
  *
- * Neither UNARY_INVERT nor BINARY_SUBSCR is a call, so sys.setprofile,
+ * (The recipes in _recipes.py spell the subscript per version; on 3.9 the
+ * exit drops the token instead, and its deallocator records the return.)
+ * Neither the inversion nor the subscript is a call, so sys.setprofile,
  * sys.monitoring and cProfile see no C call: the probe reaches C through
  * the nb_invert and mp_subscript slots.
  *
@@ -341,12 +343,14 @@ typedef struct {
  * Token lifecycle. Idle tokens are owned, one reference each, by their
  * probe's spare slot or by the module's free list, so an idle token never
  * dies. The entry probe hands that reference to the value stack; the
- * return probe gives the token back with a new reference before
- * BINARY_SUBSCR drops the stack's one. The steady state therefore runs no
- * deallocator and no allocator, and a function that is not re-entered
- * finds its token in its own probe. A token dies only when its frame is
- * torn down without a return (token_dealloc records that end) or when the
- * free list is full.
+ * return probe gives the token back with a new reference before the
+ * subscript drops the stack's one. The steady state therefore runs no
+ * allocator (and, from 3.10, no deallocator), and a function that is not
+ * re-entered finds its token in its own probe. A token's deallocator runs
+ * when its frame is torn down without the exit's subscript (an exception, a
+ * closed generator, every return on 3.9): token_dealloc records that end
+ * and revives the token for its probe's spare slot or the free list; it is
+ * freed only when the free list is full.
  */
 
 /* ===================================================================== */
@@ -736,9 +740,9 @@ static PyType_Spec probe_spec = {
 
 /* mp_subscript: the return probe. token[retval] records a normal end and
    returns a new reference to retval. The token goes back to its probe's
-   spare slot (or the free list) here, with a reference of its own;
-   BINARY_SUBSCR drops the stack's reference right after, and no Python code
-   can run in between.
+   spare slot (or the free list) here, with a reference of its own; the
+   subscript instruction drops the stack's reference right after, and no
+   Python code can run in between.
 
    The duration is accounted one return behind: this return's duration is
    only stored in p->pending_ticks, and the previous pending one is folded into the
@@ -821,9 +825,13 @@ token_dealloc_general(TokenObject *t)
             int64_t end = fp_now_ticks(p->tsc);
             int is_error = PyErr_Occurred() != NULL
                            && !PyErr_ExceptionMatches(PyExc_GeneratorExit);
+            int64_t elapsed = end - t->start_ticks;
             p->completed++;
             p->errors += (uint64_t)is_error;
-            probe_add_duration(p, end - t->start_ticks);
+            /* Pending, as in token_exit_general: then the next end through
+               the deallocator (every return on 3.9) takes the fast path. */
+            probe_flush(p);
+            p->pending_ticks = elapsed > 0 ? elapsed : 0;
         }
         t->probe = NULL;
     }
@@ -847,8 +855,8 @@ token_dealloc_general(TokenObject *t)
 }
 
 /* The steady state of a normal end through the deallocator (every return on
-   3.9): as token_exit's fast half, one return late, the token back to its
-   probe's spare slot. */
+   3.9): as token_exit's fast half, one end late (token_dealloc_general
+   leaves each end pending too), the token back to its probe's spare slot. */
 static void
 token_dealloc(PyObject *self)
 {

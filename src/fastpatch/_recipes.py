@@ -37,8 +37,8 @@ The running version's sequences are assembled into code units with the
 ``_assembled.py``), so that an installed fastpatch never imports
 ``bytecode``; an editable install assembles them on first use instead.
 
-Adding a CPython version means adding its recipe here, the version shims at
-the top of ``_ext.c`` and the trove classifiers in ``pyproject.toml``; CI,
+Adding a CPython version means adding its recipe here, the version shims in
+``_compat.h`` and the trove classifiers in ``pyproject.toml``; CI,
 the release check and the benchmarks ask this module which versions exist
 (``python src/fastpatch/_recipes.py``).
 """

@@ -19,7 +19,7 @@ JSON report, version 1 (keys marked * go beyond DESIGN.md; readers ignore
 keys they do not know)::
 
     {"format": "fastpatch", "version": 1,
-     "fastpatch_version"*: "0.1.0", "report_id"*: "5f0c...",  (16 hex digits, new for each report)
+     "fastpatch_version"*: "0.2.0", "report_id"*: "5f0c...",  (16 hex digits, new for each report)
      "pid": 4242, "argv": ["app.py", "--fast"], "python": "3.13.0",
      "clock": "tsc", "created": 1767139200.123,
      "processes"*: [...],                                      (merged reports only, see merge())
