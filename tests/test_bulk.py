@@ -27,13 +27,19 @@ def on_path(tmp_path):
     importlib.invalidate_caches()
 
 
-def _module(on_path, source=EVERYTHING):
+def _tree(on_path, prefix, files):
+    """A fresh top-level name on the path, with ``files`` (their paths may
+    use ``{name}``) written under it; forgotten after the test."""
     root, names = on_path
-    name = unique("bulkmod")
+    name = unique(prefix)
     names.append(name)
-    write_tree(str(root), {f"{name}.py": source})
+    write_tree(str(root), {path.format(name=name): text for path, text in files.items()})
     importlib.invalidate_caches()
-    return importlib.import_module(name)
+    return name
+
+
+def _module(on_path, source=EVERYTHING):
+    return importlib.import_module(_tree(on_path, "bulkmod", {"{name}.py": source}))
 
 
 def test_instrument_module_reaches_every_kind_of_function_the_module_defines(on_path):
@@ -84,11 +90,7 @@ def test_instrumenting_a_module_again_reports_everything_as_already_instrumented
 
 
 def test_instrument_module_imports_a_dotted_name(on_path):
-    root, names = on_path
-    name = unique("bulkbyname")
-    names.append(name)
-    write_tree(str(root), {f"{name}.py": "def f():\n    return 1\n"})
-    importlib.invalidate_caches()
+    name = _tree(on_path, "bulkbyname", {"{name}.py": "def f():\n    return 1\n"})
     selection = fastpatch.instrument_module(name)
     assert selection.instrumented == [f"{name}.f"]
     assert fastpatch.is_instrumented(sys.modules[name].f)
@@ -151,11 +153,7 @@ def test_instrument_package_walks_every_submodule_and_lists_those_it_could_not_i
 
 
 def test_instrument_package_of_a_namespace_package(on_path):
-    root, names = on_path
-    name = unique("bulkns")
-    names.append(name)
-    write_tree(str(root), {f"{name}/part.py": "def f():\n    return 1\n"})
-    importlib.invalidate_caches()
+    name = _tree(on_path, "bulkns", {"{name}/part.py": "def f():\n    return 1\n"})
     selection = fastpatch.instrument_package(name)
     assert selection.instrumented == [f"{name}.part.f"]
 
