@@ -5,8 +5,12 @@ build_py also
 * writes fastpatch/_assembled.py: the injected instruction sequences of the
   building interpreter, assembled with the bytecode package (a build
   requirement), so that an installed fastpatch never imports bytecode;
-* copies src/*.pth and src/*.start to the wheel's root (site-packages): the
-  zero-code activation hooks of the site module.
+* copies src/fastpatch.pth to the wheel's root (site-packages), the
+  zero-code activation hook of the site module; and src/fastpatch.start
+  only for Pythons whose site module ignores .pth import lines (3.18+, PEP
+  829). Before that, a .start file costs every interpreter startup an
+  import of pkgutil and re (about 7 ms on 3.15: site's own import time goes
+  from 3 to 10 ms), while the .pth line costs nothing measurable.
 """
 
 import glob
@@ -18,6 +22,10 @@ from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The first CPython whose site module ignores `import` lines in .pth files
+# (PEP 829; 3.15's site.py: "In Python 3.18 and 3.19, `import` lines are
+# silently ignored").
+PTH_IMPORT_LINES_IGNORED_FROM = (3, 18)
 
 
 class BuildPy(build_py):
@@ -25,7 +33,16 @@ class BuildPy(build_py):
         super().run()
         if not self.dry_run:
             self._write_assembled()
-            for path in glob.glob(os.path.join(HERE, "src", "*.pth")) + glob.glob(os.path.join(HERE, "src", "*.start")):
+            hooks = glob.glob(os.path.join(HERE, "src", "*.pth"))
+            starts = glob.glob(os.path.join(HERE, "src", "*.start"))
+            if sys.version_info[:2] >= PTH_IMPORT_LINES_IGNORED_FROM:
+                hooks += starts
+            else:  # and none left in build/ by a build for a newer Python
+                for path in starts:
+                    stale = os.path.join(self.build_lib, os.path.basename(path))
+                    if os.path.exists(stale):
+                        os.remove(stale)
+            for path in hooks:
                 self.copy_file(path, os.path.join(self.build_lib, os.path.basename(path)))
 
     def _write_assembled(self) -> None:

@@ -2,11 +2,14 @@
 
 ``fastpatch.pth`` (site-packages) calls ``start()`` only when
 ``FASTPATCH_INCLUDE`` is set, so an interpreter that does not ask for
-fastpatch never imports it; on Python 3.15+, whose site module runs the
-``pkg.mod:callable`` entry points of ``fastpatch.start`` instead of
-``.pth`` import lines, ``start()`` is called at every startup and returns
-at once unless ``FASTPATCH_INCLUDE`` is set. This module imports nothing
-but ``os`` (already loaded by then), and touches no ``sitecustomize``.
+fastpatch never imports it. From Python 3.18, whose site module ignores
+``.pth`` import lines (PEP 829), the wheel ships ``fastpatch.start``
+instead, whose ``pkg.mod:callable`` entry point calls ``start()`` at every
+startup; it returns at once unless ``FASTPATCH_INCLUDE`` is set. (Before
+3.18 the wheel leaves the .start file out: its mere presence makes the site
+module import pkgutil and re at every startup.) This module imports
+nothing but ``os`` (already loaded by then), and touches no
+``sitecustomize``.
 """
 
 import os

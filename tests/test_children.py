@@ -3,7 +3,7 @@ child processes: every process writes its own report, and merging them
 counts every call exactly once.
 
 What a new interpreter does at startup needs the installed wheel's
-fastpatch.pth (fastpatch.start on 3.15+), which an editable install does
+fastpatch.pth (fastpatch.start from 3.18), which an editable install does
 not have: those tests skip there, and run in CI, which installs the wheel.
 """
 
@@ -153,8 +153,11 @@ def test_an_installed_wheel_ships_the_activation_files():
     site_packages = os.path.dirname(os.path.dirname(os.path.abspath(fastpatch.__file__)))
     if os.path.basename(site_packages) == "src":
         pytest.skip("fastpatch is imported from the source tree (an editable install)")
-    for name in ("fastpatch.pth", "fastpatch.start", "_fastpatch_startup.py"):
+    for name in ("fastpatch.pth", "_fastpatch_startup.py"):
         assert os.path.exists(os.path.join(site_packages, name)), name
+    # A .start file would cost every startup an import of pkgutil and re
+    # (PEP 829's site module); the .pth line serves until 3.18 ignores it.
+    assert os.path.exists(os.path.join(site_packages, "fastpatch.start")) == (sys.version_info >= (3, 18))
     with open(os.path.join(site_packages, "fastpatch.pth")) as fh:
         assert fh.read().startswith('import os; os.environ.get("FASTPATCH_INCLUDE") and ')
 
@@ -209,7 +212,7 @@ def test_nothing_is_loaded_unless_fastpatch_include_is_set(program, env):
                      program, **env)
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout.replace("'", '"'))
-    # fastpatch.pth (and on 3.15 fastpatch.start) imports the tiny startup
+    # fastpatch.pth (from 3.18 fastpatch.start) imports the tiny startup
     # module whenever FASTPATCH_INCLUDE is set; FASTPATCH_ENABLED=0 stops it there.
     assert loaded in ([], ["_fastpatch_startup"])
     assert not os.path.exists(program / "out" / "off.json")

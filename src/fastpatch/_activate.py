@@ -5,8 +5,8 @@ Two ways in, one code path:
 
 * ``python -m fastpatch run`` calls ``activate()`` with its options and
   passes them on to child processes through the environment;
-* ``FASTPATCH_INCLUDE`` set at interpreter startup: ``fastpatch.pth`` (or
-  ``fastpatch.start`` on 3.15+) imports the top-level ``_fastpatch_startup``
+* ``FASTPATCH_INCLUDE`` set at interpreter startup: ``fastpatch.pth`` (or,
+  from 3.18, ``fastpatch.start``) imports the top-level ``_fastpatch_startup``
   module, which calls ``activate_from_environment()``.
 
 Children:
