@@ -138,7 +138,8 @@ def test_the_report_at_exit_reads_only_what_was_called_and_registers_nothing_els
     assert set(called) == expected
     assert all((s.calls, s.completed, s.errors) == (1, 1, 0) for s in called.values())
     # the definitions never called are still waiting in the lazy table: nothing registered them
-    lazy_names = {ref().qualname for ref in _patch._lazy.values() if ref() is not None and ref().module == "modcode_called"}
+    waiting = [ref() for ref in _patch._lazy.values()]
+    lazy_names = {o.qualname for o in waiting if o is not None and o.module == "modcode_called"}
     assert "squares" in lazy_names and "maker" not in lazy_names
     assert _patch.has_definitions()
     # all_stats() still lists every definition, with the same numbers for the called ones
