@@ -72,29 +72,16 @@ if sys.platform != "win32":
 setup(
     cmdclass={"build_py": BuildPy},
     ext_modules=[
-        # The probes: the hot path.
         Extension(
-            "fastpatch._ext",
-            sources=["src/fastpatch/_ext.c"],
+            f"fastpatch.{name}",
+            sources=[f"src/fastpatch/{name}.c"],
             depends=["src/fastpatch/_compat.h"],
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
-        ),
-        # The splicer's loop (the import hook splices every function it reaches).
-        Extension(
-            "fastpatch._csplice",
-            sources=["src/fastpatch/_csplice.c"],
-            depends=["src/fastpatch/_compat.h"],
-            extra_compile_args=extra_compile_args,
-            extra_link_args=extra_link_args,
-        ),
-        # The debugger-jump guard: nothing on any call's path.
-        Extension(
-            "fastpatch._jumps",
-            sources=["src/fastpatch/_jumps.c"],
-            depends=["src/fastpatch/_compat.h"],
-            extra_compile_args=extra_compile_args,
-            extra_link_args=extra_link_args,
-        ),
+        )
+        # _ext: the probes, the hot path. _csplice: the splicer's loop (the
+        # import hook splices every function it reaches). _jumps: the
+        # debugger-jump guard, on no call's path.
+        for name in ("_ext", "_csplice", "_jumps")
     ],
 )

@@ -783,21 +783,39 @@ token_exit_overflow(ProbeObject *p, uint32_t *slot, PyObject *retval)
     return retval;
 }
 
-static PyObject *
-token_exit(PyObject *self, PyObject *retval)
+/* Whether an end must take the general half (shared by the exit's
+   subscript and the deallocator): the fast half needs a probe on the fast
+   clock, its spare slot free for the token, a previous end pending, and an
+   activation begun in this process. A macro, so that each caller's branch
+   hint covers the whole condition. */
+#define TOKEN_NEEDS_GENERAL_END(t, p)                                                               \
+    ((p) == NULL || !FP_FAST_CLOCK(p) || (p)->spare != NULL || (p)->pending_ticks == FP_NO_PENDING \
+     || token_started_before_fork((t), 1))
+
+/* The fast half of an end: this end's duration becomes the pending one,
+   and the token leaves the activation (the caller puts it in its probe's
+   spare slot, with a reference). Returns the previous pending duration, to
+   fold in. */
+static inline uint64_t
+token_end_fast(TokenObject *t, ProbeObject *p)
 {
-    TokenObject *t = (TokenObject *)self;
-    ProbeObject *p = t->probe;
-    if (FP_UNLIKELY(p == NULL || !FP_FAST_CLOCK(p) || p->spare != NULL
-                    || p->pending_ticks == FP_NO_PENDING
-                    || token_started_before_fork(t, 1))) {
-        return token_exit_general(t, retval);
-    }
     int64_t elapsed = FP_FAST_NOW() - t->start_ticks;
     uint64_t previous = (uint64_t)p->pending_ticks;
     p->pending_ticks = elapsed > 0 ? elapsed : 0;
     p->completed++;
     t->probe = NULL;
+    return previous;
+}
+
+static PyObject *
+token_exit(PyObject *self, PyObject *retval)
+{
+    TokenObject *t = (TokenObject *)self;
+    ProbeObject *p = t->probe;
+    if (FP_UNLIKELY(TOKEN_NEEDS_GENERAL_END(t, p))) {
+        return token_exit_general(t, retval);
+    }
+    uint64_t previous = token_end_fast(t, p);
     Py_INCREF(t);  /* the spare slot's reference */
     p->spare = t;
     Py_INCREF(retval);
@@ -862,17 +880,11 @@ token_dealloc(PyObject *self)
 {
     TokenObject *t = (TokenObject *)self;
     ProbeObject *p = t->probe;
-    if (FP_UNLIKELY(p == NULL || !FP_FAST_CLOCK(p) || p->spare != NULL
-                    || p->pending_ticks == FP_NO_PENDING
-                    || token_started_before_fork(t, 1) || PyErr_Occurred() != NULL)) {
+    if (FP_UNLIKELY(TOKEN_NEEDS_GENERAL_END(t, p) || PyErr_Occurred() != NULL)) {
         token_dealloc_general(t);
         return;
     }
-    int64_t elapsed = FP_FAST_NOW() - t->start_ticks;
-    uint64_t previous = (uint64_t)p->pending_ticks;
-    p->pending_ticks = elapsed > 0 ? elapsed : 0;
-    p->completed++;
-    t->probe = NULL;
+    uint64_t previous = token_end_fast(t, p);
     _Py_NewReference(self);  /* the spare slot's reference */
     p->spare = t;
     uint32_t *wrapped = probe_fold_duration(p, previous, FP_FAST_TO_NS(previous));
