@@ -4,7 +4,9 @@ in one behind, the size of a probe."""
 from __future__ import annotations
 
 import gc
+import sys
 import time
+import tracemalloc
 
 import pytest
 
@@ -112,6 +114,32 @@ def test_reset_drops_a_return_not_yet_folded_in():
 
 def test_probe_state_fits_in_1_kib():
     assert _ext.probe_size() <= 1024
+
+
+def test_a_probe_allocates_its_histogram_at_its_first_call():
+    # The import hook makes a probe for every function of every module it
+    # splices, and most are never called: those must not carry a histogram.
+    n = 500
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        probes = [_ext.Probe() for _ in range(n)]
+        made = tracemalloc.get_traced_memory()[0] - base
+        for probe in probes:
+            assert probe.snapshot()[6] == bytes(4 * _ext.HIST_BUCKETS)  # read as empty, still unallocated
+        assert tracemalloc.get_traced_memory()[0] - base - made < n * 16
+        for probe in probes:
+            token = ~probe
+            token[None]
+        called = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    hist = 4 * _ext.HIST_BUCKETS
+    assert made <= n * (_ext.probe_size() - hist) + sys.getsizeof(probes)  # the list holding them
+    assert made < n * 128
+    # each probe now holds its histogram, and its spare token
+    assert n * hist <= called - made <= n * (hist + 64)
+    assert all(sum(p.snapshot()[6]) > 0 for p in probes)
 
 
 @pytest.mark.parametrize("ending", ["return", "raise", "close"])

@@ -82,16 +82,16 @@ def write_json(path, obj):
 # --------------------------------------------------------------------------
 
 
-def test_import_fastpatch_does_not_import_the_report_module_and_importing_it_costs_one_module():
+def test_import_fastpatch_does_not_import_the_report_or_stats_modules_and_the_report_costs_only_those():
     code = (
         "import sys, fastpatch\n"
-        "assert 'fastpatch._report' not in sys.modules\n"
+        "assert 'fastpatch._report' not in sys.modules and 'fastpatch._stats' not in sys.modules\n"
         "before = set(sys.modules)\n"
         "import fastpatch._report\n"
         "print(sorted(set(sys.modules) - before))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "['fastpatch._report']"
+    assert out.strip() == "['fastpatch._report', 'fastpatch._stats', 'math']"
 
 
 def test_python_version_is_written_as_platform_spells_it():

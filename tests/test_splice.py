@@ -1134,6 +1134,83 @@ def test_the_c_splicer_gives_the_python_splicers_bytes(module):
         _same_code(c.splice(code, probe, ("trailer",)), want)
 
 
+def test_the_deopt_table_is_diss():
+    # Dialect.deopt is built without importing dis; it must say what dis says.
+    import opcode
+
+    from fastpatch._recipes import _deopt_table
+
+    table = _deopt_table(opcode)
+    want = [0] * 256
+    all_opmap = getattr(dis, "_all_opmap", dis.opmap)
+    for name, op in all_opmap.items():
+        if op < 256 and not name.startswith("INSTRUMENTED_") and name != "ENTER_EXECUTOR":
+            want[op] = dis.opmap[getattr(dis, "deoptmap", {}).get(name, name)]
+    assert table == want
+    assert all(table[op] == op for op in (dis.opmap["LOAD_FAST"], dis.opmap["RETURN_VALUE"], dis.opmap["EXTENDED_ARG"]))
+    if PY >= (3, 11):
+        assert sum(1 for op, base in enumerate(table) if base and base != op) >= 50  # the specialised ones
+
+
+_HOT_SOURCE = """
+def hot(items, k):
+    total = 0
+    for i, x in enumerate(items):
+        if x.real > k:
+            total += x * i
+        else:
+            total -= len(str(x))
+    try:
+        return total // k
+    except ZeroDivisionError:
+        return None
+"""
+
+
+def _fresh_hot() -> types.CodeType:
+    module = compile(_HOT_SOURCE, "<hot>", "exec")
+    return next(c for c in module.co_consts if isinstance(c, types.CodeType))
+
+
+@pytest.mark.skipif(PY < (3, 11), reason="3.11+ specialise a code object's units in place as it runs")
+def test_code_that_ran_hot_splices_as_it_did_fresh():
+    # The C splicer reads code that never ran as CPython runs it, and code
+    # that ran (specialised opcodes, counters in the caches) through co_code.
+    c = _c_splicer()
+    namespace: Dict[str, Any] = {}
+    exec(compile(_HOT_SOURCE, "<hot>", "exec"), namespace)
+    hot = namespace["hot"]
+    for _ in range(3000):
+        hot([1, 2.5, 3, 40], 2)
+    specialised = [i.opname for i in dis.get_instructions(hot, adaptive=True)]  # type: ignore[call-arg]
+    assert specialised != [i.opname for i in dis.get_instructions(hot)], "nothing was specialised"
+    probe = object()
+    _same_code(c.splice(hot.__code__, probe, ()), c.splice(_fresh_hot(), probe, ()))
+    _same_code(c.splice(_fresh_hot(), probe, ()), _splice.splice_in_python(_fresh_hot(), probe, ()))
+
+
+@pytest.mark.skipif(PY < (3, 12), reason="sys.monitoring is 3.12+")
+def test_code_instrumented_by_sys_monitoring_splices_as_it_did_fresh():
+    c = _c_splicer()
+    namespace: Dict[str, Any] = {}
+    exec(compile(_HOT_SOURCE, "<hot>", "exec"), namespace)
+    hot = namespace["hot"]
+    mon = sys.monitoring  # type: ignore[attr-defined]
+    tool = next(t for t in range(6) if mon.get_tool(t) is None)
+    mon.use_tool_id(tool, "fastpatch-test")
+    try:
+        mon.register_callback(tool, mon.events.LINE, lambda code, line: None)
+        mon.set_local_events(tool, hot.__code__, mon.events.LINE)
+        hot([1, 2.5], 1)  # instrumented on its first run
+        assert any(i.opname.startswith("INSTRUMENTED") for i in dis.get_instructions(hot, adaptive=True))  # type: ignore[call-arg]
+        probe = object()
+        _same_code(c.splice(hot.__code__, probe, ()), c.splice(_fresh_hot(), probe, ()))
+    finally:
+        mon.set_local_events(tool, hot.__code__, 0)
+        mon.register_callback(tool, mon.events.LINE, None)
+        mon.free_tool_id(tool)
+
+
 def test_the_c_tree_walk_gives_the_python_walks_result():
     from fastpatch import _patch
 

@@ -12,8 +12,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Optional, TextIO
 
-    from ._bulk import Selection, instrument_class, instrument_module, instrument_package
+    from ._bulk import instrument_class, instrument_module, instrument_package
     from ._hook import install_import_hook
+    from ._select import Selection
+    from ._stats import RELATIVE_ERROR, Stats
 
 try:
     # Not `from . import _ext`: on failure Python would blame a circular import.
@@ -43,7 +45,6 @@ import os as _os  # noqa: E402
 from . import _ext as _ext  # noqa: E402
 from ._patch import all_stats, instrument, is_instrumented, reset, stats, uninstrument  # noqa: E402
 from ._recipes import SUPPORTED_VERSIONS, UnsupportedPythonError  # noqa: E402
-from ._stats import RELATIVE_ERROR, Stats  # noqa: E402
 
 
 def clock() -> str:
@@ -104,11 +105,13 @@ def report(file: Optional[TextIO] = None, *, sort: str = "total", limit: Optiona
     render(all_stats(), file, sort, limit)
 
 
-# The whole-program API is imported on first use: `import fastpatch` stays
-# cheap for the processes that only instrument a few functions (and for
-# every child process the import hook reaches).
+# The whole-program API and the stats type are imported on first use:
+# `import fastpatch` stays cheap for the processes that only instrument a few
+# functions, and for every child process the import hook reaches.
 _LAZY = {
-    "Selection": "_bulk",
+    "RELATIVE_ERROR": "_stats",
+    "Selection": "_select",
+    "Stats": "_stats",
     "instrument_class": "_bulk",
     "instrument_module": "_bulk",
     "instrument_package": "_bulk",

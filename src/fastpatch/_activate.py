@@ -181,13 +181,13 @@ def write_report(activation: Optional[Activation] = None) -> Optional[str]:
 
 
 def _write(activation: Activation, pid: int) -> Optional[str]:
-    from . import _report
     from ._patch import called_stats, has_definitions
 
     root = activation.root and pid == activation.pid
     stats = called_stats()  # what a report holds: the definitions called
     if not root and not (has_definitions() if activation.output else stats):
         return None  # a helper process (resource tracker, forkserver) that timed nothing
+    from . import _report
     if activation.output is None:
         report = _report.build(stats)
         if not root:

@@ -20,12 +20,12 @@ import sys
 
 from ._patch import instrument, is_instrumented
 from ._resolve import FunctionType
-from ._select import is_own_module
+from ._select import Selection, is_own_module
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
-    from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
+    from typing import Any, Callable, Dict, List, Optional, Set, Union
 
 #: Reasons a walk gives for what it skipped (``Selection.skipped``).
 C_FUNCTION = "C function"
@@ -42,54 +42,6 @@ _C_CALLABLES = (
     type(dict.__dict__["fromkeys"]),  # class method descriptors
     type("".__add__),  # method-wrappers
 )
-
-
-class Selection:
-    """What a bulk call instrumented, and what it skipped and why.
-
-    * ``modules``: the modules walked, in order;
-    * ``instrumented``: the names (``module.qualname``) of the definitions
-      now timed by this call;
-    * ``skipped``: ``(name, reason)`` for each thing met and left alone: a C
-      function, an object imported from another module, a decorator wrapper,
-      a function already instrumented, a submodule that failed to import...
-    * ``counts()``: how many were skipped for each reason.
-
-    Selections add up with ``+``.
-    """
-
-    __slots__ = ("modules", "instrumented", "skipped")
-
-    def __init__(self) -> None:
-        self.modules: List[str] = []
-        self.instrumented: List[str] = []
-        self.skipped: List[Tuple[str, str]] = []
-
-    def counts(self) -> Dict[str, int]:
-        """The number of things skipped for each reason."""
-        counts: Dict[str, int] = {}
-        for _name, reason in self.skipped:
-            counts[reason] = counts.get(reason, 0) + 1
-        return counts
-
-    def __add__(self, other: Selection) -> Selection:
-        if not isinstance(other, Selection):
-            return NotImplemented
-        both = Selection()
-        for s in (self, other):
-            both.modules += s.modules
-            both.instrumented += s.instrumented
-            both.skipped += s.skipped
-        return both
-
-    def __repr__(self) -> str:
-        reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.counts().items(), key=lambda item: -item[1]))
-        return (
-            f"<Selection: {len(self.modules)} module{'s' if len(self.modules) != 1 else ''}, "
-            f"{len(self.instrumented)} instrumented, {len(self.skipped)} skipped"
-            + (f" ({reasons})" if reasons else "")
-            + ">"
-        )
 
 
 class _Walk:

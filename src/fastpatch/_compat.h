@@ -109,9 +109,16 @@ fp_new_ref(PyObject *o)
 #endif
 
 /* Code objects, for the C splicer (_csplice.c): new references to the raw
-   bytecode and the line table, and the exception table (3.11+) borrowed. */
+   bytecode and the line table, and the exception table (3.11+) borrowed.
+   3.11+ run a code object's own copy of its code units, which they
+   specialise (and 3.12+ instrument) in place; co_code is a deoptimised copy
+   made on first access and then kept. FP_CODE_ADAPTIVE borrows the code
+   units as they run, FP_CODE_UNITS counts them: for code that has never
+   run, they are co_code but for the counters in the inline caches. */
 #if PY_VERSION_HEX >= 0x030B0000
 #  define FP_CODE_BYTES(co) PyCode_GetCode(co)
+#  define FP_CODE_ADAPTIVE(co) ((const unsigned char *)(co)->co_code_adaptive)
+#  define FP_CODE_UNITS(co) Py_SIZE(co)
 #  define FP_CODE_LINES(co) Py_NewRef((co)->co_linetable)
 #  define FP_CODE_EXCEPTIONS(co) ((co)->co_exceptiontable)
 #  define FP_HAVE_EXCEPTION_TABLE 1

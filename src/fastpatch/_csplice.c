@@ -30,6 +30,7 @@ typedef struct {
     unsigned char caches[256];
     unsigned char jumps[256];
     unsigned char interesting[256];
+    unsigned char deopt[256];   /* Dialect.deopt: each opcode as compiled, 0 where unknown */
     int extended_arg, return_value, return_const, load_const;
     int entry_before, entry_before_mask, genexpr_start, generator_start, entry_has_line;
     int line_table, has_exception_table, jump_unit;
@@ -40,6 +41,10 @@ typedef struct {
     PyObject *kwnames;        /* the keywords of code.replace(), in the order cs_splice passes them */
     PyObject *consts_kwnames; /* ("co_consts",) */
 } cs_state;
+
+/* More inline cache units than any opcode has so far (10 at most, on
+   3.11); configure() refuses a dialect with more. */
+#define CS_MAX_CACHES 16
 
 /* A growable byte buffer. */
 typedef struct {
@@ -303,79 +308,27 @@ write_entry(cs_buf *out, const unsigned char *entry, Py_ssize_t entry_len, Py_ss
     return write_linetable_310(out, ldelta, units);
 }
 
-/* _splice._lengthen_entries */
+/* _splice._lengthen_entries, in one pass over the table: the insertions
+   come sorted by code unit, so the entry that covers each one (the entry
+   whose units hold the instruction it belongs to) is found by walking the
+   entries alongside them. */
 static PyObject *
 lengthen_entries(const unsigned char *table, Py_ssize_t len, const cs_insertion *ins, Py_ssize_t n_ins,
                  int locations, int entry_unlocated)
 {
+    static const unsigned char no_location[1] = {0x80 | (15 << 3)};
+    static const unsigned char no_line[2] = {0, 0x80};
     PyObject *result = NULL;
     cs_buf out = {0};
-    Py_ssize_t n_entries = 0;
-    Py_ssize_t *covered = NULL, *extra = NULL, *before = NULL, *unlocated = NULL, *pos = NULL;
-    /* entry k: its byte position and the units up to and including it */
-    for (Py_ssize_t j = 0; j < len; j++) {
-        if (locations ? (table[j] & 0x80) != 0 : (j % 2 == 0)) {
-            n_entries++;
-        }
-    }
-    /* one block for the five arrays, zeroed */
-    covered = PyMem_Calloc(5 * ((size_t)n_entries + 1), sizeof(Py_ssize_t));
-    if (covered == NULL || buf_reserve(&out, len + 16) < 0) {
+    if (buf_reserve(&out, len + 16) < 0) {
         PyErr_NoMemory();
         goto done;
     }
-    extra = covered + (n_entries + 1);
-    before = extra + (n_entries + 1);
-    unlocated = before + (n_entries + 1);
-    pos = unlocated + (n_entries + 1);
-    Py_ssize_t k = 0, total = 0;
-    for (Py_ssize_t j = 0; j < len; j += locations ? 1 : 2) {
-        if (locations) {
-            if (!(table[j] & 0x80)) {
-                continue;
-            }
-            total += (table[j] & 7) + 1;
-        }
-        else {
-            total += table[j] / 2;
-        }
-        pos[k] = j;
-        covered[k++] = total;
-    }
-    for (Py_ssize_t i = 0; i < n_ins; i++) {
-        Py_ssize_t owner = ins[i].side == AFTER_PREVIOUS ? ins[i].at - 1 : ins[i].at;
-        Py_ssize_t lo = 0, hi = n_entries;   /* bisect_right(covered, owner) */
-        while (lo < hi) {
-            Py_ssize_t mid = (lo + hi) / 2;
-            if (covered[mid] <= owner) {
-                lo = mid + 1;
-            }
-            else {
-                hi = mid;
-            }
-        }
-        if (lo >= n_entries) {
-            PyErr_Format(PyExc_ValueError, "no line table entry covers code unit %zd", owner);
-            goto done;
-        }
-        if (ins[i].side == ENTRY && entry_unlocated) {
-            Py_ssize_t j = pos[lo];
-            Py_ssize_t units = locations ? (table[j] & 7) + 1 : table[j] / 2;
-            before[lo] = ins[i].at - (covered[lo] - units);
-            unlocated[lo] = ins[i].units;
-        }
-        else {
-            extra[lo] += ins[i].units;
-        }
-    }
-    static const unsigned char no_location[1] = {0x80 | (15 << 3)};
-    static const unsigned char no_line[2] = {0, 0x80};
-    Py_ssize_t prev = 0;
-    for (k = 0; k < n_entries; k++) {
-        if (!extra[k] && !unlocated[k]) {
-            continue;
-        }
-        Py_ssize_t j = pos[k], end, units;
+    Py_ssize_t i = 0;      /* the next insertion */
+    Py_ssize_t total = 0;  /* code units covered by the entries before this one */
+    Py_ssize_t prev = 0;   /* the table is written up to here */
+    for (Py_ssize_t j = 0; j < len && i < n_ins;) {
+        Py_ssize_t end, units;
         if (locations) {
             end = j + 1;
             while (end < len && !(table[end] & 0x80)) {
@@ -387,21 +340,46 @@ lengthen_entries(const unsigned char *table, Py_ssize_t len, const cs_insertion 
             end = j + 2;
             units = table[j] / 2;
         }
-        if (buf_put(&out, table + prev, j - prev) < 0) {
-            goto done;
+        Py_ssize_t covered = total + units;
+        Py_ssize_t extra = 0, before = 0, unlocated = 0;
+        for (; i < n_ins; i++) {
+            Py_ssize_t owner = ins[i].side == AFTER_PREVIOUS ? ins[i].at - 1 : ins[i].at;
+            if (owner >= covered) {
+                break;
+            }
+            if (ins[i].side == ENTRY && entry_unlocated) {
+                before = ins[i].at - total;
+                unlocated = ins[i].units;
+            }
+            else {
+                extra += ins[i].units;
+            }
         }
-        if (unlocated[k]) {
-            if (before[k] && write_entry(&out, table + j, end - j, before[k], locations, 0) < 0) {
+        if (extra || unlocated) {
+            if (buf_put(&out, table + prev, j - prev) < 0) {
                 goto done;
             }
-            if (write_entry(&out, locations ? no_location : no_line, locations ? 1 : 2, unlocated[k], locations, 0) < 0) {
+            if (unlocated) {
+                if (before && write_entry(&out, table + j, end - j, before, locations, 0) < 0) {
+                    goto done;
+                }
+                if (write_entry(&out, locations ? no_location : no_line, locations ? 1 : 2, unlocated, locations,
+                                0) < 0) {
+                    goto done;
+                }
+            }
+            if (write_entry(&out, table + j, end - j, units - before + extra, locations, before > 0) < 0) {
                 goto done;
             }
+            prev = end;
         }
-        if (write_entry(&out, table + j, end - j, units - before[k] + extra[k], locations, before[k] > 0) < 0) {
-            goto done;
-        }
-        prev = end;
+        total = covered;
+        j = end;
+    }
+    if (i < n_ins) {
+        PyErr_Format(PyExc_ValueError, "no line table entry covers code unit %zd",
+                     ins[i].side == AFTER_PREVIOUS ? ins[i].at - 1 : ins[i].at);
+        goto done;
     }
     if (buf_put(&out, table + prev, len - prev) < 0) {
         goto done;
@@ -409,7 +387,6 @@ lengthen_entries(const unsigned char *table, Py_ssize_t len, const cs_insertion 
     result = PyBytes_FromStringAndSize((const char *)out.data, out.len);
 done:
     PyMem_Free(out.data);
-    PyMem_Free(covered);
     return result;
 }
 
@@ -585,25 +562,80 @@ done:
    with nested code objects already spliced), with `probe` and the trailer
    appended to them. Returns a new reference, or NULL with an exception
    (SpliceError for a code object the splicer does not recognise). */
+/* The code units of `co` as compiled (co_code), in a new PyMem block of
+   2 * *n bytes. 3.11+: deoptimised here as PyCode_GetCode does it (each
+   opcode to its base through Dialect.deopt, the inline caches zeroed),
+   which spares the copy CPython would keep with every code object the
+   import hook splices; code with instrumented opcodes (3.12+), whose
+   originals only CPython knows, goes through PyCode_GetCode. */
+static unsigned char *
+code_units(cs_state *st, PyCodeObject *co, Py_ssize_t *n)
+{
+    unsigned char *units;
+#ifdef FP_CODE_ADAPTIVE
+    Py_ssize_t size = FP_CODE_UNITS(co);
+    const unsigned char *adaptive = FP_CODE_ADAPTIVE(co);
+    /* Room for zeroing CS_MAX_CACHES units after the last instruction. */
+    units = PyMem_Malloc((size_t)(2 * size) + 2 * CS_MAX_CACHES + 1);
+    if (units == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    Py_ssize_t i = 0;
+    while (i < size) {
+        int op = st->deopt[adaptive[2 * i]];
+        if (op == 0) {
+            break;
+        }
+        units[2 * i] = (unsigned char)op;
+        units[2 * i + 1] = adaptive[2 * i + 1];
+        /* Zero as many units as any opcode has caches (configure checks),
+           whatever this one has: no branch on the count; the units past
+           its caches are written over next. */
+        memset(units + 2 * (i + 1), 0, 2 * CS_MAX_CACHES);
+        i += 1 + st->caches[op];
+    }
+    if (i == size) {
+        *n = size;
+        return units;
+    }
+    PyMem_Free(units);
+#endif
+    PyObject *co_code = FP_CODE_BYTES(co);
+    if (co_code == NULL) {
+        return NULL;
+    }
+    *n = PyBytes_GET_SIZE(co_code) / 2;
+    units = PyMem_Malloc((size_t)(2 * *n) + 1);
+    if (units == NULL) {
+        Py_DECREF(co_code);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(units, PyBytes_AS_STRING(co_code), (size_t)(2 * *n));
+    Py_DECREF(co_code);
+    return units;
+}
+
 static PyObject *
 splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyObject *trailer)
 {
     PyCodeObject *co = (PyCodeObject *)code;
-    PyObject *result = NULL, *co_code = NULL, *linetable = NULL;
+    PyObject *result = NULL, *linetable = NULL;
     PyObject *new_code = NULL, *new_consts = NULL, *new_lines = NULL, *new_exc = NULL, *stacksize_obj = NULL;
-    unsigned char *buf = NULL, *entry = NULL, *const_tail = NULL, *grown_content = NULL;
+    unsigned char *units = NULL, *buf = NULL, *entry = NULL, *const_tail = NULL, *grown_content = NULL;
     cs_insertion *ins = NULL, *sorted = NULL;
     cs_jump *jumps = NULL;
     void *scratch = NULL;
     cs_offsets offsets = {0};
     cs_buf out = {0};
 
-    co_code = FP_CODE_BYTES(co);
-    if (co_code == NULL) {
+    Py_ssize_t n;
+    units = code_units(st, co, &n);
+    if (units == NULL) {
         goto done;
     }
-    const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(co_code);
-    Py_ssize_t n = PyBytes_GET_SIZE(co_code) / 2;
+    const unsigned char *raw = units;
     int ext_op = st->extended_arg;
 
     Py_ssize_t entry_at;
@@ -862,7 +894,7 @@ splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyO
     result = PyObject_VectorcallMethod(st->replace_name, call, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, st->kwnames);
 
 done:
-    Py_XDECREF(co_code);
+    PyMem_Free(units);
     Py_XDECREF(linetable);
     Py_XDECREF(new_code);
     Py_XDECREF(new_consts);
@@ -1174,13 +1206,14 @@ cs_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *dialect = args[0];
-    unsigned char *caches = NULL, *jumps = NULL;
-    Py_ssize_t caches_len = 0, jumps_len = 0;
+    unsigned char *caches = NULL, *jumps = NULL, *deopt = NULL;
+    Py_ssize_t caches_len = 0, jumps_len = 0, deopt_len = 0;
     PyObject *line_table = NULL;
     int has_exc = 0;
     st->configured = 0;
     if (copy_bytes_attr(dialect, "caches", &caches, &caches_len) < 0
         || copy_bytes_attr(dialect, "jumps", &jumps, &jumps_len) < 0
+        || copy_bytes_attr(dialect, "deopt", &deopt, &deopt_len) < 0
         || copy_bytes_attr(dialect, "entry_tail", &st->entry_tail, &st->entry_tail_len) < 0
         || copy_bytes_attr(dialect, "stacked_entry_tail", &st->stacked_entry_tail, &st->stacked_entry_tail_len) < 0
         || copy_bytes_attr(dialect, "exit", &st->exit, &st->exit_len) < 0
@@ -1198,9 +1231,16 @@ cs_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         || int_attr(dialect, "jump_unit", &st->jump_unit) < 0) {
         goto fail;
     }
-    if (caches_len != 256 || jumps_len != 256) {
-        PyErr_SetString(PyExc_ValueError, "Dialect.caches and .jumps need 256 entries");
+    if (caches_len != 256 || jumps_len != 256 || deopt_len != 256) {
+        PyErr_SetString(PyExc_ValueError, "Dialect.caches, .jumps and .deopt need 256 entries");
         goto fail;
+    }
+    for (int op = 0; op < 256; op++) {
+        if (caches[op] > CS_MAX_CACHES) {
+            PyErr_Format(PyExc_ValueError, "opcode %d has %d inline cache units: the C splicer handles %d at most",
+                         op, caches[op], CS_MAX_CACHES);
+            goto fail;
+        }
     }
     line_table = PyObject_GetAttrString(dialect, "line_table");
     if (line_table == NULL) {
@@ -1224,6 +1264,7 @@ cs_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     memcpy(st->caches, caches, 256);
     memcpy(st->jumps, jumps, 256);
+    memcpy(st->deopt, deopt, 256);
     for (int op = 0; op < 256; op++) {
         st->interesting[op] = (unsigned char)(jumps[op] != 0 || op == st->return_value || op == st->return_const);
     }
@@ -1231,11 +1272,13 @@ cs_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     st->configured = 1;
     PyMem_Free(caches);
     PyMem_Free(jumps);
+    PyMem_Free(deopt);
     Py_DECREF(line_table);
     Py_RETURN_NONE;
 fail:
     PyMem_Free(caches);
     PyMem_Free(jumps);
+    PyMem_Free(deopt);
     Py_XDECREF(line_table);
     return NULL;
 }

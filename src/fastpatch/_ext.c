@@ -32,6 +32,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -100,7 +101,8 @@ fp_now_ns(void)
  * runs. Its histogram buckets count nanoseconds, like a monotonic probe's,
  * so that histograms merge across processes: each duration is converted
  * when it is folded in (off the caller's path, see token_exit), by the ratio
- * measured over the first FP_CALIBRATION_NS. Each probe keeps the clock it
+ * measured over the first FP_CALIBRATION_NS and refined whenever stats are
+ * read. Each probe keeps the clock it
  * was created with, so both kinds can live side by side.
  */
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER))
@@ -125,10 +127,14 @@ static uint64_t fp_calib_tsc0 = 0;
 static int64_t fp_calib_ns0 = 0;
 static uint64_t fp_tsc_mult = 0;
 
-/* 1 ms of busy waiting, once per process, when the TSC is first chosen:
-   pairs of readings each bracket a CLOCK_MONOTONIC read between two close
-   TSC reads; on a shared VM the ratio is then good to about 1 part in 10**4. */
-#define FP_CALIBRATION_NS 1000000
+/* 100 us of busy waiting, once per process, when the TSC is first chosen
+   (every process the import hook reaches pays it at startup): pairs of
+   readings each bracket a CLOCK_MONOTONIC read between two close TSC reads,
+   a few tens of ns apart on a shared VM, so the ratio is good to a few parts
+   in 10**4 at once. It only places durations in histogram buckets, which
+   are 12% wide; fp_tsc_ns_per_tick, which converts totals when stats are
+   read, measures over the whole time since and refines it. */
+#define FP_CALIBRATION_NS 100000
 
 #if FP_HAVE_TSC
 static int
@@ -211,14 +217,19 @@ fp_calibrate_tsc(void)
     fp_tsc_mult = ((uint64_t)(n1 - fp_calib_ns0) << 32) / (t1 - fp_calib_tsc0);
 }
 
-/* Nanoseconds per TSC tick, over the whole time since calibration began. */
+/* Nanoseconds per TSC tick, over the whole time since calibration began;
+   the histogram's ratio becomes it. */
 static double
 fp_tsc_ns_per_tick(void)
 {
     uint64_t t;
     int64_t n;
     fp_clock_pair(&t, &n);
-    return (double)(n - fp_calib_ns0) / (double)(t - fp_calib_tsc0);
+    double ns_per_tick = (double)(n - fp_calib_ns0) / (double)(t - fp_calib_tsc0);
+    if (n - fp_calib_ns0 > 10 * FP_CALIBRATION_NS && t > fp_calib_tsc0) {
+        fp_tsc_mult = (uint64_t)(ns_per_tick * 4294967296.0);
+    }
+    return ns_per_tick;
 }
 #endif
 
@@ -331,6 +342,7 @@ typedef struct TokenObject TokenObject;
 typedef struct {
     PyTypeObject *probe_type;
     PyTypeObject *token_type;
+    PyTypeObject *origin_type;
     TokenObject *free_tokens; /* singly linked through TokenObject.next */
     Py_ssize_t n_free;
     int default_tsc;          /* the clock of probes this interpreter creates from now on */
@@ -360,7 +372,6 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     TokenObject *spare;   /* strong: an idle token for the next activation */
-    fp_state *state;      /* the probe type, which each probe holds, holds the module */
     int tsc;              /* this probe's clock: 1 for the TSC, 0 for CLOCK_MONOTONIC */
     uint64_t calls;       /* activations started */
     uint64_t completed;   /* activations ended, however */
@@ -372,8 +383,16 @@ typedef struct {
        (ns, or TSC ticks), not yet folded into the counters; FP_NO_PENDING
        when there is none. See token_exit. */
     int64_t pending_ticks;
-    uint32_t hist[FP_HIST_BUCKETS];
+    /* FP_HIST_BUCKETS counts, allocated by the first activation: a whole
+       program's import hook makes a probe for every function it splices,
+       and most of them are never called. */
+    uint32_t *hist;
 } ProbeObject;
+
+#define FP_HIST_BYTES (sizeof(uint32_t) * FP_HIST_BUCKETS)
+
+/* What snapshot() shows of a probe that never ran. */
+static const uint32_t fp_empty_hist[FP_HIST_BUCKETS] = {0};
 
 #define FP_NO_PENDING (-1)
 
@@ -420,7 +439,21 @@ probe_clear_counters(ProbeObject *p)
     p->completed = p->errors = p->total_ticks = p->max_ticks = 0;
     p->min_ticks = UINT64_MAX;
     p->pending_ticks = FP_NO_PENDING;
-    memset(p->hist, 0, sizeof(p->hist));
+    if (p->hist != NULL) {
+        memset(p->hist, 0, FP_HIST_BYTES);
+    }
+}
+
+/* The histogram, at a probe's first activation. 0, or -1 with MemoryError set. */
+static FP_COLD int
+probe_alloc_hist(ProbeObject *p)
+{
+    p->hist = PyMem_Calloc(FP_HIST_BUCKETS, sizeof(uint32_t));
+    if (p->hist == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
 }
 
 /* Halve every bucket when one would overflow. Percentiles only use the
@@ -549,12 +582,17 @@ token_stash(TokenObject *t)
 static FP_NOINLINE PyObject *
 probe_enter_general(ProbeObject *p)
 {
+    /* The first activation of a probe comes here: it has no spare token yet. */
+    if (FP_UNLIKELY(p->hist == NULL) && probe_alloc_hist(p) < 0) {
+        return NULL;
+    }
     TokenObject *t = p->spare;
     if (t != NULL) {
         p->spare = NULL;  /* the spare slot's reference becomes the stack's */
     }
     else {
-        t = token_take_slow(p->state);
+        /* the probe type, which each probe holds, holds the module */
+        t = token_take_slow((fp_state *)PyType_GetModuleState(Py_TYPE(p)));
         if (t == NULL) {
             return NULL;
         }
@@ -598,8 +636,8 @@ probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     p->spare = NULL;
-    p->state = (fp_state *)PyModule_GetState(module);
-    p->tsc = p->state->default_tsc;
+    p->hist = NULL;
+    p->tsc = ((fp_state *)PyModule_GetState(module))->default_tsc;
     p->calls = 0;
     probe_clear_counters(p);
     return (PyObject *)p;
@@ -619,6 +657,7 @@ probe_dealloc(PyObject *self)
         token_stash(p->spare);
         p->spare = NULL;
     }
+    PyMem_Free(p->hist);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -641,7 +680,7 @@ probe_snapshot(PyObject *self, PyObject *Py_UNUSED(ignored))
         (unsigned long long)p->total_ticks,
         (unsigned long long)(p->completed ? p->min_ticks : 0),
         (unsigned long long)p->max_ticks,
-        (const char *)p->hist, (Py_ssize_t)sizeof(p->hist),
+        (const char *)(p->hist != NULL ? p->hist : fp_empty_hist), (Py_ssize_t)FP_HIST_BYTES,
 #if FP_HAVE_TSC
         p->tsc ? fp_tsc_ns_per_tick() : 1.0);
 #else
@@ -681,6 +720,9 @@ probe_fill_histogram(PyObject *self, PyObject *arg)
         return NULL;
     }
     ProbeObject *p = (ProbeObject *)self;
+    if (p->hist == NULL && probe_alloc_hist(p) < 0) {
+        return NULL;
+    }
     for (int i = 0; i < FP_HIST_BUCKETS; i++) {
         p->hist[i] = (uint32_t)count;
     }
@@ -732,6 +774,124 @@ static PyType_Spec probe_spec = {
     .itemsize = 0,
     .flags = Py_TPFLAGS_DEFAULT,
     .slots = probe_slots,
+};
+
+/* ===================================================================== */
+/* Origin: where spliced code comes from                                 */
+/* ===================================================================== */
+
+/*
+ * The constant that code spliced by the import hook carries after its
+ * probe: the original code, the probe, the module and the qualified name,
+ * everything _patch needs to register the definition the first time
+ * anything asks about it. Immutable, and not tracked by the garbage
+ * collector: it can only refer to a code object made before it, a probe
+ * (which refers to nothing) and two strings, so it can be in no cycle. The
+ * import hook makes thousands of them a program; keeping them out of the
+ * collector's generations keeps collections as short as without fastpatch.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *code;
+    PyObject *probe;
+    PyObject *module;
+    PyObject *qualname;
+    PyObject *weakreflist;
+} OriginObject;
+
+static PyObject *
+origin_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"code", "probe", "module", "qualname", NULL};
+    PyObject *code, *probe, *module, *qualname;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OUU:Origin", kwlist, &PyCode_Type, &code, &probe, &module,
+                                     &qualname)) {
+        return NULL;
+    }
+    PyObject *owner = PyType_GetModule(type);
+    if (owner == NULL) {
+        return NULL;
+    }
+    fp_state *st = (fp_state *)PyModule_GetState(owner);
+    if (Py_TYPE(probe) != st->probe_type) {
+        PyErr_Format(PyExc_TypeError, "Origin() needs a fastpatch probe, not %.100s", Py_TYPE(probe)->tp_name);
+        return NULL;
+    }
+    OriginObject *o = (OriginObject *)type->tp_alloc(type, 0);
+    if (o == NULL) {
+        return NULL;
+    }
+    o->code = Py_NewRef(code);
+    o->probe = Py_NewRef(probe);
+    o->module = Py_NewRef(module);
+    o->qualname = Py_NewRef(qualname);
+    o->weakreflist = NULL;
+    return (PyObject *)o;
+}
+
+static void
+origin_dealloc(PyObject *self)
+{
+    OriginObject *o = (OriginObject *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    if (o->weakreflist != NULL) {
+        PyObject_ClearWeakRefs(self);
+    }
+    Py_XDECREF(o->code);
+    Py_XDECREF(o->probe);
+    Py_XDECREF(o->module);
+    Py_XDECREF(o->qualname);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+origin_repr(PyObject *self)
+{
+    OriginObject *o = (OriginObject *)self;
+    return PyUnicode_FromFormat("<fastpatch origin of %U.%U>", o->module, o->qualname);
+}
+
+static PyObject *
+origin_reduce(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    OriginObject *o = (OriginObject *)self;
+    return Py_BuildValue("(O(OOOO))", (PyObject *)Py_TYPE(self), o->code, o->probe, o->module, o->qualname);
+}
+
+static PyMethodDef origin_methods[] = {
+    {"__reduce__", origin_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef origin_members[] = {
+    {"code", T_OBJECT_EX, offsetof(OriginObject, code), READONLY, "The original code object."},
+    {"probe", T_OBJECT_EX, offsetof(OriginObject, probe), READONLY, "The probe the spliced code runs."},
+    {"module", T_OBJECT_EX, offsetof(OriginObject, module), READONLY, "The name of the module it was defined in."},
+    {"qualname", T_OBJECT_EX, offsetof(OriginObject, qualname), READONLY, "Its qualified name."},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(OriginObject, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot origin_slots[] = {
+    {Py_tp_new, origin_new},
+    {Py_tp_dealloc, origin_dealloc},
+    {Py_tp_repr, origin_repr},
+    {Py_tp_methods, origin_methods},
+    {Py_tp_members, origin_members},
+    {Py_tp_doc, "Origin(code, probe, module, qualname): the constant spliced code carries after its probe.\n\n"
+                "It holds the original code, so that the original lives as long as any code runs the probe,\n"
+                "and the probe, module and qualified name, so that the definition can be registered the\n"
+                "first time anything asks about code that carries it."},
+    {0, NULL},
+};
+
+static PyType_Spec origin_spec = {
+    .name = "fastpatch._ext.Origin",
+    .basicsize = sizeof(OriginObject),
+    .itemsize = 0,
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = origin_slots,
 };
 
 /* ===================================================================== */
@@ -992,7 +1152,7 @@ fp_bucket_index(PyObject *Py_UNUSED(module), PyObject *arg)
 static PyObject *
 fp_probe_size(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
-    return PyLong_FromSsize_t((Py_ssize_t)sizeof(ProbeObject));
+    return PyLong_FromSsize_t((Py_ssize_t)(sizeof(ProbeObject) + FP_HIST_BYTES));
 }
 
 static PyObject *
@@ -1011,7 +1171,8 @@ static PyMethodDef fp_methods[] = {
      "In a child just forked: activations that started before the fork are no longer counted."},
     {"clock_name", fp_clock_name, METH_NOARGS, "The default clock of new probes: 'tsc' or 'monotonic'."},
     {"bucket_index", fp_bucket_index, METH_O, "Histogram bucket of a duration in ns."},
-    {"probe_size", fp_probe_size, METH_NOARGS, "Bytes of C state per probe."},
+    {"probe_size", fp_probe_size, METH_NOARGS,
+     "Bytes of C state per probe once called (the histogram is allocated at its first call)."},
     {"idle_tokens", fp_idle_tokens, METH_NOARGS, "Tokens waiting on the free list."},
     {NULL, NULL, 0, NULL},
 };
@@ -1052,8 +1213,13 @@ fp_exec(PyObject *module)
     if (st->token_type == NULL) {
         return -1;
     }
+    st->origin_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &origin_spec, NULL);
+    if (st->origin_type == NULL) {
+        return -1;
+    }
     if (fp_add_object(module, "Probe", (PyObject *)st->probe_type) < 0
         || fp_add_object(module, "Token", (PyObject *)st->token_type) < 0
+        || fp_add_object(module, "Origin", (PyObject *)st->origin_type) < 0
         || PyModule_AddIntConstant(module, "HIST_BUCKETS", FP_HIST_BUCKETS) < 0
         || PyModule_AddIntConstant(module, "HIST_SHIFT", FP_HIST_SHIFT) < 0) {
         return -1;
@@ -1067,6 +1233,7 @@ fp_traverse(PyObject *module, visitproc visit, void *arg)
     fp_state *st = (fp_state *)PyModule_GetState(module);
     Py_VISIT(st->probe_type);
     Py_VISIT(st->token_type);
+    Py_VISIT(st->origin_type);
     return 0;
 }
 
@@ -1076,6 +1243,7 @@ fp_clear(PyObject *module)
     fp_state *st = (fp_state *)PyModule_GetState(module);
     Py_CLEAR(st->probe_type);
     Py_CLEAR(st->token_type);
+    Py_CLEAR(st->origin_type);
     return 0;
 }
 

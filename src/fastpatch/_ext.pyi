@@ -44,6 +44,27 @@ class Probe:
         """For tests: set every histogram bucket to ``count``."""
 
 @final
+class Origin:
+    """The constant spliced code carries after its probe: where it comes from.
+
+    Immutable; not tracked by the garbage collector (it can be in no cycle).
+    """
+
+    def __init__(self, code: CodeType, probe: Probe, module: str, qualname: str) -> None: ...
+    @property
+    def code(self) -> CodeType:
+        """The original code object."""
+    @property
+    def probe(self) -> Probe:
+        """The probe the spliced code runs."""
+    @property
+    def module(self) -> str:
+        """The name of the module it was defined in."""
+    @property
+    def qualname(self) -> str:
+        """Its qualified name."""
+
+@final
 class Token:
     """Start time of one activation; lives on the frame's value stack.
 

@@ -34,14 +34,12 @@ import _thread
 import sys
 
 from ._patch import _nested_qualname, _our_constants, patch_module_code
-from ._select import Patterns, is_own_module
+from ._select import Patterns, Selection, is_own_module
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import CodeType, ModuleType
     from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
-
-    from ._bulk import Selection
 
 
 class ImportHook:
@@ -56,8 +54,6 @@ class ImportHook:
     """
 
     def __init__(self, patterns: Patterns) -> None:
-        from ._bulk import Selection
-
         self.patterns = patterns
         self.selection: Selection = Selection()
         self.installed = False
@@ -131,22 +127,38 @@ def _splices_through_get_code(loader: Any) -> bool:
     exec_module = getattr(type(loader), "exec_module", None)
     if exec_module is None:  # 3.9's zipimporter: its load_module does the same
         return not hasattr(loader, "create_module")
-    from importlib.machinery import SourceFileLoader
+    return exec_module is _basic_exec_module()
 
-    # The importlib base class of the source, bytecode and (3.10+) zip loaders.
-    for base in SourceFileLoader.__mro__:
-        if base.__name__ == "_LoaderBasics":
-            return exec_module is base.__dict__.get("exec_module")
-    return False  # pragma: no cover - every supported CPython has it
+
+_basics: List[Any] = []
+
+
+def _basic_exec_module() -> Any:
+    """The exec_module of importlib's base class of the source, bytecode and
+    (3.10+) zip loaders."""
+    if not _basics:
+        from importlib.machinery import SourceFileLoader
+
+        for base in SourceFileLoader.__mro__:
+            if base.__name__ == "_LoaderBasics":
+                _basics.append(base.__dict__.get("exec_module"))
+                break
+        else:  # pragma: no cover - every supported CPython has it
+            _basics.append(object())
+    return _basics[0]
+
+
+_not_code: List[Tuple[Any, ...]] = []
 
 
 def _not_python_code(loader: Any) -> bool:
     """C extensions, builtin and frozen modules: nothing to splice or walk."""
-    from importlib.machinery import BuiltinImporter, ExtensionFileLoader, FrozenImporter
+    if not _not_code:
+        from importlib.machinery import BuiltinImporter, ExtensionFileLoader, FrozenImporter
 
-    return loader in (BuiltinImporter, FrozenImporter) or isinstance(
-        loader, (ExtensionFileLoader, BuiltinImporter, FrozenImporter)
-    )
+        _not_code.append((ExtensionFileLoader, BuiltinImporter, FrozenImporter))
+    kinds = _not_code[0]
+    return loader in kinds[1:] or isinstance(loader, kinds)
 
 
 class _Loader:
@@ -329,14 +341,17 @@ class _Finder:
         selection = plan.hook.selection
         if plan.whole:
             selection.modules.append(name)
-        selection.instrumented.extend(f"{name}.{q}" for q in instrumented)
-        selection.skipped.extend((f"{name}.{q}", reason) for q, reason in tree.skipped if plan.wanted(q))
+        selection.instrumented += [f"{name}.{q}" for q in instrumented]
+        if tree.skipped:
+            selection.skipped += [(f"{name}.{q}", reason) for q, reason in tree.skipped if plan.wanted(q)]
         self.note_found(name, instrumented)
         return spliced
 
     def note_found(self, name: str, qualnames: List[str]) -> None:
         """Mark the ``module:Qual.name`` patterns that found a function."""
         for h in self.hooks:
+            if not h.patterns.has_function_patterns:
+                continue
             for wanted in h.patterns.qualnames_in(name):
                 if any(_under(q, (wanted,)) for q in qualnames):
                     h.patterns.note_function_found(name, wanted)

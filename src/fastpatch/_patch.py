@@ -43,7 +43,6 @@ import os
 from . import _ext
 from ._resolve import CodeType, resolve_function
 from ._splice import SpliceError, c_splicer, splice
-from ._stats import Stats, snapshot
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing, threading or weakref at run time: `import fastpatch` must stay cheap
@@ -51,30 +50,13 @@ if TYPE_CHECKING:  # no typing, threading or weakref at run time: `import fastpa
     from types import FunctionType
     from typing import Any, Dict, List, Optional, Tuple
 
+    from ._stats import Stats
 
-class Origin:
-    """The constant patched code carries after its probe: where it comes from.
-
-    It holds the original code, so that the original lives as long as any
-    code runs the probe; and the probe, module and qualified name, so that
-    the definition can be registered the first time anything asks about
-    code that carries it (the import hook splices thousands of functions a
-    module and registers none of them up front).
-    """
-
-    __slots__ = ("code", "probe", "module", "qualname", "__weakref__")
-
-    def __init__(self, code: CodeType, probe: Any, module: str, qualname: str) -> None:
-        self.code = code
-        self.probe = probe
-        self.module = module
-        self.qualname = qualname
-
-    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]:
-        return (Origin, (self.code, self.probe, self.module, self.qualname))
-
-    def __repr__(self) -> str:
-        return f"<fastpatch origin of {self.module}.{self.qualname}>"
+# The constant that spliced code carries after its probe (see _ext.c): the
+# original code, the probe, the module and the qualified name. A C type,
+# immutable and outside the garbage collector's generations: the import hook
+# makes one per function of every module it splices.
+Origin = _ext.Origin
 
 
 _lock = _thread.RLock()
@@ -147,6 +129,8 @@ class _Definition:
                 del table[key]
 
     def stats(self) -> Stats:
+        from ._stats import snapshot
+
         original = self.original()
         return snapshot(
             self.name, self.probe, module=self.module, qualname=self.qualname,

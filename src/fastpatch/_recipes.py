@@ -221,7 +221,7 @@ class Dialect:
 
     __slots__ = (
         "version", "line_table", "has_exception_table", "jump_unit", "extended_arg", "caches", "jumps",
-        "return_value", "return_const", "load_const", "entry_before", "entry_before_mask", "genexpr_start",
+        "deopt", "return_value", "return_const", "load_const", "entry_before", "entry_before_mask", "genexpr_start",
         "generator_start", "entry_has_line", "entry_tail", "stacked_entry_tail", "exit", "return_value_code",
     )
     version: Tuple[int, int]
@@ -233,6 +233,11 @@ class Dialect:
     caches: bytes
     #: Jump kind of each opcode (256 entries).
     jumps: bytes
+    #: The opcode as compiled of each opcode that running code may hold (256
+    #: entries): itself for a base opcode, its base for a specialised one
+    #: (3.11+ specialise code in place, 3.12 already when it is created), 0
+    #: where the code object alone cannot tell (instrumented code, 3.12+).
+    deopt: bytes
     return_value: int
     return_const: Optional[int]
     load_const: int
@@ -288,6 +293,28 @@ def _cache_counts(opcode_module: object) -> List[int]:
         for op, n in enumerate(entries[:256]):
             counts[op] = n
     return counts
+
+
+def _deopt_table(opcode_module: object) -> List[int]:
+    """``Dialect.deopt``, from the ``opcode`` module of any version, as
+    ``dis`` builds its own tables (``dis`` itself is not imported: it costs
+    more than the rest of what an activated process imports)."""
+    opmap: Dict[str, int] = getattr(opcode_module, "opmap")  # noqa: B009 - typed access
+    table = [0] * 256
+    for name, op in opmap.items():
+        if op < 256 and not name.startswith("INSTRUMENTED_") and name != "ENTER_EXECUTOR":
+            table[op] = op
+    numbers: Dict[str, int] = dict(getattr(opcode_module, "_specialized_opmap", {}))  # 3.13+
+    if not numbers:  # 3.11, 3.12: the specialised opcodes fill the unnamed slots in order
+        opname: List[str] = getattr(opcode_module, "opname")  # noqa: B009
+        empty = [op for op, name in enumerate(opname) if name.startswith("<")]
+        numbers = dict(zip(getattr(opcode_module, "_specialized_instructions", ()), empty))
+    for base, family in getattr(opcode_module, "_specializations", {}).items():
+        for name in family:
+            specialised = numbers.get(name)
+            if specialised is not None and specialised < 256 and base in opmap:
+                table[specialised] = opmap[base]
+    return table
 
 
 def _jump_kinds(recipe: Recipe, opcode_module: object) -> List[int]:
@@ -382,6 +409,7 @@ def build_dialect(version: Tuple[int, int]) -> Dialect:
         extended_arg=op["EXTENDED_ARG"],
         caches=bytes(caches),
         jumps=bytes(_jump_kinds(recipe, opcode)),
+        deopt=bytes(_deopt_table(opcode)),
         return_value=op[recipe.return_value],
         return_const=op[recipe.return_const] if recipe.return_const else None,
         load_const=op["LOAD_CONST"],

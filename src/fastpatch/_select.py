@@ -172,6 +172,8 @@ class Patterns:
         self._exclude_modules = [_ModulePattern(p) for p in self.exclude if ":" not in p]
         self._include_functions = self._by_module(p for p in self.include if ":" in p)
         self._exclude_functions = self._by_module(p for p in self.exclude if ":" in p)
+        #: Whether any include pattern names functions (``module:Qual.name``).
+        self.has_function_patterns = bool(self._include_functions)
         self._cache: Dict[str, bool] = {}
         #: Include patterns that selected something (see ``unmatched``).
         self.matched: Set[str] = set()
@@ -207,7 +209,7 @@ class Patterns:
 
     def qualnames_in(self, name: str) -> FrozenSet[str]:
         """The ``Qual.name`` selected one by one in module ``name`` (``module:Qual.name``)."""
-        if is_own_module(name) or self._excluded(name):
+        if not self._include_functions or is_own_module(name) or self._excluded(name):
             return frozenset()
         return self._include_functions.get(name, frozenset())
 
@@ -234,3 +236,51 @@ class Patterns:
     def unmatched(self) -> List[str]:
         """Include patterns that have selected nothing so far, in the order given."""
         return [p for p in self.include if p not in self.matched]
+
+
+class Selection:
+    """What a bulk call instrumented, and what it skipped and why.
+
+    * ``modules``: the modules walked, in order;
+    * ``instrumented``: the names (``module.qualname``) of the definitions
+      now timed by this call;
+    * ``skipped``: ``(name, reason)`` for each thing met and left alone: a C
+      function, an object imported from another module, a decorator wrapper,
+      a function already instrumented, a submodule that failed to import...
+    * ``counts()``: how many were skipped for each reason.
+
+    Selections add up with ``+``.
+    """
+
+    __slots__ = ("modules", "instrumented", "skipped")
+
+    def __init__(self) -> None:
+        self.modules: List[str] = []
+        self.instrumented: List[str] = []
+        self.skipped: List[Tuple[str, str]] = []
+
+    def counts(self) -> Dict[str, int]:
+        """The number of things skipped for each reason."""
+        counts: Dict[str, int] = {}
+        for _name, reason in self.skipped:
+            counts[reason] = counts.get(reason, 0) + 1
+        return counts
+
+    def __add__(self, other: Selection) -> Selection:
+        if not isinstance(other, Selection):
+            return NotImplemented
+        both = Selection()
+        for s in (self, other):
+            both.modules += s.modules
+            both.instrumented += s.instrumented
+            both.skipped += s.skipped
+        return both
+
+    def __repr__(self) -> str:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.counts().items(), key=lambda item: -item[1]))
+        return (
+            f"<Selection: {len(self.modules)} module{'s' if len(self.modules) != 1 else ''}, "
+            f"{len(self.instrumented)} instrumented, {len(self.skipped)} skipped"
+            + (f" ({reasons})" if reasons else "")
+            + ">"
+        )
