@@ -275,6 +275,24 @@ def test_the_finder_steps_back_in_front_of_a_finder_inserted_later(tree):
         sys.meta_path.remove(finder)
 
 
+def test_the_finder_turns_away_other_packages_without_matching_patterns(tree):
+    # Every import of the program asks the finder first: a name outside the
+    # packages the patterns name is refused before any pattern is matched.
+    root, name, hooks = tree
+    _write(root, {f"{name}/__init__.py": "def f():\n    pass\n", f"{name}_other.py": "def g():\n    pass\n"})
+    _hook(hooks, [f"{name}.sub", f"{name}:f"])
+    assert _finder._tops == frozenset({name})
+    other = importlib.import_module(f"{name}_other")
+    assert f"{name}_other" not in _finder._plans and not fastpatch.is_instrumented(other.g)
+    assert fastpatch.is_instrumented(importlib.import_module(name).f)
+    assert name in _finder._plans
+    # a glob in a top-level part can select any package: no shortcut then
+    _hook(hooks, ["*_nothing_matches"])
+    assert _finder._tops is None
+    hooks.pop().remove()
+    assert _finder._tops == frozenset({name})
+
+
 def test_modules_imported_before_the_hook_are_walked_at_once(tree):
     root, name, hooks = tree
     _write(root, {f"{name}/__init__.py": EVERYTHING})

@@ -1162,7 +1162,42 @@ fp_idle_tokens(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyLong_FromSsize_t(st->n_free);
 }
 
+/* called_origins(refs) -> list: of the weak references to Origins that
+   `refs` yields, the Origins still alive whose probe has been called: what
+   the report at exit reads of the thousands of definitions the import hook
+   splices, most of which never run. */
+static PyObject *
+fp_called_origins(PyObject *module, PyObject *refs)
+{
+    fp_state *st = (fp_state *)PyModule_GetState(module);
+    PyObject *it = PyObject_GetIter(refs);
+    if (it == NULL) {
+        return NULL;
+    }
+    PyObject *out = PyList_New(0), *ref;
+    while (out != NULL && (ref = PyIter_Next(it)) != NULL) {
+        PyObject *origin = PyWeakref_Check(ref) ? PyObject_CallNoArgs(ref) : Py_NewRef(Py_None);
+        Py_DECREF(ref);
+        if (origin == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        if (Py_TYPE(origin) == st->origin_type && ((ProbeObject *)((OriginObject *)origin)->probe)->calls != 0
+            && PyList_Append(out, origin) < 0) {
+            Py_CLEAR(out);
+        }
+        Py_DECREF(origin);
+    }
+    Py_DECREF(it);
+    if (out != NULL && PyErr_Occurred()) {
+        Py_CLEAR(out);
+    }
+    return out;
+}
+
 static PyMethodDef fp_methods[] = {
+    {"called_origins", fp_called_origins, METH_O,
+     "called_origins(refs) -> list: the live Origins, of those weak references, whose probe was called."},
     {"set_code", (PyCFunction)(void (*)(void))fp_set_code, METH_FASTCALL,
      "set_code(func, code): assign func.__code__, keeping calls to func specialisable."},
     {"set_default_clock", fp_set_default_clock, METH_O,

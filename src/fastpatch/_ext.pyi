@@ -3,6 +3,8 @@
 Keep in step with the module's method table and its exec slot.
 """
 
+import weakref
+from collections.abc import Iterable
 from types import CodeType, FunctionType
 from typing import TypeVar, final
 
@@ -73,6 +75,9 @@ class Token:
 
     def __getitem__(self, retval: _T, /) -> _T:
         """The return probe: records a normal end and returns ``retval``."""
+
+def called_origins(refs: Iterable[weakref.ref[Origin]], /) -> list[Origin]:
+    """Of the weak references to Origins, the Origins still alive whose probe has been called."""
 
 def set_code(func: FunctionType, code: CodeType, /) -> None:
     """Assign ``func.__code__ = code``, keeping calls to ``func`` specialisable."""

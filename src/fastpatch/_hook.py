@@ -255,6 +255,10 @@ class _Finder:
         self.on_import: Dict[str, List[Callable[[ModuleType], None]]] = {}
         self._plans: Dict[str, Optional[_Plan]] = {}
         self._busy: Set[Tuple[int, str]] = set()
+        # The top-level packages the hooks can select (None: a glob can
+        # select any): find_spec turns every other name away at once, since
+        # every import of the program asks it first.
+        self._tops: Optional[FrozenSet[str]] = frozenset()
 
     def __repr__(self) -> str:
         return f"<fastpatch import hook finder: {len(self.hooks)} hooks>"
@@ -290,6 +294,9 @@ class _Finder:
             # front of us: step back in front, or its modules escape the hook.
             meta_path.remove(self)
             meta_path.insert(0, self)
+        tops = self._tops
+        if tops is not None and name.partition(".")[0] not in tops and name not in self.on_import:
+            return None
         plan = self.plan(name)
         if plan is None and name not in self.on_import:
             return None
@@ -327,6 +334,17 @@ class _Finder:
 
     def invalidate_caches(self) -> None:
         self._plans.clear()
+
+    def _hooks_changed(self) -> None:
+        self._plans.clear()
+        tops: Optional[Set[str]] = set()
+        for h in self.hooks:
+            more = h.patterns.top_level_names()
+            if more is None or tops is None:
+                tops = None
+            else:
+                tops |= more
+        self._tops = None if tops is None else frozenset(tops)
 
     # -- splicing and walking --------------------------------------------------
 
@@ -384,14 +402,14 @@ class _Finder:
     def add_hook(self, hook: ImportHook) -> None:
         self.hooks.append(hook)
         hook.installed = True
-        self._plans.clear()
+        self._hooks_changed()
         self._front()
 
     def remove_hook(self, hook: ImportHook) -> None:
         if hook in self.hooks:
             self.hooks.remove(hook)
         hook.installed = False
-        self._plans.clear()
+        self._hooks_changed()
         if not self.hooks and not self.on_import and self in sys.meta_path:
             sys.meta_path.remove(self)
 

@@ -401,9 +401,8 @@ def called_stats() -> List[Stats]:
     writing a report at exit costs little."""
     with _lock:
         called = [d for d in _by_original.values() if d.probe.calls]
-        for ref in list(_lazy.values()):
-            origin = ref()
-            if origin is not None and origin.probe.calls and _by_probe.get(id(origin.probe)) is None:
+        for origin in _ext.called_origins(_lazy.values()):
+            if _by_probe.get(id(origin.probe)) is None:
                 called.append(_register_origin(origin, None))
     return [d.stats() for d in called]
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 import sys
+from itertools import compress
 
 from . import _stats
 
@@ -180,13 +181,11 @@ def _function_dict(s: Stats) -> Dict[str, Any]:
         "max_ns": s.max_ns,
         "histogram": {
             "layout": histogram_layout(),
-            "counts": {str(i): n for i, n in enumerate(s.histogram) if n},
+            "counts": {str(i): n for i, n in compress(enumerate(s.histogram), s.histogram)},
         },
         "clock": s.clock,
         "mean_ns": round(s.mean_ns, 2),
-        "p50_ns": s.percentile(50),
-        "p90_ns": s.percentile(90),
-        "p99_ns": s.percentile(99),
+        **dict(zip(("p50_ns", "p90_ns", "p99_ns"), s._percentiles((50, 90, 99)))),
     }
 
 
@@ -216,7 +215,7 @@ def build(stats: Optional[Iterable[Stats]] = None) -> Report:
         if s.calls:
             definitions.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
                 s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns,
-                ((i, n) for i, n in enumerate(s.histogram) if n), s.clock,
+                compress(enumerate(s.histogram), s.histogram), s.clock,
             )
     return {
         "format": "fastpatch",

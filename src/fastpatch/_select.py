@@ -21,7 +21,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, FrozenSet, Iterable, List, Set, Tuple
+    from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 # Never instrumented, whatever the patterns say: timing the timer would
 # recurse, and the startup module runs before anything can be timed.
@@ -177,6 +177,17 @@ class Patterns:
         self._cache: Dict[str, bool] = {}
         #: Include patterns that selected something (see ``unmatched``).
         self.matched: Set[str] = set()
+
+    def top_level_names(self) -> Optional[FrozenSet[str]]:
+        """The top-level package of every module the include patterns can
+        select, or None when one of them is a glob (``*.views``)."""
+        tops = set()
+        for pattern in self.include:
+            top = pattern.partition(":")[0].partition(".")[0]
+            if _is_glob(top):
+                return None
+            tops.add(top)
+        return frozenset(tops)
 
     def _excluded(self, name: str) -> bool:
         parts = name.split(".")

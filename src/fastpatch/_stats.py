@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from itertools import compress
 
 from . import _ext
 
@@ -165,23 +166,30 @@ class Stats:
             raise TypeError(f"percentile() needs a number from 0 to 100, not {type(q).__name__}")
         if not 0 <= q <= 100 or math.isnan(q):
             raise ValueError(f"percentile() needs q from 0 to 100, got {q!r}")
+        return self._percentiles((q,))[0]
+
+    def _percentiles(self, qs: Tuple[float, ...]) -> List[int]:
+        """``percentile(q)`` for each of ``qs`` (checked numbers), summing the histogram once."""
         if not self.completed:
-            return 0
-        if q == 0:
-            return self.min_ns
-        if q == 100:
-            return self.max_ns
+            return [0] * len(qs)
         hist = self.histogram
-        n = sum(hist)
-        rank = max(1, math.ceil(q / 100 * n))
-        seen = 0
-        for index, count in enumerate(hist):  # noqa: B007 - index is read after the loop
-            seen += count
-            if seen >= rank:
-                break
-        if index == len(hist) - 1:  # open-ended top bucket
-            return self.max_ns
-        return min(max(bucket_value(index), self.min_ns), self.max_ns)
+        total = sum(hist)
+        out = []
+        for q in qs:
+            if q == 0:
+                out.append(self.min_ns)
+                continue
+            rank = max(1, math.ceil(q / 100 * total))
+            index, seen = len(hist), 0
+            for index, count in compress(enumerate(hist), hist):  # noqa: B007 - the nonzero buckets, in order
+                seen += count
+                if seen >= rank:
+                    break
+            if q == 100 or seen < rank or index >= len(hist) - 1:  # the open-ended top bucket
+                out.append(self.max_ns)
+            else:
+                out.append(min(max(bucket_value(index), self.min_ns), self.max_ns))
+        return out
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -193,9 +201,7 @@ class Stats:
             "min_ns": self.min_ns,
             "max_ns": self.max_ns,
             "mean_ns": self.mean_ns,
-            "p50_ns": self.percentile(50),
-            "p90_ns": self.percentile(90),
-            "p99_ns": self.percentile(99),
+            **dict(zip(("p50_ns", "p90_ns", "p99_ns"), self._percentiles((50, 90, 99)))),
             "clock": self.clock,
         }
 
@@ -262,9 +268,10 @@ def render(
     header = ("calls", "errors", "total", "mean", "min", "p50", "p99", "max", "name")
     table = [header]
     for s in rows:
+        p50, p99 = s._percentiles((50, 99))
         table.append((
             str(s.calls), str(s.errors), _fmt_ns(s.total_ns), _fmt_ns(s.mean_ns), _fmt_ns(s.min_ns),
-            _fmt_ns(s.percentile(50)), _fmt_ns(s.percentile(99)), _fmt_ns(s.max_ns), s.name,
+            _fmt_ns(p50), _fmt_ns(p99), _fmt_ns(s.max_ns), s.name,
         ))
     widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
     for r in table:
