@@ -135,7 +135,8 @@ def test_a_probe_allocates_its_histogram_at_its_first_call():
     finally:
         tracemalloc.stop()
     hist = 4 * _ext.HIST_BUCKETS
-    assert made <= n * (_ext.probe_size() - hist) + sys.getsizeof(probes)  # the list holding them
+    # the probes, and the list holding them (give or take its header)
+    assert made <= n * (_ext.probe_size() - hist) + sys.getsizeof(probes) + 256
     assert made < n * 128
     # each probe now holds its histogram, and its spare token
     assert n * hist <= called - made <= n * (hist + 64)

@@ -1109,8 +1109,15 @@ def _c_splicer():
 
 
 def _same_code(a: types.CodeType, b: types.CodeType) -> None:
-    for attr in ("co_code", "co_consts", "co_stacksize", "co_flags", "co_names", "co_varnames"):
+    # The C splicer builds code objects with CPython's constructor, the Python one with code.replace().
+    attrs = (
+        "co_code", "co_consts", "co_stacksize", "co_flags", "co_names", "co_varnames", "co_cellvars", "co_freevars",
+        "co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_nlocals", "co_filename", "co_name",
+        "co_firstlineno",
+    ) + (("co_qualname",) if PY >= (3, 11) else ())
+    for attr in attrs:
         assert getattr(a, attr) == getattr(b, attr), attr
+    assert a == b
     if PY >= (3, 10):
         assert a.co_linetable == b.co_linetable
     else:

@@ -134,4 +134,42 @@ fp_new_ref(PyObject *o)
 #endif
 
 
+/* A copy of `co` with its code units, constants, stack size, line table and
+   (3.11+) exception table replaced: what code.replace() makes, through the
+   same constructor, without parsing keyword arguments (the import hook
+   makes thousands a program). `exceptions` is ignored before 3.11. New
+   reference. */
+#if PY_VERSION_HEX >= 0x030C0000
+#  define FP_CODE_NEW PyUnstable_Code_NewWithPosOnlyArgs
+#else
+#  define FP_CODE_NEW PyCode_NewWithPosOnlyArgs
+#endif
+static inline PyObject *
+fp_code_with(PyCodeObject *co, PyObject *units, PyObject *consts, int stacksize, PyObject *lines,
+             PyObject *exceptions)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *result = NULL;
+    PyObject *varnames = PyCode_GetVarnames(co);
+    PyObject *cellvars = varnames != NULL ? PyCode_GetCellvars(co) : NULL;
+    PyObject *freevars = cellvars != NULL ? PyCode_GetFreevars(co) : NULL;
+    if (freevars != NULL) {
+        result = (PyObject *)FP_CODE_NEW(
+            co->co_argcount, co->co_posonlyargcount, co->co_kwonlyargcount, co->co_nlocals, stacksize, co->co_flags,
+            units, consts, co->co_names, varnames, freevars, cellvars, co->co_filename, co->co_name, co->co_qualname,
+            co->co_firstlineno, lines, exceptions);
+    }
+    Py_XDECREF(varnames);
+    Py_XDECREF(cellvars);
+    Py_XDECREF(freevars);
+    return result;
+#else
+    (void)exceptions;
+    return (PyObject *)FP_CODE_NEW(
+        co->co_argcount, co->co_posonlyargcount, co->co_kwonlyargcount, co->co_nlocals, stacksize, co->co_flags,
+        units, consts, co->co_names, co->co_varnames, co->co_freevars, co->co_cellvars, co->co_filename, co->co_name,
+        co->co_firstlineno, lines);
+#endif
+}
+
 #endif /* FASTPATCH_COMPAT_H */

@@ -37,9 +37,6 @@ typedef struct {
     unsigned char *entry_tail, *stacked_entry_tail, *exit, *return_value_code;
     Py_ssize_t entry_tail_len, stacked_entry_tail_len, exit_len, return_value_code_len;
     PyObject *splice_error;   /* fastpatch._splice.SpliceError */
-    PyObject *replace_name;   /* "replace" */
-    PyObject *kwnames;        /* the keywords of code.replace(), in the order cs_splice passes them */
-    PyObject *consts_kwnames; /* ("co_consts",) */
 } cs_state;
 
 /* More inline cache units than any opcode has so far (10 at most, on
@@ -600,6 +597,8 @@ code_units(cs_state *st, PyCodeObject *co, Py_ssize_t *n)
         return units;
     }
     PyMem_Free(units);
+#else
+    (void)st;
 #endif
     PyObject *co_code = FP_CODE_BYTES(co);
     if (co_code == NULL) {
@@ -622,7 +621,7 @@ splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyO
 {
     PyCodeObject *co = (PyCodeObject *)code;
     PyObject *result = NULL, *linetable = NULL;
-    PyObject *new_code = NULL, *new_consts = NULL, *new_lines = NULL, *new_exc = NULL, *stacksize_obj = NULL;
+    PyObject *new_code = NULL, *new_consts = NULL, *new_lines = NULL, *new_exc = NULL;
     unsigned char *units = NULL, *buf = NULL, *entry = NULL, *const_tail = NULL, *grown_content = NULL;
     cs_insertion *ins = NULL, *sorted = NULL;
     cs_jump *jumps = NULL;
@@ -851,9 +850,8 @@ splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyO
         PyTuple_SET_ITEM(new_consts, n_consts + 1 + i, Py_NewRef(PyTuple_GET_ITEM(trailer, i)));
     }
 
-    stacksize_obj = PyLong_FromLong(co->co_stacksize + 1 > 2 ? co->co_stacksize + 1 : 2);
     linetable = FP_CODE_LINES(co);
-    if (stacksize_obj == NULL || linetable == NULL || !PyBytes_Check(linetable)) {
+    if (linetable == NULL || !PyBytes_Check(linetable)) {
         goto done;
     }
     if (st->line_table == LNOTAB) {
@@ -889,9 +887,8 @@ splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyO
         }
     }
 #endif
-    /* code.replace(co_code=, co_consts=, co_stacksize=, <lines>=[, co_exceptiontable=]) */
-    PyObject *call[6] = {code, new_code, new_consts, stacksize_obj, new_lines, new_exc};
-    result = PyObject_VectorcallMethod(st->replace_name, call, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, st->kwnames);
+    result = fp_code_with(co, new_code, new_consts, co->co_stacksize + 1 > 2 ? co->co_stacksize + 1 : 2, new_lines,
+                          new_exc);
 
 done:
     PyMem_Free(units);
@@ -900,7 +897,6 @@ done:
     Py_XDECREF(new_consts);
     Py_XDECREF(new_lines);
     Py_XDECREF(new_exc);
-    Py_XDECREF(stacksize_obj);
     PyMem_Free(scratch);
     PyMem_Free(grown_content);
     PyMem_Free(offsets.b);
@@ -1021,9 +1017,20 @@ fail:
 static PyObject *
 tree_replace_consts(cs_tree *t, PyObject *code, PyObject *consts)
 {
-    PyObject *call[2] = {code, consts};
-    return PyObject_VectorcallMethod(t->st->replace_name, call, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                                     t->st->consts_kwnames);
+    (void)t;
+    PyCodeObject *co = (PyCodeObject *)code;
+    PyObject *units = FP_CODE_BYTES(co), *lines = FP_CODE_LINES(co), *result = NULL;
+    if (units != NULL && lines != NULL) {
+#if FP_HAVE_EXCEPTION_TABLE
+        PyObject *exceptions = FP_CODE_EXCEPTIONS(co);
+#else
+        PyObject *exceptions = NULL;
+#endif
+        result = fp_code_with(co, units, consts, co->co_stacksize, lines, exceptions);
+    }
+    Py_XDECREF(units);
+    Py_XDECREF(lines);
+    return result;
 }
 
 static int
@@ -1256,12 +1263,6 @@ cs_configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         st->line_table = LOCATIONS;
     }
     st->has_exception_table = has_exc;
-    Py_XSETREF(st->kwnames, Py_BuildValue(
-        st->line_table == LOCATIONS ? "(sssss)" : "(ssss)", "co_code", "co_consts", "co_stacksize",
-        st->line_table == LNOTAB ? "co_lnotab" : "co_linetable", "co_exceptiontable"));
-    if (st->kwnames == NULL) {
-        goto fail;
-    }
     memcpy(st->caches, caches, 256);
     memcpy(st->jumps, jumps, 256);
     memcpy(st->deopt, deopt, 256);
@@ -1299,9 +1300,7 @@ cs_exec(PyObject *module)
 {
     cs_state *st = (cs_state *)PyModule_GetState(module);
     memset(st, 0, sizeof(*st));
-    st->replace_name = PyUnicode_InternFromString("replace");
-    st->consts_kwnames = Py_BuildValue("(s)", "co_consts");
-    return st->replace_name == NULL || st->consts_kwnames == NULL ? -1 : 0;
+    return 0;
 }
 
 static int
@@ -1317,9 +1316,6 @@ cs_clear(PyObject *module)
 {
     cs_state *st = (cs_state *)PyModule_GetState(module);
     Py_CLEAR(st->splice_error);
-    Py_CLEAR(st->replace_name);
-    Py_CLEAR(st->kwnames);
-    Py_CLEAR(st->consts_kwnames);
     return 0;
 }
 
