@@ -474,6 +474,25 @@ def test_the_text_format_is_the_table_of_fastpatch_report():
     assert _report.SORT_KEYS == tuple(sorted(("total", "calls", "mean", "max", "errors", "name")))
 
 
+def test_the_table_at_exit_is_the_text_table_of_the_report():
+    # The report at exit writes its table from the stats, without building
+    # the report: the same rows, merged the same way (two lambdas on one line).
+    pair = [lambda: 1, lambda: 2]  # noqa: E731 - one line, one definition key
+    for f in pair:
+        fastpatch.instrument(f)
+    pair[0](), pair[1](), pair[1]()
+    stats = [s for s in fastpatch.all_stats() if s.calls] + [synthetic([40, 90], calls=2, name="m.g")]
+    for sort in _report.SORT_KEYS:
+        table = io.StringIO()
+        _report.write_table(stats, sort, table)
+        assert table.getvalue() == _report.text_table(_report.build(stats), sort)
+    merged = [line for line in table.getvalue().splitlines() if "<lambda>" in line]
+    assert len(merged) == 1 and merged[0].split()[0] == "3"
+    empty = io.StringIO()
+    _report.write_table([synthetic([], calls=0)], "total", empty)
+    assert empty.getvalue() == _report.text_table(_report.build([synthetic([], calls=0)]))
+
+
 def test_the_text_table_of_a_report_without_calls_says_so():
     text = _report.text_table(_report.build([synthetic([], calls=0)]))
     assert text.splitlines() == [text.splitlines()[0], "(no instrumented function was called)"]

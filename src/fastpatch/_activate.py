@@ -189,11 +189,10 @@ def _write(activation: Activation, pid: int) -> Optional[str]:
         return None  # a helper process (resource tracker, forkserver) that timed nothing
     from . import _report
     if activation.output is None:
-        report = _report.build(stats)
         if not root:
             argv = " ".join(sys.argv)
             sys.stderr.write(f"fastpatch: process {pid} ({argv[:100]})\n")
-        _report.text_table(report, activation.sort, sys.stderr)
+        _report.write_table(stats, activation.sort, sys.stderr)
         sys.stderr.flush()
         return None
     return str(_report.write(activation.output, activation.fmt, stats, sort=activation.sort))

@@ -352,14 +352,14 @@ class _Finder:
         """``code`` of module ``name`` with the functions ``plan`` wants spliced."""
         tree = patch_module_code(code, name)
         spliced = tree.code
-        instrumented = list(tree.instrumented)
+        instrumented = tree.instrumented
         if not plan.everything:
             spliced = _only_wanted(spliced, "", plan.wanted)
             instrumented = [q for q in instrumented if plan.wanted(q)]
         selection = plan.hook.selection
         if plan.whole:
             selection.modules.append(name)
-        selection.instrumented += [f"{name}.{q}" for q in instrumented]
+        selection.add_spliced(name, instrumented)
         if tree.skipped:
             selection.skipped += [(f"{name}.{q}", reason) for q, reason in tree.skipped if plan.wanted(q)]
         self.note_found(name, instrumented)

@@ -162,8 +162,12 @@ class _Definitions:
             merged = self.by_key[key] = _Merged(name, module, qualname, filename, firstlineno)
         return merged
 
+    def stats(self) -> List[Stats]:
+        return [self.by_key[key].stats() for key in sorted(self.by_key)]
+
     def functions(self) -> List[Dict[str, Any]]:
-        return [_function_dict(self.by_key[key].stats()) for key in sorted(self.by_key)]
+        return [_function_dict(s) for s in self.stats()]
+
 
 
 def _function_dict(s: Stats) -> Dict[str, Any]:
@@ -210,13 +214,7 @@ def build(stats: Optional[Iterable[Stats]] = None) -> Report:
 
     if stats is None:
         stats = fastpatch.all_stats()
-    definitions = _Definitions()
-    for s in stats:
-        if s.calls:
-            definitions.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
-                s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns,
-                compress(enumerate(s.histogram), s.histogram), s.clock,
-            )
+    functions = [_function_dict(s) for s in reported(stats)]
     return {
         "format": "fastpatch",
         "version": VERSION,
@@ -227,8 +225,28 @@ def build(stats: Optional[Iterable[Stats]] = None) -> Report:
         "python": _python_version(),
         "clock": fastpatch.clock(),
         "created": time.time(),
-        "functions": definitions.functions(),
+        "functions": functions,
     }
+
+
+def reported(stats: Iterable[Stats]) -> List[Stats]:
+    """What a report holds of ``stats`` (see :func:`build`): the definitions
+    called, one per module, qualname and first line, in that order."""
+    definitions = _Definitions()
+    for s in stats:
+        if s.calls:
+            definitions.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
+                s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns,
+                compress(enumerate(s.histogram), s.histogram), s.clock,
+            )
+    return definitions.stats()
+
+
+def write_table(stats: Iterable[Stats], sort: str, file: TextIO) -> None:
+    """The table :func:`text_table` makes of ``build(stats)``, written to
+    ``file`` without building the report (the report at exit, on stderr)."""
+    check_sort(sort)
+    _stats.render(reported(stats), file, sort, None, empty=_NO_CALLS_TEXT)
 
 
 # --------------------------------------------------------------------------

@@ -263,12 +263,34 @@ class Selection:
     Selections add up with ``+``.
     """
 
-    __slots__ = ("modules", "instrumented", "skipped")
+    __slots__ = ("modules", "_instrumented", "skipped", "_spliced")
 
     def __init__(self) -> None:
         self.modules: List[str] = []
-        self.instrumented: List[str] = []
+        self._instrumented: List[str] = []
         self.skipped: List[Tuple[str, str]] = []
+        # (module, qualnames) of what the import hook spliced: the names are
+        # made when first read (a whole program splices thousands, and
+        # nothing may ever read them).
+        self._spliced: List[Tuple[str, List[str]]] = []
+
+    @property
+    def instrumented(self) -> List[str]:
+        if self._spliced:
+            for module, qualnames in self._spliced:
+                self._instrumented += [f"{module}.{q}" for q in qualnames]
+            self._spliced.clear()
+        return self._instrumented
+
+    @instrumented.setter
+    def instrumented(self, names: List[str]) -> None:
+        self._spliced.clear()
+        self._instrumented = names
+
+    def add_spliced(self, module: str, qualnames: List[str]) -> None:
+        """Record the functions of ``module`` the import hook spliced."""
+        if qualnames:
+            self._spliced.append((module, qualnames))
 
     def counts(self) -> Dict[str, int]:
         """The number of things skipped for each reason."""
