@@ -7,8 +7,10 @@ from __future__ import annotations
 import gc
 import sys
 
+import pytest
+
 import fastpatch
-from fastpatch import _patch
+from fastpatch import _ext, _patch
 
 SOURCE = '''
 import asyncio
@@ -138,11 +140,49 @@ def test_the_report_at_exit_reads_only_what_was_called_and_registers_nothing_els
     assert set(called) == expected
     assert all((s.calls, s.completed, s.errors) == (1, 1, 0) for s in called.values())
     # the definitions never called are still waiting in the lazy table: nothing registered them
-    waiting = [ref() for ref in _patch._lazy.values()]
-    lazy_names = {o.qualname for o in waiting if o is not None and o.module == "modcode_called"}
+    waiting = _ext.lazy_origins()
+    lazy_names = {o.qualname for o in waiting if o.module == "modcode_called"}
     assert "squares" in lazy_names and "maker" not in lazy_names
     assert _patch.has_definitions()
     # all_stats() still lists every definition, with the same numbers for the called ones
     every = {s.name: s for s in fastpatch.all_stats() if s.module == "modcode_called"}
     assert len(every) == len(tree.instrumented)
     assert all(every[name].to_dict() == s.to_dict() for name, s in called.items())
+
+
+def test_the_lazy_table_holds_origins_weakly_by_their_original_code():
+    f_code = compile("def f():\n    return 1\n", "<lazy>", "exec").co_consts[0]
+    before = _ext.lazy_count()
+    origin = _ext.Origin(f_code, _ext.Probe(), "lazymod", "f")
+    _ext.lazy_add(origin)
+    assert _ext.lazy_get(f_code) is origin and _ext.lazy_count() == before + 1
+    assert origin in _ext.lazy_origins() and origin not in _ext.called_origins()
+    token = ~origin.probe
+    token[None]
+    assert origin in _ext.called_origins()
+    del origin, token
+    assert _ext.lazy_get(f_code) is None and _ext.lazy_count() == before  # it took its entry out as it died
+    # registered: out of the table, whichever Origin of that code it named
+    first, second = (_ext.Origin(f_code, _ext.Probe(), "lazymod", "f") for _ in range(2))
+    _ext.lazy_add(first)
+    _ext.lazy_add(second)
+    assert _ext.lazy_get(f_code) is second and _ext.lazy_count() == before + 1
+    _ext.lazy_discard(first)
+    assert _ext.lazy_get(f_code) is None and _ext.lazy_count() == before
+    del first, second
+    assert _ext.lazy_count() == before
+
+
+def test_an_origin_is_built_only_from_a_code_object_a_probe_and_two_names():
+    f_code = compile("def f():\n    return 1\n", "<origin>", "exec").co_consts[0]
+    origin = _ext.Origin(f_code, _ext.Probe(), "m", "f")
+    assert (origin.code, origin.module, origin.qualname) == (f_code, "m", "f")
+    assert repr(origin) == "<fastpatch origin of m.f>"
+    assert not gc.is_tracked(origin)  # it can be in no cycle
+    for args in ((None, _ext.Probe(), "m", "f"), (f_code, object(), "m", "f"), (f_code, _ext.Probe(), 1, "f")):
+        with pytest.raises(TypeError):
+            _ext.Origin(*args)
+    with pytest.raises(AttributeError):
+        origin.code = f_code  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        _ext.lazy_add(object())

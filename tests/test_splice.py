@@ -1230,7 +1230,11 @@ def test_the_c_tree_walk_gives_the_python_walks_result():
         top = compile(source, path, "exec")
         tree = _patch.PatchedTree(top)
         if walk == "c":
-            tree.code = c.patch_tree(top, "m", fastpatch._ext.Probe, _patch.Origin, {}, tree.instrumented, tree.skipped)
+            listed: List[Any] = []
+            tree.code = c.patch_tree(
+                top, "m", fastpatch._ext.Probe, _patch.Origin, listed.append, tree.instrumented, tree.skipped
+            )
+            assert len(listed) == len(tree.instrumented)
         else:
             tree.code = _patch._patch_tree(top, "m", "", tree)
         results.append(tree)

@@ -938,7 +938,7 @@ typedef struct {
     PyObject *module;        /* str */
     PyObject *probe_type;    /* _ext.Probe */
     PyObject *origin_type;   /* _patch.Origin */
-    PyObject *lazy;          /* dict: id(original code) -> weakref to its Origin */
+    PyObject *lazy_add;      /* _ext.lazy_add: lists an Origin in the lazy table */
     PyObject *instrumented;  /* list of qualnames */
     PyObject *skipped;       /* list of (qualname, reason) */
 } cs_tree;
@@ -1056,7 +1056,7 @@ tree_function(cs_tree *t, PyObject *code, PyObject *qualname)
     }
     PyObject *own = ((PyCodeObject *)code)->co_consts;
     Py_ssize_t n = PyTuple_GET_SIZE(own);
-    PyObject *result = NULL, *probe = NULL, *origin = NULL, *trailer = NULL, *ref = NULL, *key = NULL;
+    PyObject *result = NULL, *probe = NULL, *origin = NULL, *trailer = NULL, *listed = NULL;
     if (!(((PyCodeObject *)code)->co_flags & CO_OPTIMIZED)) {  /* a class body: only what it defines is timed */
         result = consts == own ? Py_NewRef(code) : tree_replace_consts(t, code, consts);
         goto done;
@@ -1103,10 +1103,8 @@ tree_function(cs_tree *t, PyObject *code, PyObject *qualname)
         goto done;
     }
     /* registered lazily: the Origin holds all a definition needs */
-    ref = PyWeakref_NewRef(origin, NULL);
-    key = PyLong_FromVoidPtr(code);
-    if (ref == NULL || key == NULL || PyDict_SetItem(t->lazy, key, ref) < 0
-        || PyList_Append(t->instrumented, qualname) < 0) {
+    listed = PyObject_CallOneArg(t->lazy_add, origin);
+    if (listed == NULL || PyList_Append(t->instrumented, qualname) < 0) {
         Py_CLEAR(result);
     }
 done:
@@ -1114,21 +1112,20 @@ done:
     Py_XDECREF(probe);
     Py_XDECREF(origin);
     Py_XDECREF(trailer);
-    Py_XDECREF(ref);
-    Py_XDECREF(key);
+    Py_XDECREF(listed);
     return result;
 }
 
-/* patch_tree(code, module, probe_type, origin_type, lazy, instrumented, skipped) -> code:
+/* patch_tree(code, module, probe_type, origin_type, lazy_add, instrumented, skipped) -> code:
    _patch.patch_module_code's walk over a module body's nested code objects. */
 static PyObject *
 cs_patch_tree(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     cs_state *st = (cs_state *)PyModule_GetState(module);
-    if (nargs != 7 || !PyCode_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyDict_Check(args[4])
+    if (nargs != 7 || !PyCode_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyCallable_Check(args[4])
         || !PyList_Check(args[5]) || !PyList_Check(args[6])) {
         PyErr_SetString(PyExc_TypeError,
-                        "patch_tree(code, module: str, probe_type, origin_type, lazy: dict, instrumented: list, "
+                        "patch_tree(code, module: str, probe_type, origin_type, lazy_add, instrumented: list, "
                         "skipped: list)");
         return NULL;
     }
@@ -1290,7 +1287,7 @@ static PyMethodDef cs_methods[] = {
     {"splice", (PyCFunction)(void (*)(void))cs_splice, METH_FASTCALL,
      "splice(code, probe, trailer) -> code: as fastpatch._splice.splice."},
     {"patch_tree", (PyCFunction)(void (*)(void))cs_patch_tree, METH_FASTCALL,
-     "patch_tree(code, module, probe_type, origin_type, lazy, instrumented, skipped) -> code: "
+     "patch_tree(code, module, probe_type, origin_type, lazy_add, instrumented, skipped) -> code: "
      "as fastpatch._patch.patch_module_code's walk."},
     {NULL, NULL, 0, NULL},
 };

@@ -343,6 +343,9 @@ typedef struct {
     PyTypeObject *probe_type;
     PyTypeObject *token_type;
     PyTypeObject *origin_type;
+    /* The lazy table: id(original code) -> id(Origin), both ints, of the
+       Origins waiting to be registered (see Origin). */
+    PyObject *lazy;
     TokenObject *free_tokens; /* singly linked through TokenObject.next */
     Py_ssize_t n_free;
     int default_tsc;          /* the clock of probes this interpreter creates from now on */
@@ -789,6 +792,13 @@ static PyType_Spec probe_spec = {
  * (which refers to nothing) and two strings, so it can be in no cycle. The
  * import hook makes thousands of them a program; keeping them out of the
  * collector's generations keeps collections as short as without fastpatch.
+ *
+ * The lazy table lists the Origins of definitions nobody has asked about
+ * yet, by their original code, so that _patch can register one when its
+ * original code turns up, and read the ones that were called for a report.
+ * It holds them weakly without weak reference objects (which the collector
+ * would track, thousands of them): an Origin in the table takes its entry
+ * out as it dies.
  */
 typedef struct {
     PyObject_HEAD
@@ -797,6 +807,7 @@ typedef struct {
     PyObject *module;
     PyObject *qualname;
     PyObject *weakreflist;
+    int in_lazy;            /* its entry in the lazy table may be there */
 } OriginObject;
 
 static PyObject *
@@ -826,7 +837,31 @@ origin_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     o->module = Py_NewRef(module);
     o->qualname = Py_NewRef(qualname);
     o->weakreflist = NULL;
+    o->in_lazy = 0;
     return (PyObject *)o;
+}
+
+/* The lazy table's key for `code`, or NULL with an exception set. */
+static PyObject *
+lazy_key(PyObject *code)
+{
+    return PyLong_FromVoidPtr(code);
+}
+
+/* Take `o`'s entry out of the lazy table, if the entry is still its own. */
+static void
+lazy_remove(fp_state *st, OriginObject *o)
+{
+    o->in_lazy = 0;
+    if (st == NULL || st->lazy == NULL) {
+        return;
+    }
+    PyObject *key = lazy_key(o->code);
+    PyObject *value = key != NULL ? PyDict_GetItemWithError(st->lazy, key) : NULL;  /* borrowed */
+    if (value != NULL && PyLong_AsVoidPtr(value) == (void *)o) {
+        PyDict_DelItem(st->lazy, key);
+    }
+    Py_XDECREF(key);
 }
 
 static void
@@ -834,6 +869,14 @@ origin_dealloc(PyObject *self)
 {
     OriginObject *o = (OriginObject *)self;
     PyTypeObject *tp = Py_TYPE(self);
+    if (o->in_lazy) {
+        /* a deallocator may run while an exception propagates */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        lazy_remove((fp_state *)PyType_GetModuleState(tp), o);
+        PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+    }
     if (o->weakreflist != NULL) {
         PyObject_ClearWeakRefs(self);
     }
@@ -1162,42 +1205,152 @@ fp_idle_tokens(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyLong_FromSsize_t(st->n_free);
 }
 
-/* called_origins(refs) -> list: of the weak references to Origins that
-   `refs` yields, the Origins still alive whose probe has been called: what
-   the report at exit reads of the thousands of definitions the import hook
-   splices, most of which never run. */
+static int
+check_origin(fp_state *st, PyObject *origin)
+{
+    if (Py_TYPE(origin) != st->origin_type) {
+        PyErr_Format(PyExc_TypeError, "expected a fastpatch Origin, not %.100s", Py_TYPE(origin)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+/* lazy_add(origin): list the Origin in the lazy table, under its original code. */
 static PyObject *
-fp_called_origins(PyObject *module, PyObject *refs)
+fp_lazy_add(PyObject *module, PyObject *origin)
 {
     fp_state *st = (fp_state *)PyModule_GetState(module);
-    PyObject *it = PyObject_GetIter(refs);
-    if (it == NULL) {
+    if (check_origin(st, origin) < 0) {
         return NULL;
     }
-    PyObject *out = PyList_New(0), *ref;
-    while (out != NULL && (ref = PyIter_Next(it)) != NULL) {
-        PyObject *origin = PyWeakref_Check(ref) ? PyObject_CallNoArgs(ref) : Py_NewRef(Py_None);
-        Py_DECREF(ref);
-        if (origin == NULL) {
-            Py_CLEAR(out);
-            break;
-        }
-        if (Py_TYPE(origin) == st->origin_type && ((ProbeObject *)((OriginObject *)origin)->probe)->calls != 0
-            && PyList_Append(out, origin) < 0) {
-            Py_CLEAR(out);
-        }
-        Py_DECREF(origin);
+    OriginObject *o = (OriginObject *)origin;
+    PyObject *key = lazy_key(o->code), *value = PyLong_FromVoidPtr(origin);
+    int rc = key != NULL && value != NULL ? PyDict_SetItem(st->lazy, key, value) : -1;
+    Py_XDECREF(key);
+    Py_XDECREF(value);
+    if (rc < 0) {
+        return NULL;
     }
-    Py_DECREF(it);
-    if (out != NULL && PyErr_Occurred()) {
-        Py_CLEAR(out);
+    o->in_lazy = 1;
+    Py_RETURN_NONE;
+}
+
+/* The Origin a lazy table value names: borrowed; alive, since an Origin
+   takes its entry out as it dies. */
+static OriginObject *
+lazy_origin(PyObject *value)
+{
+    return (OriginObject *)PyLong_AsVoidPtr(value);
+}
+
+/* lazy_get(code) -> the Origin listed under this original code, or None. */
+static PyObject *
+fp_lazy_get(PyObject *module, PyObject *code)
+{
+    fp_state *st = (fp_state *)PyModule_GetState(module);
+    PyObject *key = lazy_key(code);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *value = PyDict_GetItemWithError(st->lazy, key);  /* borrowed */
+    Py_DECREF(key);
+    if (value == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef((PyObject *)lazy_origin(value));
+}
+
+/* lazy_discard(origin): take the entry of the Origin's original code out of
+   the lazy table (its definition is registered now), whichever Origin it names. */
+static PyObject *
+fp_lazy_discard(PyObject *module, PyObject *origin)
+{
+    fp_state *st = (fp_state *)PyModule_GetState(module);
+    if (check_origin(st, origin) < 0) {
+        return NULL;
+    }
+    PyObject *key = lazy_key(((OriginObject *)origin)->code);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *value = PyDict_GetItemWithError(st->lazy, key);  /* borrowed */
+    int rc = 0;
+    if (value != NULL) {
+        lazy_origin(value)->in_lazy = 0;
+        rc = PyDict_DelItem(st->lazy, key);
+    }
+    Py_DECREF(key);
+    if (rc < 0 || PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* The Origins of the lazy table, all of them or those whose probe was
+   called; new list. */
+static PyObject *
+lazy_list(fp_state *st, int called_only)
+{
+    PyObject *out = PyList_New(0), *key, *value;
+    Py_ssize_t pos = 0;
+    while (out != NULL && PyDict_Next(st->lazy, &pos, &key, &value)) {
+        OriginObject *o = lazy_origin(value);
+        if ((!called_only || ((ProbeObject *)o->probe)->calls != 0) && PyList_Append(out, (PyObject *)o) < 0) {
+            Py_CLEAR(out);
+        }
     }
     return out;
 }
 
+/* lazy_origins() -> list: every Origin in the lazy table. */
+static PyObject *
+fp_lazy_origins(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return lazy_list((fp_state *)PyModule_GetState(module), 0);
+}
+
+/* called_origins() -> list: the Origins in the lazy table whose probe has
+   been called: what the report at exit reads of the thousands of
+   definitions the import hook splices, most of which never run. */
+static PyObject *
+fp_called_origins(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return lazy_list((fp_state *)PyModule_GetState(module), 1);
+}
+
+/* lazy_clear(): empty the lazy table. */
+static PyObject *
+fp_lazy_clear(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    fp_state *st = (fp_state *)PyModule_GetState(module);
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(st->lazy, &pos, &key, &value)) {
+        lazy_origin(value)->in_lazy = 0;
+    }
+    PyDict_Clear(st->lazy);
+    Py_RETURN_NONE;
+}
+
+/* lazy_count() -> int: the Origins in the lazy table. */
+static PyObject *
+fp_lazy_count(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(PyDict_GET_SIZE(((fp_state *)PyModule_GetState(module))->lazy));
+}
+
 static PyMethodDef fp_methods[] = {
-    {"called_origins", fp_called_origins, METH_O,
-     "called_origins(refs) -> list: the live Origins, of those weak references, whose probe was called."},
+    {"lazy_add", fp_lazy_add, METH_O, "lazy_add(origin): list an Origin in the lazy table."},
+    {"lazy_get", fp_lazy_get, METH_O, "lazy_get(code) -> the Origin listed under this original code, or None."},
+    {"lazy_discard", fp_lazy_discard, METH_O, "lazy_discard(origin): take an Origin out of the lazy table."},
+    {"lazy_origins", fp_lazy_origins, METH_NOARGS, "lazy_origins() -> list: every Origin in the lazy table."},
+    {"called_origins", fp_called_origins, METH_NOARGS,
+     "called_origins() -> list: the Origins in the lazy table whose probe has been called."},
+    {"lazy_clear", fp_lazy_clear, METH_NOARGS, "lazy_clear(): empty the lazy table."},
+    {"lazy_count", fp_lazy_count, METH_NOARGS, "lazy_count() -> int: the Origins in the lazy table."},
     {"set_code", (PyCFunction)(void (*)(void))fp_set_code, METH_FASTCALL,
      "set_code(func, code): assign func.__code__, keeping calls to func specialisable."},
     {"set_default_clock", fp_set_default_clock, METH_O,
@@ -1252,6 +1405,10 @@ fp_exec(PyObject *module)
     if (st->origin_type == NULL) {
         return -1;
     }
+    st->lazy = PyDict_New();
+    if (st->lazy == NULL) {
+        return -1;
+    }
     if (fp_add_object(module, "Probe", (PyObject *)st->probe_type) < 0
         || fp_add_object(module, "Token", (PyObject *)st->token_type) < 0
         || fp_add_object(module, "Origin", (PyObject *)st->origin_type) < 0
@@ -1269,6 +1426,7 @@ fp_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->probe_type);
     Py_VISIT(st->token_type);
     Py_VISIT(st->origin_type);
+    Py_VISIT(st->lazy);
     return 0;
 }
 
@@ -1279,6 +1437,7 @@ fp_clear(PyObject *module)
     Py_CLEAR(st->probe_type);
     Py_CLEAR(st->token_type);
     Py_CLEAR(st->origin_type);
+    Py_CLEAR(st->lazy);
     return 0;
 }
 

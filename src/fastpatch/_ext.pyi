@@ -3,8 +3,6 @@
 Keep in step with the module's method table and its exec slot.
 """
 
-import weakref
-from collections.abc import Iterable
 from types import CodeType, FunctionType
 from typing import TypeVar, final
 
@@ -76,8 +74,26 @@ class Token:
     def __getitem__(self, retval: _T, /) -> _T:
         """The return probe: records a normal end and returns ``retval``."""
 
-def called_origins(refs: Iterable[weakref.ref[Origin]], /) -> list[Origin]:
-    """Of the weak references to Origins, the Origins still alive whose probe has been called."""
+def lazy_add(origin: Origin, /) -> None:
+    """List an Origin in the lazy table (held weakly: it leaves the table as it dies)."""
+
+def lazy_get(code: CodeType, /) -> Origin | None:
+    """The Origin listed under this original code, or None."""
+
+def lazy_discard(origin: Origin, /) -> None:
+    """Take an Origin out of the lazy table."""
+
+def lazy_origins() -> list[Origin]:
+    """Every Origin in the lazy table."""
+
+def called_origins() -> list[Origin]:
+    """The Origins in the lazy table whose probe has been called."""
+
+def lazy_clear() -> None:
+    """Empty the lazy table."""
+
+def lazy_count() -> int:
+    """The number of Origins in the lazy table."""
 
 def set_code(func: FunctionType, code: CodeType, /) -> None:
     """Assign ``func.__code__ = code``, keeping calls to ``func`` specialisable."""

@@ -64,10 +64,9 @@ _by_original: Dict[int, _Definition] = {}
 _by_patched: Dict[int, _Definition] = {}
 _by_probe: Dict[int, _Definition] = {}
 _by_fingerprint: Dict[int, List[weakref.ref[_Definition]]] = {}
-# Definitions the import hook spliced and nothing has asked about yet:
-# id(original code) -> weak reference to its Origin (dead ones are dropped
-# when the table is read, see _register_lazy).
-_lazy: Dict[int, weakref.ref[Origin]] = {}
+# Definitions the import hook spliced and nothing has asked about yet are
+# in _ext's lazy table: their Origins by original code, held weakly
+# (_ext.lazy_add, lazy_get, lazy_origins, called_origins; see _ext.c).
 # id(function) -> (weak reference to it, the patched code it ran before uninstrument)
 _keepalive: Dict[int, Tuple[weakref.ref[FunctionType], CodeType]] = {}
 
@@ -145,17 +144,16 @@ def _register_origin(origin: Origin, patched: Optional[CodeType], name: Optional
     d.register()
     if patched is not None:
         d.set_patched(patched)
-    _lazy.pop(d.original_id, None)
+    _ext.lazy_discard(origin)
     return d
 
 
 def _register_lazy() -> None:
     """Register every definition the import hook spliced, that still lives."""
-    for ref in list(_lazy.values()):
-        origin = ref()
-        if origin is not None and _by_probe.get(id(origin.probe)) is None:
+    for origin in _ext.lazy_origins():
+        if _by_probe.get(id(origin.probe)) is None:
             _register_origin(origin, None)
-    _lazy.clear()
+    _ext.lazy_clear()
 
 
 def _keep(func: FunctionType, patched: CodeType) -> None:
@@ -214,8 +212,7 @@ def _original_definition(code: CodeType) -> Optional[_Definition]:
     d = _by_original.get(id(code))
     if d is not None and d.original() is code:
         return d
-    ref = _lazy.get(id(code))
-    origin = ref() if ref is not None else None
+    origin = _ext.lazy_get(code)
     if origin is not None and origin.code is code:
         with _lock:
             d = _by_probe.get(id(origin.probe))
@@ -401,7 +398,7 @@ def called_stats() -> List[Stats]:
     writing a report at exit costs little."""
     with _lock:
         called = [d for d in _by_original.values() if d.probe.calls]
-        for origin in _ext.called_origins(_lazy.values()):
+        for origin in _ext.called_origins():
             if _by_probe.get(id(origin.probe)) is None:
                 called.append(_register_origin(origin, None))
     return [d.stats() for d in called]
@@ -410,7 +407,7 @@ def called_stats() -> List[Stats]:
 def has_definitions() -> bool:
     """Whether anything instrumented in this process is still alive."""
     with _lock:
-        return bool(_by_original) or any(ref() is not None for ref in _lazy.values())
+        return bool(_by_original) or _ext.lazy_count() > 0
 
 
 def reset(target: Any = None) -> None:
@@ -459,7 +456,9 @@ def patch_module_code(code: CodeType, module: str) -> PatchedTree:
         _install_jump_guard()
         c = c_splicer()
         if c is not None:
-            tree.code = c.patch_tree(code, module, _ext.Probe, Origin, _lazy, tree.instrumented, tree.skipped)
+            tree.code = c.patch_tree(
+                code, module, _ext.Probe, Origin, _ext.lazy_add, tree.instrumented, tree.skipped
+            )
         else:
             tree.code = _patch_tree(code, module, "", tree)
     return tree
@@ -499,14 +498,14 @@ def _patch_function_tree(code: CodeType, module: str, qualname: str, tree: Patch
     if len(consts) >= 2 and type(consts[-2]) is _ext.Probe:  # .pyc files never hold probes: a reload of ours
         tree.skipped.append((qualname, "already carries a fastpatch probe"))
         return with_children
-    # Registered lazily (_lazy): the Origin constant holds all a definition needs.
+    # Registered lazily (the lazy table): the Origin constant holds all a definition needs.
     origin = Origin(code, _ext.Probe(), module, qualname)
     try:
         patched = splice(with_children, origin.probe, (origin,))
     except SpliceError as exc:
         tree.skipped.append((qualname, str(exc)))
         return with_children
-    _lazy[id(code)] = _weakref.ref(origin)
+    _ext.lazy_add(origin)
     tree.instrumented.append(qualname)
     return patched
 
