@@ -139,10 +139,14 @@ def test_the_report_at_exit_reads_only_what_was_called_and_registers_nothing_els
         expected.add("modcode_called.Shape.<listcomp>")
     assert set(called) == expected
     assert all((s.calls, s.completed, s.errors) == (1, 1, 0) for s in called.values())
-    # the definitions never called are still waiting in the lazy table: nothing registered them
+    # reading them registered nothing: every definition is still waiting in the lazy table
     waiting = _ext.lazy_origins()
     lazy_names = {o.qualname for o in waiting if o.module == "modcode_called"}
-    assert "squares" in lazy_names and "maker" not in lazy_names
+    assert {"squares", "maker", "maker.<locals>.add"} <= lazy_names
+    assert not any(d.module == "modcode_called" for d in _patch._by_original.values())
+    # and asking about one registers it, with the same numbers
+    assert fastpatch.stats(spliced["maker"]).to_dict() == called["modcode_called.maker"].to_dict()
+    assert "maker" not in {o.qualname for o in _ext.lazy_origins() if o.module == "modcode_called"}
     assert _patch.has_definitions()
     # all_stats() still lists every definition, with the same numbers for the called ones
     every = {s.name: s for s in fastpatch.all_stats() if s.module == "modcode_called"}

@@ -482,12 +482,19 @@ def test_the_table_at_exit_is_the_text_table_of_the_report():
         fastpatch.instrument(f)
     pair[0](), pair[1](), pair[1]()
     stats = [s for s in fastpatch.all_stats() if s.calls] + [synthetic([40, 90], calls=2, name="m.g")]
-    for sort in _report.SORT_KEYS:
-        table = io.StringIO()
-        _report.write_table(stats, sort, table)
-        assert table.getvalue() == _report.text_table(_report.build(stats), sort)
+    distinct = [synthetic([40, 90], calls=3, module="b"), synthetic([7], module="a"), synthetic([], calls=1)]
+    mp_main = [synthetic([5, 6], module="__mp_main__", name="__mp_main__.work")]
+    for group in (stats, distinct, mp_main):
+        for sort in _report.SORT_KEYS:
+            table = io.StringIO()
+            _report.write_table(group, sort, table)
+            assert table.getvalue() == _report.text_table(_report.build(group), sort)
+    table = io.StringIO()
+    _report.write_table(stats, "total", table)
     merged = [line for line in table.getvalue().splitlines() if "<lambda>" in line]
     assert len(merged) == 1 and merged[0].split()[0] == "3"
+    assert [s.module for s in _stats.reported(distinct)] == ["a", "app", "b"]  # in report order
+    assert _stats.reported(mp_main)[0].name == "__main__.work"
     empty = io.StringIO()
     _report.write_table([synthetic([], calls=0)], "total", empty)
     assert empty.getvalue() == _report.text_table(_report.build([synthetic([], calls=0)]))

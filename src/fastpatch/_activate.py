@@ -187,14 +187,17 @@ def _write(activation: Activation, pid: int) -> Optional[str]:
     stats = called_stats()  # what a report holds: the definitions called
     if not root and not (has_definitions() if activation.output else stats):
         return None  # a helper process (resource tracker, forkserver) that timed nothing
-    from . import _report
     if activation.output is None:
+        from ._stats import write_table  # the table alone: no need for the report module
+
         if not root:
             argv = " ".join(sys.argv)
             sys.stderr.write(f"fastpatch: process {pid} ({argv[:100]})\n")
-        _report.write_table(stats, activation.sort, sys.stderr)
+        write_table(stats, activation.sort, sys.stderr)
         sys.stderr.flush()
         return None
+    from . import _report
+
     return str(_report.write(activation.output, activation.fmt, stats, sort=activation.sort))
 
 

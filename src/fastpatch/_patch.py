@@ -393,15 +393,21 @@ def all_stats() -> List[Stats]:
 
 def called_stats() -> List[Stats]:
     """Snapshots of the definitions called at least once: what a report
-    holds. Unlike ``all_stats()`` it leaves the import hook's definitions
-    that were never called unregistered (a whole program has thousands), so
-    writing a report at exit costs little."""
+    holds. Unlike ``all_stats()`` it registers none of the import hook's
+    definitions (a whole program has thousands; it reads the called ones
+    from their Origins), so writing a report at exit costs little."""
+    from ._stats import snapshot
+
     with _lock:
-        called = [d for d in _by_original.values() if d.probe.calls]
+        called = [d.stats() for d in _by_original.values() if d.probe.calls]
         for origin in _ext.called_origins():
-            if _by_probe.get(id(origin.probe)) is None:
-                called.append(_register_origin(origin, None))
-    return [d.stats() for d in called]
+            if _by_probe.get(id(origin.probe)) is None:  # read as its definition would be, left unregistered
+                code = origin.code
+                called.append(snapshot(
+                    f"{origin.module}.{origin.qualname}", origin.probe, module=origin.module,
+                    qualname=origin.qualname, filename=code.co_filename, firstlineno=code.co_firstlineno,
+                ))
+    return called
 
 
 def has_definitions() -> bool:

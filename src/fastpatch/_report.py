@@ -50,7 +50,7 @@ from . import _stats
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing at run time: importing this module must stay cheap
-    from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, TextIO, Tuple
+    from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
 
     from ._stats import Stats
 
@@ -64,7 +64,7 @@ FORMATS = ("text", "json", "pstats")
 SORT_KEYS = tuple(sorted(_stats.SORT_KEYS))
 
 _PSTATS_EXTENSIONS = (".pstats", ".prof")
-_NO_CALLS_TEXT = "(no instrumented function was called)"
+_NO_CALLS_TEXT = _stats.NO_CALLS_TEXT
 #: The one pstats entry of a report without timed calls: pstats.Stats refuses an empty dict.
 _PSTATS_PLACEHOLDER = ("~", 0, "<fastpatch: no instrumented function was called>")
 
@@ -106,68 +106,8 @@ def _main_module(module: str) -> str:
     return "__main__" if module == "__mp_main__" else module
 
 
-class _Merged:
-    """One definition's counters, added up from any number of sources."""
-
-    __slots__ = ("name", "module", "qualname", "filename", "firstlineno", "calls", "errors", "completed",
-                 "total_ns", "min_ns", "max_ns", "histogram", "clocks")
-
-    def __init__(self, name: str, module: str, qualname: str, filename: str, firstlineno: int) -> None:
-        self.name = name
-        self.module = module
-        self.qualname = qualname
-        self.filename = filename
-        self.firstlineno = firstlineno
-        self.calls = self.errors = self.completed = self.total_ns = self.min_ns = self.max_ns = 0
-        self.histogram = [0] * _stats.HIST_BUCKETS
-        self.clocks: Set[str] = set()
-
-    def add(self, calls: int, errors: int, completed: int, total_ns: int, min_ns: int, max_ns: int,
-            counts: Iterable[Tuple[int, int]], clock: str) -> None:
-        if completed:
-            self.min_ns = min_ns if not self.completed else min(self.min_ns, min_ns)
-            self.max_ns = max(self.max_ns, max_ns)
-        self.calls += calls
-        self.errors += errors
-        self.completed += completed
-        self.total_ns += total_ns
-        hist = self.histogram
-        for index, count in counts:
-            hist[index] += count
-        self.clocks.add(clock)
-
-    def stats(self) -> Stats:
-        clock = next(iter(self.clocks)) if len(self.clocks) == 1 else "mixed" if self.clocks else "monotonic"
-        return _stats.Stats(
-            name=self.name, calls=self.calls, errors=self.errors, total_ns=self.total_ns, min_ns=self.min_ns,
-            max_ns=self.max_ns, completed=self.completed, histogram=tuple(self.histogram), clock=clock,
-            module=self.module, qualname=self.qualname, filename=self.filename, firstlineno=self.firstlineno,
-        )
-
-
-class _Definitions:
-    """Definitions keyed as DESIGN.md says: module, qualname and first line."""
-
-    def __init__(self) -> None:
-        self.by_key: Dict[Tuple[str, str, int], _Merged] = {}
-
-    def entry(self, name: str, module: str, qualname: str, filename: str, firstlineno: int) -> _Merged:
-        if module == "__mp_main__":
-            if name == f"{module}.{qualname}":
-                name = f"__main__.{qualname}"
-            module = "__main__"
-        key = (module, qualname, firstlineno)
-        merged = self.by_key.get(key)
-        if merged is None:
-            merged = self.by_key[key] = _Merged(name, module, qualname, filename, firstlineno)
-        return merged
-
-    def stats(self) -> List[Stats]:
-        return [self.by_key[key].stats() for key in sorted(self.by_key)]
-
-    def functions(self) -> List[Dict[str, Any]]:
-        return [_function_dict(s) for s in self.stats()]
-
+reported = _stats.reported
+write_table = _stats.write_table
 
 
 def _function_dict(s: Stats) -> Dict[str, Any]:
@@ -214,7 +154,7 @@ def build(stats: Optional[Iterable[Stats]] = None) -> Report:
 
     if stats is None:
         stats = fastpatch.all_stats()
-    functions = [_function_dict(s) for s in reported(stats)]
+    functions = [_function_dict(s) for s in _stats.reported(stats)]
     return {
         "format": "fastpatch",
         "version": VERSION,
@@ -227,26 +167,6 @@ def build(stats: Optional[Iterable[Stats]] = None) -> Report:
         "created": time.time(),
         "functions": functions,
     }
-
-
-def reported(stats: Iterable[Stats]) -> List[Stats]:
-    """What a report holds of ``stats`` (see :func:`build`): the definitions
-    called, one per module, qualname and first line, in that order."""
-    definitions = _Definitions()
-    for s in stats:
-        if s.calls:
-            definitions.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
-                s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns,
-                compress(enumerate(s.histogram), s.histogram), s.clock,
-            )
-    return definitions.stats()
-
-
-def write_table(stats: Iterable[Stats], sort: str, file: TextIO) -> None:
-    """The table :func:`text_table` makes of ``build(stats)``, written to
-    ``file`` without building the report (the report at exit, on stderr)."""
-    check_sort(sort)
-    _stats.render(reported(stats), file, sort, None, empty=_NO_CALLS_TEXT)
 
 
 # --------------------------------------------------------------------------
@@ -443,7 +363,7 @@ def merge(reports: Sequence[Report]) -> Report:
     """
     if not reports:
         raise ReportError("no reports to merge")
-    definitions = _Definitions()
+    definitions = _stats.Definitions()
     processes: List[Dict[str, Any]] = []
     seen: Dict[Tuple[Any, ...], int] = {}
     clocks: List[str] = []
@@ -478,7 +398,7 @@ def merge(reports: Sequence[Report]) -> Report:
         "clock": clocks[0] if len(clocks) == 1 else "mixed",
         "created": first["created"],
         "processes": processes,
-        "functions": definitions.functions(),
+        "functions": [_function_dict(s) for s in definitions.stats()],
     }
 
 

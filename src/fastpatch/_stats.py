@@ -10,7 +10,7 @@ from . import _ext
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing or dataclasses at run time: `import fastpatch` must stay cheap
-    from typing import Any, Dict, Iterable, List, Optional, TextIO, Tuple
+    from typing import Any, Dict, Iterable, List, Optional, Set, TextIO, Tuple
 
 HIST_BUCKETS: int = _ext.HIST_BUCKETS
 HIST_SHIFT: int = _ext.HIST_SHIFT
@@ -279,3 +279,107 @@ def render(
         out.write("  ".join(cells + [r[-1]]) + "\n")
     if not every:
         out.write(empty + "\n")
+
+
+# --------------------------------------------------------------------------
+# Definitions merged for a report (module, qualname and first line)
+# --------------------------------------------------------------------------
+
+#: What the table says when a report has no calls.
+NO_CALLS_TEXT = "(no instrumented function was called)"
+
+
+class _Merged:
+    """One definition's counters, added up from any number of sources."""
+
+    __slots__ = ("name", "module", "qualname", "filename", "firstlineno", "calls", "errors", "completed",
+                 "total_ns", "min_ns", "max_ns", "histogram", "clocks")
+
+    def __init__(self, name: str, module: str, qualname: str, filename: str, firstlineno: int) -> None:
+        self.name = name
+        self.module = module
+        self.qualname = qualname
+        self.filename = filename
+        self.firstlineno = firstlineno
+        self.calls = self.errors = self.completed = self.total_ns = self.min_ns = self.max_ns = 0
+        self.histogram = [0] * HIST_BUCKETS
+        self.clocks: Set[str] = set()
+
+    def add(self, calls: int, errors: int, completed: int, total_ns: int, min_ns: int, max_ns: int,
+            counts: Iterable[Tuple[int, int]], clock: str) -> None:
+        if completed:
+            self.min_ns = min_ns if not self.completed else min(self.min_ns, min_ns)
+            self.max_ns = max(self.max_ns, max_ns)
+        self.calls += calls
+        self.errors += errors
+        self.completed += completed
+        self.total_ns += total_ns
+        hist = self.histogram
+        for index, count in counts:
+            hist[index] += count
+        self.clocks.add(clock)
+
+    def stats(self) -> Stats:
+        clock = next(iter(self.clocks)) if len(self.clocks) == 1 else "mixed" if self.clocks else "monotonic"
+        return Stats(
+            name=self.name, calls=self.calls, errors=self.errors, total_ns=self.total_ns, min_ns=self.min_ns,
+            max_ns=self.max_ns, completed=self.completed, histogram=tuple(self.histogram), clock=clock,
+            module=self.module, qualname=self.qualname, filename=self.filename, firstlineno=self.firstlineno,
+        )
+
+
+class Definitions:
+    """Definitions keyed as DESIGN.md says: module, qualname and first line."""
+
+    def __init__(self) -> None:
+        self.by_key: Dict[Tuple[str, str, int], _Merged] = {}
+
+    def entry(self, name: str, module: str, qualname: str, filename: str, firstlineno: int) -> _Merged:
+        if module == "__mp_main__":
+            if name == f"{module}.{qualname}":
+                name = f"__main__.{qualname}"
+            module = "__main__"
+        key = (module, qualname, firstlineno)
+        merged = self.by_key.get(key)
+        if merged is None:
+            merged = self.by_key[key] = _Merged(name, module, qualname, filename, firstlineno)
+        return merged
+
+    def stats(self) -> List[Stats]:
+        return [self.by_key[key].stats() for key in sorted(self.by_key)]
+
+
+def reported(stats: Iterable[Stats]) -> List[Stats]:
+    """What a report holds of ``stats`` (see ``_report.build``): the
+    definitions called, one per module, qualname and first line, in that
+    order (``__mp_main__`` counts as ``__main__``)."""
+    called = [s for s in stats if s.calls]
+    keys = [(s.module, s.qualname, s.firstlineno) for s in called]
+    if len(set(keys)) == len(keys) and all(_as_merged(s) for s in called):
+        # nothing to add up (the common case): each is what merging it alone makes
+        return [called[i] for i in sorted(range(len(keys)), key=keys.__getitem__)]
+    definitions = Definitions()
+    for s in called:
+        if s.calls:
+            definitions.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
+                s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns,
+                compress(enumerate(s.histogram), s.histogram), s.clock,
+            )
+    return definitions.stats()
+
+
+def _as_merged(s: Stats) -> bool:
+    """Whether ``s`` is what Definitions makes of it alone."""
+    return (
+        s.module != "__mp_main__" and s.clock in ("tsc", "monotonic") and type(s.histogram) is tuple
+        and len(s.histogram) == HIST_BUCKETS and (s.completed > 0 or s.min_ns == s.max_ns == 0)
+    )
+
+
+def write_table(stats: Iterable[Stats], sort: str, file: TextIO) -> None:
+    """The table ``_report.text_table`` makes of ``_report.build(stats)``,
+    written to ``file`` without building the report: the report at exit on
+    stderr, which then needs no more than this module."""
+    if sort not in SORT_KEYS:
+        raise ValueError(f"report() sort must be one of {', '.join(sorted(SORT_KEYS))}; got {sort!r}")
+    render(reported(stats), file, sort, None, empty=NO_CALLS_TEXT)
