@@ -190,3 +190,14 @@ def test_an_origin_is_built_only_from_a_code_object_a_probe_and_two_names():
         origin.code = f_code  # type: ignore[misc]
     with pytest.raises(TypeError):
         _ext.lazy_add(object())
+
+
+def test_the_splicers_origins_are_made_and_listed_in_one_call():
+    f_code = compile("def f():\n    return 1\n", "<made>", "exec").co_consts[0]
+    origin = _ext.lazy_origin(f_code, _ext.Probe(), "m", "f")
+    assert type(origin) is _ext.Origin and _ext.lazy_get(f_code) is origin
+    for args in ((f_code, object(), "m", "f"), (None, _ext.Probe(), "m", "f"), (f_code, _ext.Probe(), "m")):
+        with pytest.raises(TypeError):
+            _ext.lazy_origin(*args)
+    del origin
+    assert _ext.lazy_get(f_code) is None

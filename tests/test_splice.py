@@ -1230,11 +1230,14 @@ def test_the_c_tree_walk_gives_the_python_walks_result():
         top = compile(source, path, "exec")
         tree = _patch.PatchedTree(top)
         if walk == "c":
-            listed: List[Any] = []
-            tree.code = c.patch_tree(
-                top, "m", fastpatch._ext.Probe, _patch.Origin, listed.append, tree.instrumented, tree.skipped
-            )
-            assert len(listed) == len(tree.instrumented)
+            made: List[Any] = []
+
+            def lazy_origin(*args: Any, made: List[Any] = made) -> Any:
+                made.append(_patch.Origin(*args))
+                return made[-1]
+
+            tree.code = c.patch_tree(top, "m", fastpatch._ext.Probe, lazy_origin, tree.instrumented, tree.skipped)
+            assert len(made) == len(tree.instrumented)
         else:
             tree.code = _patch._patch_tree(top, "m", "", tree)
         results.append(tree)

@@ -937,8 +937,7 @@ typedef struct {
     cs_state *st;
     PyObject *module;        /* str */
     PyObject *probe_type;    /* _ext.Probe */
-    PyObject *origin_type;   /* _patch.Origin */
-    PyObject *lazy_add;      /* _ext.lazy_add: lists an Origin in the lazy table */
+    PyObject *lazy_origin;   /* _ext.lazy_origin: a new Origin, listed in the lazy table */
     PyObject *instrumented;  /* list of qualnames */
     PyObject *skipped;       /* list of (qualname, reason) */
 } cs_tree;
@@ -1056,7 +1055,7 @@ tree_function(cs_tree *t, PyObject *code, PyObject *qualname)
     }
     PyObject *own = ((PyCodeObject *)code)->co_consts;
     Py_ssize_t n = PyTuple_GET_SIZE(own);
-    PyObject *result = NULL, *probe = NULL, *origin = NULL, *trailer = NULL, *listed = NULL;
+    PyObject *result = NULL, *probe = NULL, *origin = NULL, *trailer = NULL;
     if (!(((PyCodeObject *)code)->co_flags & CO_OPTIMIZED)) {  /* a class body: only what it defines is timed */
         result = consts == own ? Py_NewRef(code) : tree_replace_consts(t, code, consts);
         goto done;
@@ -1073,7 +1072,9 @@ tree_function(cs_tree *t, PyObject *code, PyObject *qualname)
     if (probe == NULL) {
         goto done;
     }
-    origin = PyObject_CallFunctionObjArgs(t->origin_type, code, probe, t->module, qualname, NULL);
+    /* registered lazily: the Origin holds all a definition needs */
+    PyObject *origin_args[4] = {code, probe, t->module, qualname};
+    origin = PyObject_Vectorcall(t->lazy_origin, origin_args, 4, NULL);
     trailer = origin != NULL ? PyTuple_Pack(1, origin) : NULL;
     if (trailer == NULL) {
         goto done;
@@ -1102,9 +1103,7 @@ tree_function(cs_tree *t, PyObject *code, PyObject *qualname)
         result = consts == own ? Py_NewRef(code) : tree_replace_consts(t, code, consts);
         goto done;
     }
-    /* registered lazily: the Origin holds all a definition needs */
-    listed = PyObject_CallOneArg(t->lazy_add, origin);
-    if (listed == NULL || PyList_Append(t->instrumented, qualname) < 0) {
+    if (PyList_Append(t->instrumented, qualname) < 0) {
         Py_CLEAR(result);
     }
 done:
@@ -1112,27 +1111,26 @@ done:
     Py_XDECREF(probe);
     Py_XDECREF(origin);
     Py_XDECREF(trailer);
-    Py_XDECREF(listed);
     return result;
 }
 
-/* patch_tree(code, module, probe_type, origin_type, lazy_add, instrumented, skipped) -> code:
+/* patch_tree(code, module, probe_type, lazy_origin, instrumented, skipped) -> code:
    _patch.patch_module_code's walk over a module body's nested code objects. */
 static PyObject *
 cs_patch_tree(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     cs_state *st = (cs_state *)PyModule_GetState(module);
-    if (nargs != 7 || !PyCode_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyCallable_Check(args[4])
-        || !PyList_Check(args[5]) || !PyList_Check(args[6])) {
+    if (nargs != 6 || !PyCode_Check(args[0]) || !PyUnicode_Check(args[1]) || !PyCallable_Check(args[3])
+        || !PyList_Check(args[4]) || !PyList_Check(args[5])) {
         PyErr_SetString(PyExc_TypeError,
-                        "patch_tree(code, module: str, probe_type, origin_type, lazy_add, instrumented: list, "
+                        "patch_tree(code, module: str, probe_type, lazy_origin, instrumented: list, "
                         "skipped: list)");
         return NULL;
     }
     if (cs_check_configured(st) < 0) {
         return NULL;
     }
-    cs_tree t = {st, args[1], args[2], args[3], args[4], args[5], args[6]};
+    cs_tree t = {st, args[1], args[2], args[3], args[4], args[5]};
     PyObject *top = PyUnicode_FromString("");
     if (top == NULL) {
         return NULL;
@@ -1287,7 +1285,7 @@ static PyMethodDef cs_methods[] = {
     {"splice", (PyCFunction)(void (*)(void))cs_splice, METH_FASTCALL,
      "splice(code, probe, trailer) -> code: as fastpatch._splice.splice."},
     {"patch_tree", (PyCFunction)(void (*)(void))cs_patch_tree, METH_FASTCALL,
-     "patch_tree(code, module, probe_type, origin_type, lazy_add, instrumented, skipped) -> code: "
+     "patch_tree(code, module, probe_type, lazy_origin, instrumented, skipped) -> code: "
      "as fastpatch._patch.patch_module_code's walk."},
     {NULL, NULL, 0, NULL},
 };

@@ -10,7 +10,7 @@ def splice(code: CodeType, probe: object, trailer: Tuple[object, ...], /) -> Cod
     """As fastpatch._splice.splice_in_python, in C."""
 
 def patch_tree(
-    code: CodeType, module: str, probe_type: type, origin_type: type, lazy_add: Callable[[object], object],
+    code: CodeType, module: str, probe_type: type, lazy_origin: Callable[[CodeType, object, str, str], object],
     instrumented: List[str], skipped: List[Tuple[str, str]], /,
 ) -> CodeType:
     """As fastpatch._patch.patch_module_code's walk, in C: every function nested in ``code`` spliced."""

@@ -811,6 +811,22 @@ typedef struct {
 } OriginObject;
 
 static PyObject *
+origin_make(PyTypeObject *type, PyObject *code, PyObject *probe, PyObject *module, PyObject *qualname)
+{
+    OriginObject *o = (OriginObject *)type->tp_alloc(type, 0);
+    if (o == NULL) {
+        return NULL;
+    }
+    o->code = Py_NewRef(code);
+    o->probe = Py_NewRef(probe);
+    o->module = Py_NewRef(module);
+    o->qualname = Py_NewRef(qualname);
+    o->weakreflist = NULL;
+    o->in_lazy = 0;
+    return (PyObject *)o;
+}
+
+static PyObject *
 origin_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"code", "probe", "module", "qualname", NULL};
@@ -828,17 +844,7 @@ origin_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_TypeError, "Origin() needs a fastpatch probe, not %.100s", Py_TYPE(probe)->tp_name);
         return NULL;
     }
-    OriginObject *o = (OriginObject *)type->tp_alloc(type, 0);
-    if (o == NULL) {
-        return NULL;
-    }
-    o->code = Py_NewRef(code);
-    o->probe = Py_NewRef(probe);
-    o->module = Py_NewRef(module);
-    o->qualname = Py_NewRef(qualname);
-    o->weakreflist = NULL;
-    o->in_lazy = 0;
-    return (PyObject *)o;
+    return origin_make(type, code, probe, module, qualname);
 }
 
 /* The lazy table's key for `code`, or NULL with an exception set. */
@@ -1235,6 +1241,30 @@ fp_lazy_add(PyObject *module, PyObject *origin)
     Py_RETURN_NONE;
 }
 
+/* lazy_origin(code, probe, module, qualname) -> a new Origin, listed in
+   the lazy table: what the C splicer makes for each function it splices. */
+static PyObject *
+fp_lazy_origin(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    fp_state *st = (fp_state *)PyModule_GetState(module);
+    if (nargs != 4 || !PyCode_Check(args[0]) || Py_TYPE(args[1]) != st->probe_type || !PyUnicode_Check(args[2])
+        || !PyUnicode_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "lazy_origin(code, probe, module: str, qualname: str)");
+        return NULL;
+    }
+    PyObject *origin = origin_make(st->origin_type, args[0], args[1], args[2], args[3]);
+    if (origin == NULL) {
+        return NULL;
+    }
+    PyObject *listed = fp_lazy_add(module, origin);
+    if (listed == NULL) {
+        Py_DECREF(origin);
+        return NULL;
+    }
+    Py_DECREF(listed);
+    return origin;
+}
+
 /* The Origin a lazy table value names: borrowed; alive, since an Origin
    takes its entry out as it dies. */
 static OriginObject *
@@ -1344,6 +1374,8 @@ fp_lazy_count(PyObject *module, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef fp_methods[] = {
     {"lazy_add", fp_lazy_add, METH_O, "lazy_add(origin): list an Origin in the lazy table."},
+    {"lazy_origin", (PyCFunction)(void (*)(void))fp_lazy_origin, METH_FASTCALL,
+     "lazy_origin(code, probe, module, qualname) -> a new Origin, listed in the lazy table."},
     {"lazy_get", fp_lazy_get, METH_O, "lazy_get(code) -> the Origin listed under this original code, or None."},
     {"lazy_discard", fp_lazy_discard, METH_O, "lazy_discard(origin): take an Origin out of the lazy table."},
     {"lazy_origins", fp_lazy_origins, METH_NOARGS, "lazy_origins() -> list: every Origin in the lazy table."},

@@ -77,6 +77,9 @@ class Token:
 def lazy_add(origin: Origin, /) -> None:
     """List an Origin in the lazy table (held weakly: it leaves the table as it dies)."""
 
+def lazy_origin(code: CodeType, probe: Probe, module: str, qualname: str, /) -> Origin:
+    """A new Origin, listed in the lazy table: what the C splicer makes for each function."""
+
 def lazy_get(code: CodeType, /) -> Origin | None:
     """The Origin listed under this original code, or None."""
 

@@ -462,9 +462,7 @@ def patch_module_code(code: CodeType, module: str) -> PatchedTree:
         _install_jump_guard()
         c = c_splicer()
         if c is not None:
-            tree.code = c.patch_tree(
-                code, module, _ext.Probe, Origin, _ext.lazy_add, tree.instrumented, tree.skipped
-            )
+            tree.code = c.patch_tree(code, module, _ext.Probe, _ext.lazy_origin, tree.instrumented, tree.skipped)
         else:
             tree.code = _patch_tree(code, module, "", tree)
     return tree
