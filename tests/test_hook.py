@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.machinery
+import importlib.util
 import json
 import marshal
 import os
@@ -450,3 +451,30 @@ def test_sortedcontainers_behaves_and_counts_exactly_when_every_function_is_time
         }))
     ''')
     assert got == {"sorted": True, "add": 500, "remove": 100, "keys": True, "pyc_clean": True}
+
+
+def test_the_hook_loads_no_module_it_does_not_need(tree):
+    # Every process the hook reaches pays for what it imports: not the Python
+    # splicer (the C one runs), the report (written at exit), the bulk walk,
+    # nor, in an installed fastpatch (its sequences assembled at build time),
+    # bytecode, typing, re or dis.
+    root, name, _hooks = tree
+    _write(root, {f"{name}.py": "def f():\n    return 1\n"})
+    code = (
+        "import json, sys\n"
+        "before = set(sys.modules)\n"
+        "import fastpatch, fastpatch._activate\n"
+        f"hook = fastpatch.install_import_hook([{name!r}])\n"
+        f"import {name}\n"
+        f"assert fastpatch.is_instrumented({name}.f)\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    env["PYTHONPATH"] = str(root)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    loaded = set(json.loads(out))
+    assert {"fastpatch._hook", "fastpatch._csplice", name} <= loaded
+    unwanted = {"fastpatch._pysplice", "fastpatch._report", "fastpatch._stats", "fastpatch._bulk", "bisect"}
+    if importlib.util.find_spec("fastpatch._assembled") is not None:
+        unwanted |= {"bytecode", "typing", "re", "dis", "inspect"}
+    assert not unwanted & loaded, sorted(unwanted & loaded)

@@ -1,12 +1,12 @@
 /*
  * fastpatch._csplice -- the splicer's loop in C.
  *
- * The same transformation as fastpatch/_splice.py, code unit for code unit
+ * The same transformation as fastpatch/_pysplice.py, code unit for code unit
  * and byte for byte (tests/test_splice.py checks the two against each other
  * over a corpus and whole stdlib modules): the import hook splices every
  * function of every module it reaches, and in Python that costs about as
- * much as the import itself. Read _splice.py for the why of each step; the
- * comments here say only where C differs.
+ * much as the import itself. Read _splice.py for the why of it and
+ * _pysplice.py for each step; the comments here say only where C differs.
  *
  * The dialect (what the running CPython's code objects look like and what
  * is injected) comes from _recipes.Dialect once, through configure().
@@ -20,7 +20,7 @@
 
 #include "_compat.h"
 
-/* Jump kinds (_recipes.py) and the sides of an insertion (_splice.py). */
+/* Jump kinds (_recipes.py) and the sides of an insertion (_pysplice.py). */
 enum { NOT_A_JUMP = 0, ABSOLUTE = 1, FORWARD = 2, BACKWARD = 3 };
 enum { AFTER_PREVIOUS = 0, ENTRY = 1, BEFORE_NEXT = 2 };
 enum { LNOTAB = 0, LINETABLE = 1, LOCATIONS = 2 };
@@ -305,7 +305,7 @@ write_entry(cs_buf *out, const unsigned char *entry, Py_ssize_t entry_len, Py_ss
     return write_linetable_310(out, ldelta, units);
 }
 
-/* _splice._lengthen_entries, in one pass over the table: the insertions
+/* _pysplice._lengthen_entries, in one pass over the table: the insertions
    come sorted by code unit, so the entry that covers each one (the entry
    whose units hold the instruction it belongs to) is found by walking the
    entries alongside them. */
@@ -387,7 +387,7 @@ done:
     return result;
 }
 
-/* _splice._lnotab_39 */
+/* _pysplice._lnotab_39 */
 static PyObject *
 lnotab_39(const unsigned char *table, Py_ssize_t len, int firstlineno, const cs_offsets *o)
 {
@@ -641,7 +641,7 @@ splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyO
     const unsigned char *entry_tail = st->entry_tail;
     Py_ssize_t entry_tail_len = st->entry_tail_len;
     if (st->entry_before >= 0) {
-        /* before the RESUME where the function itself starts (see _splice._function_start) */
+        /* before the RESUME where the function itself starts (see _pysplice._function_start) */
         entry_at = -1;
         int first = 1;
         for (Py_ssize_t i = 0; i < n; i++) {

@@ -61,8 +61,8 @@ def prologue_refusal(code: CodeType, lineno: object) -> Optional[str]:
     RETURN_GENERATOR), or None."""
     if not isinstance(lineno, int) or isinstance(lineno, bool):
         return None  # CPython's own setter reports the wrong type
+    from ._pysplice import _function_start
     from ._recipes import current
-    from ._splice import _function_start
 
     raw = code.co_code
     first_resume = 2 * _function_start(current(), raw[0::2], raw[1::2])

@@ -396,12 +396,12 @@ def called_stats() -> List[Stats]:
     holds. Unlike ``all_stats()`` it registers none of the import hook's
     definitions (a whole program has thousands; it reads the called ones
     from their Origins), so writing a report at exit costs little."""
-    from ._stats import snapshot
-
     with _lock:
         called = [d.stats() for d in _by_original.values() if d.probe.calls]
         for origin in _ext.called_origins():
             if _by_probe.get(id(origin.probe)) is None:  # read as its definition would be, left unregistered
+                from ._stats import snapshot
+
                 code = origin.code
                 called.append(snapshot(
                     f"{origin.module}.{origin.qualname}", origin.probe, module=origin.module,
