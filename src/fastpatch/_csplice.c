@@ -321,15 +321,24 @@ lengthen_entries(const unsigned char *table, Py_ssize_t len, const cs_insertion 
         PyErr_NoMemory();
         goto done;
     }
+    /* Bytes of a 3.11+ location entry by its code (Objects/locations.md):
+       short forms 2, one-line forms 3, no location 1; the varint forms (13
+       and 14, -1 here) are scanned for the next entry's first byte, whose
+       top bit only a first byte has. */
+    static const signed char entry_bytes[16] = {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, -1, -1, 1};
     Py_ssize_t i = 0;      /* the next insertion */
     Py_ssize_t total = 0;  /* code units covered by the entries before this one */
     Py_ssize_t prev = 0;   /* the table is written up to here */
+    Py_ssize_t next_owner = n_ins ? (ins[0].side == AFTER_PREVIOUS ? ins[0].at - 1 : ins[0].at) : 0;
     for (Py_ssize_t j = 0; j < len && i < n_ins;) {
         Py_ssize_t end, units;
         if (locations) {
-            end = j + 1;
-            while (end < len && !(table[end] & 0x80)) {
-                end++;
+            end = j + entry_bytes[(table[j] >> 3) & 15];
+            if (end <= j || (end < len && !(table[end] & 0x80)) || end > len) {
+                end = j + 1;
+                while (end < len && !(table[end] & 0x80)) {
+                    end++;
+                }
             }
             units = (table[j] & 7) + 1;
         }
@@ -338,10 +347,16 @@ lengthen_entries(const unsigned char *table, Py_ssize_t len, const cs_insertion 
             units = table[j] / 2;
         }
         Py_ssize_t covered = total + units;
+        if (next_owner >= covered) {  /* most entries: no insertion belongs to them */
+            total = covered;
+            j = end;
+            continue;
+        }
         Py_ssize_t extra = 0, before = 0, unlocated = 0;
         for (; i < n_ins; i++) {
             Py_ssize_t owner = ins[i].side == AFTER_PREVIOUS ? ins[i].at - 1 : ins[i].at;
             if (owner >= covered) {
+                next_owner = owner;
                 break;
             }
             if (ins[i].side == ENTRY && entry_unlocated) {
@@ -559,26 +574,48 @@ done:
    with nested code objects already spliced), with `probe` and the trailer
    appended to them. Returns a new reference, or NULL with an exception
    (SpliceError for a code object the splicer does not recognise). */
-/* The code units of `co` as compiled (co_code), in a new PyMem block of
-   2 * *n bytes. 3.11+: deoptimised here as PyCode_GetCode does it (each
-   opcode to its base through Dialect.deopt, the inline caches zeroed),
-   which spares the copy CPython would keep with every code object the
-   import hook splices; code with instrumented opcodes (3.12+), whose
-   originals only CPython knows, goes through PyCode_GetCode. */
-static unsigned char *
-code_units(cs_state *st, PyCodeObject *co, Py_ssize_t *n)
+/* The code units of `co` as compiled (co_code), with the positions of the
+   instructions the splice acts on (returns and jumps, st->interesting).
+   3.11+: deoptimised here as PyCode_GetCode does it (each opcode to its
+   base through Dialect.deopt, the inline caches zeroed), which spares the
+   copy CPython would keep with every code object the import hook splices;
+   code with instrumented opcodes (3.12+), whose originals only CPython
+   knows, goes through PyCode_GetCode. */
+typedef struct {
+    unsigned char *units;   /* 2 * n bytes (and room after them), in one PyMem block with `at` */
+    Py_ssize_t n;
+    Py_ssize_t *at;         /* code units of the interesting instructions, in order */
+    Py_ssize_t n_at;
+} cs_units;
+
+/* One PyMem block: the units, room for zeroing CS_MAX_CACHES units after the
+   last instruction, then `at`. */
+static int
+units_alloc(cs_units *u, Py_ssize_t n)
 {
-    unsigned char *units;
+    size_t unit_bytes = ((size_t)(2 * n) + 2 * CS_MAX_CACHES + 8) & ~(size_t)7;
+    u->units = PyMem_Malloc(unit_bytes + sizeof(Py_ssize_t) * (size_t)(n + 1));
+    if (u->units == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    u->n = n;
+    u->at = (Py_ssize_t *)(u->units + unit_bytes);
+    u->n_at = 0;
+    return 0;
+}
+
+static int
+code_units(cs_state *st, PyCodeObject *co, cs_units *u)
+{
 #ifdef FP_CODE_ADAPTIVE
     Py_ssize_t size = FP_CODE_UNITS(co);
     const unsigned char *adaptive = FP_CODE_ADAPTIVE(co);
-    /* Room for zeroing CS_MAX_CACHES units after the last instruction. */
-    units = PyMem_Malloc((size_t)(2 * size) + 2 * CS_MAX_CACHES + 1);
-    if (units == NULL) {
-        PyErr_NoMemory();
-        return NULL;
+    if (units_alloc(u, size) < 0) {
+        return -1;
     }
-    Py_ssize_t i = 0;
+    unsigned char *units = u->units;
+    Py_ssize_t *at = u->at, n_at = 0, i = 0;
     while (i < size) {
         int op = st->deopt[adaptive[2 * i]];
         if (op == 0) {
@@ -590,30 +627,32 @@ code_units(cs_state *st, PyCodeObject *co, Py_ssize_t *n)
            whatever this one has: no branch on the count; the units past
            its caches are written over next. */
         memset(units + 2 * (i + 1), 0, 2 * CS_MAX_CACHES);
+        at[n_at] = i;
+        n_at += st->interesting[op];
         i += 1 + st->caches[op];
     }
     if (i == size) {
-        *n = size;
-        return units;
+        u->n_at = n_at;
+        return 0;
     }
-    PyMem_Free(units);
-#else
-    (void)st;
+    PyMem_Free(u->units);
+    u->units = NULL;
 #endif
     PyObject *co_code = FP_CODE_BYTES(co);
     if (co_code == NULL) {
-        return NULL;
+        return -1;
     }
-    *n = PyBytes_GET_SIZE(co_code) / 2;
-    units = PyMem_Malloc((size_t)(2 * *n) + 1);
-    if (units == NULL) {
+    if (units_alloc(u, PyBytes_GET_SIZE(co_code) / 2) < 0) {
         Py_DECREF(co_code);
-        PyErr_NoMemory();
-        return NULL;
+        return -1;
     }
-    memcpy(units, PyBytes_AS_STRING(co_code), (size_t)(2 * *n));
+    memcpy(u->units, PyBytes_AS_STRING(co_code), (size_t)(2 * u->n));
     Py_DECREF(co_code);
-    return units;
+    for (Py_ssize_t i = 0; i < u->n; i += 1 + st->caches[u->units[2 * i]]) {
+        u->at[u->n_at] = i;
+        u->n_at += st->interesting[u->units[2 * i]];
+    }
+    return 0;
 }
 
 static PyObject *
@@ -622,19 +661,19 @@ splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyO
     PyCodeObject *co = (PyCodeObject *)code;
     PyObject *result = NULL, *linetable = NULL;
     PyObject *new_code = NULL, *new_consts = NULL, *new_lines = NULL, *new_exc = NULL;
-    unsigned char *units = NULL, *buf = NULL, *entry = NULL, *const_tail = NULL, *grown_content = NULL;
+    unsigned char *buf = NULL, *entry = NULL, *const_tail = NULL, *grown_content = NULL;
+    cs_units u = {0};
     cs_insertion *ins = NULL, *sorted = NULL;
     cs_jump *jumps = NULL;
     void *scratch = NULL;
     cs_offsets offsets = {0};
     cs_buf out = {0};
 
-    Py_ssize_t n;
-    units = code_units(st, co, &n);
-    if (units == NULL) {
+    if (code_units(st, co, &u) < 0) {
         goto done;
     }
-    const unsigned char *raw = units;
+    const unsigned char *raw = u.units;
+    Py_ssize_t n = u.n;
     int ext_op = st->extended_arg;
 
     Py_ssize_t entry_at;
@@ -712,11 +751,9 @@ splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyO
 
     Py_ssize_t n_base = 0, n_jumps = 0;
     ins[n_base++] = (cs_insertion){entry_at, ENTRY, entry_len / 2, entry, -1};
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t k = 0; k < u.n_at; k++) {
+        Py_ssize_t i = u.at[k];
         int op = raw[2 * i];
-        if (!st->interesting[op]) {
-            continue;
-        }
         Py_ssize_t start = i;
         while (start && raw[2 * (start - 1)] == ext_op) {
             start--;
@@ -891,7 +928,7 @@ splice_impl(cs_state *st, PyObject *code, PyObject *consts, PyObject *probe, PyO
                           new_exc);
 
 done:
-    PyMem_Free(units);
+    PyMem_Free(u.units);
     Py_XDECREF(linetable);
     Py_XDECREF(new_code);
     Py_XDECREF(new_consts);
