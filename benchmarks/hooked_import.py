@@ -1,0 +1,74 @@
+"""A package's import with every function spliced by the import hook, against
+its plain import, as whole processes side by side.
+
+    python benchmarks/hooked_import.py PACKAGE [--rounds N]
+
+The two commands, run in turn N times after one warm-up each (so both
+import from warm ``.pyc`` files)::
+
+    python -c "import PACKAGE"                                     # plain
+    FASTPATCH_INCLUDE=PACKAGE python -c "import PACKAGE"           # hooked
+
+The hooked process activates fastpatch at startup (the ``.pth`` file),
+splices every function of the package before its modules run, and prints
+its report table to stderr at exit: each time is the whole process,
+interpreter startup and teardown included. Each process also times its own
+``import PACKAGE`` (the import alone, without startup, activation, the
+report or teardown), reported on a second line. Ratios are taken pair by
+pair (each hooked run against the plain run beside it), so that a machine
+whose speed drifts hits both alike; the table gives their median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+CODE = "import time\nt = time.perf_counter()\nimport {0}\nprint(time.perf_counter() - t)\n"
+
+
+def run(package: str, hooked: bool) -> tuple[float, float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    if hooked:
+        env["FASTPATCH_INCLUDE"] = package
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", CODE.format(package)], capture_output=True, text=True, env=env, check=False
+    )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{'hooked' if hooked else 'plain'} import of {package} failed:\n{proc.stderr[-3000:]}")
+    if hooked and "fastpatch" not in proc.stderr:
+        raise SystemExit(f"the hooked process printed no fastpatch report; is fastpatch installed here?\n{proc.stderr}")
+    return wall, float(proc.stdout.split()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("package")
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args()
+
+    run(args.package, False), run(args.package, True)  # warm-up: .pyc files written, caches warm
+    plain: list[tuple[float, float]] = []
+    hooked: list[tuple[float, float]] = []
+    for _ in range(args.rounds):
+        plain.append(run(args.package, False))
+        hooked.append(run(args.package, True))
+
+    print(f"{args.package} on Python {sys.version.split()[0]}, {args.rounds} pairs")
+    print("| | plain median ms | hooked median ms | median of pair ratios |")
+    print("|---|---:|---:|---:|")
+    for index, what in ((0, "whole process"), (1, "`import` alone")):
+        p = [r[index] for r in plain]
+        h = [r[index] for r in hooked]
+        ratio = statistics.median(b / a for a, b in zip(p, h))
+        print(f"| {what} | {1000 * statistics.median(p):.1f} | {1000 * statistics.median(h):.1f} | {ratio:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
