@@ -1179,14 +1179,18 @@ def _fresh_hot() -> types.CodeType:
     return next(c for c in module.co_consts if isinstance(c, types.CodeType))
 
 
+def _hot_function() -> Any:
+    namespace: Dict[str, Any] = {}
+    exec(compile(_HOT_SOURCE, "<hot>", "exec"), namespace)
+    return namespace["hot"]
+
+
 @pytest.mark.skipif(PY < (3, 11), reason="3.11+ specialise a code object's units in place as it runs")
 def test_code_that_ran_hot_splices_as_it_did_fresh():
     # The C splicer reads code that never ran as CPython runs it, and code
     # that ran (specialised opcodes, counters in the caches) through co_code.
     c = _c_splicer()
-    namespace: Dict[str, Any] = {}
-    exec(compile(_HOT_SOURCE, "<hot>", "exec"), namespace)
-    hot = namespace["hot"]
+    hot = _hot_function()
     for _ in range(3000):
         hot([1, 2.5, 3, 40], 2)
     specialised = [i.opname for i in dis.get_instructions(hot, adaptive=True)]  # type: ignore[call-arg]
@@ -1199,9 +1203,7 @@ def test_code_that_ran_hot_splices_as_it_did_fresh():
 @pytest.mark.skipif(PY < (3, 12), reason="sys.monitoring is 3.12+")
 def test_code_instrumented_by_sys_monitoring_splices_as_it_did_fresh():
     c = _c_splicer()
-    namespace: Dict[str, Any] = {}
-    exec(compile(_HOT_SOURCE, "<hot>", "exec"), namespace)
-    hot = namespace["hot"]
+    hot = _hot_function()
     mon = sys.monitoring  # type: ignore[attr-defined]
     tool = next(t for t in range(6) if mon.get_tool(t) is None)
     mon.use_tool_id(tool, "fastpatch-test")
