@@ -63,6 +63,26 @@ def test_a_forked_child_keeps_the_instrumentation_and_starts_from_zero():
     assert (s.calls, s.completed) == (1, 1)
 
 
+def test_a_forked_child_zeroes_what_the_import_hook_spliced_without_registering_it():
+    from fastpatch import _ext
+
+    source = "def called():\n    return 1\n\ndef never():\n    return 2\n"
+    namespace = {"__name__": "forkmod"}
+    exec(_patch.patch_module_code(compile(source, "<forkmod>", "exec"), "forkmod").code, namespace)
+    namespace["called"](), namespace["called"]()
+
+    def child():
+        waiting = {o.qualname for o in _ext.lazy_origins() if o.module == "forkmod"}
+        called = [s.name for s in _patch.called_stats() if s.module == "forkmod"]
+        namespace["called"]()
+        return [sorted(waiting), called, fastpatch.stats(namespace["called"]).calls]
+
+    got = _in_child(child)
+    # both still wait in the lazy table, zeroed: nothing reads as called until called again
+    assert got == {"result": [["called", "never"], [], 1]}
+    assert fastpatch.stats(namespace["called"]).calls == 2
+
+
 def test_the_activation_that_forks_is_counted_once_over_parent_and_child():
     def forker():
         pid = os.fork()

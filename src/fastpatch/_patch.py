@@ -566,7 +566,10 @@ def _after_fork_in_child() -> None:
     global _lock
     _lock = _thread.RLock()  # the parent's may have been held by a thread the child does not have
     _ext.forked_child()
-    _register_lazy()
+    # The definitions nobody asked about stay unregistered: a pool worker
+    # forked from a hooked program would otherwise register thousands.
+    for origin in _ext.lazy_origins():
+        origin.probe.clear()
     for d in list(_by_original.values()):
         d.probe.clear()
 
