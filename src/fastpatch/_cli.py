@@ -372,7 +372,7 @@ def _execute(kind: str, target: str, program_args: List[str], splice: bool) -> i
         code, main = _prepare_module(target, program_args)
     elif kind == "code":
         sys.argv = ["-c", *program_args]
-        sys.path[0:1] = [""]
+        _set_path0("")
         import importlib.machinery
 
         main = _new_main({"__name__": "__main__", "__doc__": None, "__loader__": importlib.machinery.BuiltinImporter,
@@ -389,14 +389,36 @@ def _execute(kind: str, target: str, program_args: List[str], splice: bool) -> i
     return _exec_main(code, main)
 
 
+def _safe_path() -> bool:
+    """Whether Python puts no directory of the program's in front of
+    sys.path: -P, PYTHONSAFEPATH or -I (3.11+), -I alone before."""
+    return bool(getattr(sys.flags, "safe_path", sys.flags.isolated))
+
+
+def _set_path0(entry: str, even_if_safe: bool = False) -> None:
+    """Put ``entry`` in front of sys.path as Python does for the program.
+
+    In place of the entry Python put there for ``python -m fastpatch`` (the
+    current directory) or the console script (its directory); under
+    ``_safe_path()`` Python put none there, and puts none for the program
+    either, except the path of a directory or zip archive it runs
+    (``even_if_safe``)."""
+    if not _safe_path():
+        sys.path[0:1] = [entry]
+    elif even_if_safe:
+        sys.path.insert(0, entry)
+
+
 def _prepare_script(script: str, program_args: List[str]) -> Tuple[CodeType, ModuleType]:
     import importlib.machinery
 
     sys.argv = [script, *program_args]
     if os.path.isdir(script) or (not script.endswith((".py", ".pyw", ".pyc")) and _is_zip(script)):
-        # A directory or zip archive with __main__.py, run as Python runs it.
-        sys.path[0:1] = [script]
-        spec = importlib.machinery.PathFinder.find_spec("__main__", [script])
+        # A directory or zip archive with __main__.py, run as Python runs it:
+        # its path goes in front of sys.path even under -P.
+        entry = os.path.join(os.getcwd(), script)
+        _set_path0(entry, even_if_safe=True)
+        spec = importlib.machinery.PathFinder.find_spec("__main__", [entry])
         if spec is None or spec.loader is None:
             raise _UsageError(f"can't find '__main__' module in {script!r}")
         code = spec.loader.get_code("__main__")  # type: ignore[attr-defined]
@@ -404,7 +426,7 @@ def _prepare_script(script: str, program_args: List[str]) -> Tuple[CodeType, Mod
                           "__spec__": spec, "__package__": "", "__cached__": getattr(spec, "cached", None)})
         return code, main
     path = os.path.abspath(script)
-    sys.path[0:1] = [os.path.dirname(os.path.realpath(script))]
+    _set_path0(os.path.dirname(os.path.realpath(script)))
     try:
         with open(path, "rb") as fh:
             source = fh.read()
@@ -428,7 +450,7 @@ def _prepare_module(name: str, program_args: List[str]) -> Tuple[CodeType, Modul
     loader, so spliced when selected) and its ``__main__``."""
     import importlib.util
 
-    sys.path[0:1] = [os.getcwd()]
+    _set_path0(os.getcwd())
     sys.argv = ["-m", *program_args]  # as Python has it while finding the module
     try:
         spec = importlib.util.find_spec(name)
