@@ -5,9 +5,13 @@ error message, death by SIGINT)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
@@ -68,4 +72,136 @@ def test_sys_path_is_what_python_gives_the_program(tmp_path, flags, env, target)
     plain = _python(target, project, flags, **env)
     under_run = _under_run(target, project, flags, **env)
     assert (under_run.returncode, under_run.stdout) == (plain.returncode, plain.stdout), under_run.stderr
+
+
+# --------------------------------------------------------------------------
+# Ctrl-C
+# --------------------------------------------------------------------------
+
+INTERRUPTED = """
+import signal
+import sys
+
+
+def wait_for_ctrl_c():
+    if sys.argv[1] == "raise":
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if the test runner ignores SIGINT
+    print("ready", flush=True)
+    signal.pause()
+
+
+wait_for_ctrl_c()
+"""
+
+
+def _launchers():
+    script = shutil.which("fastpatch", path=sysconfig.get_path("scripts"))
+    no_script = pytest.mark.skip(reason="the fastpatch console script is not installed in this environment")
+    return [
+        pytest.param([sys.executable, "-m", "fastpatch"], id="python -m fastpatch"),
+        pytest.param([script], id="console script", marks=[no_script] if script is None else []),
+    ]
+
+
+def _interrupted(command, cwd, how):
+    """Run ``command``; with ``how == "signal"`` send it SIGINT once it is waiting for one."""
+    proc = subprocess.Popen(command, cwd=str(cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env())
+    try:
+        if how == "signal":
+            assert proc.stdout.readline() == "ready\n"
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, err
+
+
+def _frames(stderr):
+    """(file name, function) of each frame of the one traceback in ``stderr``.
+
+    Not the lines: the SIGINT lands where the program is when the test
+    sends it, just after its "ready" or in its pause()."""
+    assert stderr.count("Traceback (most recent call last):") == 1, stderr
+    return [(os.path.basename(line.split('"')[1]), line.rsplit(", in ", 1)[1])
+            for line in stderr.splitlines() if line.startswith("  File ")]
+
+
+@pytest.mark.skipif(not hasattr(signal, "pause"), reason="POSIX signals")
+@pytest.mark.parametrize("launcher", _launchers())
+@pytest.mark.parametrize("how", ["raise", "signal"])
+def test_an_unhandled_keyboard_interrupt_ends_run_by_sigint_after_the_report(tmp_path, launcher, how):
+    write_tree(str(tmp_path), {"prog.py": INTERRUPTED})
+    plain = _interrupted([sys.executable, "prog.py", how], tmp_path, how)
+    status, out, err = _interrupted([*launcher, "run", "-o", "out.json", "prog.py", how], tmp_path, how)
+    assert plain[0] == -signal.SIGINT
+    assert (status, out) == plain[:2]
+    # The program's own traceback, once, and then the report at exit.
+    assert err.endswith("\nKeyboardInterrupt\nfastpatch: report written to out.json\n"), err
+    assert _frames(err) == _frames(plain[2]) == [("prog.py", "<module>"), ("prog.py", "wait_for_ctrl_c")]
+    with open(tmp_path / "out.json") as fh:
+        report = json.load(fh)
+    assert {f["name"]: (f["calls"], f["errors"]) for f in report["functions"]} == {"__main__.wait_for_ctrl_c": (1, 1)}
+
+
+# --------------------------------------------------------------------------
+# Errors: the program's as Python shows them
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", [["bad.py"], ["-c", "x = 1\ndef broken(:\n    pass\n"]], ids=["script", "code"])
+def test_a_syntax_error_in_the_program_is_shown_as_python_shows_it(tmp_path, target):
+    write_tree(str(tmp_path), {"bad.py": "x = 1\ndef broken(:\n    pass\n"})
+    plain = _python(target, tmp_path)
+    under_run = _under_run(target, tmp_path)
+    assert plain.returncode == 1 and plain.stderr.endswith("SyntaxError: invalid syntax\n"), plain.stderr
+    # Nothing else: the program never started, so there is no report either.
+    assert (under_run.returncode, under_run.stdout, under_run.stderr) == (1, "", plain.stderr)
+
+
+LAST_EXCEPTION = """
+import atexit
+import sys
+import traceback
+
+
+def frames(tb):
+    return [frame.name for frame in traceback.extract_tb(tb)]
+
+
+def at_exit():
+    print("atexit", sys.last_type.__name__, repr(sys.last_value), frames(sys.last_traceback),
+          sys.last_value.__traceback__ is sys.last_traceback, getattr(sys, "last_exc", sys.last_value) is sys.last_value)
+
+
+def hook(exc_type, value, tb):
+    print("hook", exc_type.__name__, repr(value), frames(tb), getattr(sys, "last_value", None) is value)
+
+
+def fail():
+    raise {exception}("the program failed")
+
+
+atexit.register(at_exit)
+if sys.argv[1] == "own-hook":
+    sys.excepthook = hook
+fail()
+"""
+
+
+@pytest.mark.parametrize("exception", ["ValueError", "KeyboardInterrupt"])
+@pytest.mark.parametrize("hook", ["default-hook", "own-hook"])
+def test_an_unhandled_exception_is_in_sys_last_value_for_atexit_and_the_excepthook(tmp_path, exception, hook):
+    write_tree(str(tmp_path), {"prog.py": LAST_EXCEPTION.replace("{exception}", exception)})
+    plain = _python(["prog.py", hook], tmp_path)
+    under_run = _under_run(["-o", "out.json", "prog.py", hook], tmp_path)
+    assert plain.stdout.splitlines()[-1] == (
+        f"atexit {exception} {exception}('the program failed') ['<module>', 'fail'] True True"
+    )
+    assert (under_run.returncode, under_run.stdout, under_run.stderr) == (
+        plain.returncode, plain.stdout, plain.stderr + "fastpatch: report written to out.json\n"
+    )
 

@@ -21,7 +21,7 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from types import CodeType, ModuleType
+    from types import CodeType, ModuleType, TracebackType
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 FORMATS = ("text", "json", "pstats")
@@ -46,7 +46,9 @@ def _prog() -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The command line; returns the exit status."""
+    """The command line; returns the exit status. The unhandled exception
+    of the program that ``run`` runs goes on up to the interpreter, which
+    reports it as it reports its own program's."""
     args = list(sys.argv[1:] if argv is None else argv)
     prog = _prog()
     top = _top_parser(prog)
@@ -368,25 +370,33 @@ def _new_main(attrs: Dict[str, Any]) -> ModuleType:
 def _execute(kind: str, target: str, program_args: List[str], splice: bool) -> int:
     from ._hook import splice_main
 
-    if kind == "module":
-        code, main = _prepare_module(target, program_args)
-    elif kind == "code":
-        sys.argv = ["-c", *program_args]
-        _set_path0("")
-        import importlib.machinery
+    try:
+        if kind == "module":
+            code, main = _prepare_module(target, program_args)
+        elif kind == "code":
+            code, main = _prepare_code(target, program_args)
+        else:
+            code, main = _prepare_script(target, program_args)
+    except SyntaxError as exc:
+        from ._activate import deactivate
 
-        main = _new_main({"__name__": "__main__", "__doc__": None, "__loader__": importlib.machinery.BuiltinImporter,
-                          "__spec__": None, "__package__": None})
-        code = compile(target, "<string>", "exec", dont_inherit=True)
-        if splice:
-            code = splice_main(code)
-    else:
-        code, main = _prepare_script(target, program_args)
-        if splice:
-            # The script runs as __main__; -i SCRIPTNAME selects it too.
-            stem = os.path.splitext(os.path.basename(target))[0]
-            code = splice_main(code, stem if stem.isidentifier() else None)
+        deactivate()  # the program never started: no report
+        # A script's or -c's alone, as Python shows it; under -m, with the
+        # loader's frames below ours.
+        _ProgramError.leave_with(exc, _without_our_frames(exc.__traceback__))
+        raise
+    if splice and kind != "module":  # a module's code comes spliced from the import hook's loader
+        # The script runs as __main__; -i SCRIPTNAME selects it too.
+        stem = os.path.splitext(os.path.basename(target))[0] if kind == "script" else ""
+        code = splice_main(code, stem if stem.isidentifier() else None)
     return _exec_main(code, main)
+
+
+def _without_our_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
+    """``tb`` from its first frame that is not fastpatch's."""
+    while tb is not None and str(tb.tb_frame.f_globals.get("__name__")).startswith("fastpatch."):
+        tb = tb.tb_next
+    return tb
 
 
 def _safe_path() -> bool:
@@ -407,6 +417,16 @@ def _set_path0(entry: str, even_if_safe: bool = False) -> None:
         sys.path[0:1] = [entry]
     elif even_if_safe:
         sys.path.insert(0, entry)
+
+
+def _prepare_code(source: str, program_args: List[str]) -> Tuple[CodeType, ModuleType]:
+    import importlib.machinery
+
+    sys.argv = ["-c", *program_args]
+    _set_path0("")
+    main = _new_main({"__name__": "__main__", "__doc__": None, "__loader__": importlib.machinery.BuiltinImporter,
+                      "__spec__": None, "__package__": None})
+    return compile(source, "<string>", "exec", dont_inherit=True), main
 
 
 def _prepare_script(script: str, program_args: List[str]) -> Tuple[CodeType, ModuleType]:
@@ -485,15 +505,51 @@ def _prepare_module(name: str, program_args: List[str]) -> Tuple[CodeType, Modul
 
 
 def _exec_main(code: CodeType, main: ModuleType) -> int:
-    """Run the program; SystemExit goes on up as the interpreter expects it,
-    any other exception is printed as Python prints it (without our frame)."""
+    """Run the program; 0 if it returns. Its unhandled exception goes on up
+    to the interpreter, which reports it as its own (see ``_ProgramError``)."""
     try:
         exec(code, main.__dict__)
     except SystemExit:
         raise
-    except BaseException as exc:  # noqa: BLE001 - the program's own exception, reported as Python does
+    except BaseException as exc:  # noqa: BLE001 - re-raised: the interpreter reports it
         tb = exc.__traceback__
-        tb = tb.tb_next if tb is not None else None  # our exec() frame is not the program's
-        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
-        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+        _ProgramError.leave_with(exc, tb.tb_next if tb is not None else None)  # our exec() frame is not the program's
+        raise
     return 0
+
+
+class _ProgramError:
+    """``sys.excepthook`` while the program's unhandled exception leaves
+    ``run`` for the interpreter.
+
+    The interpreter then does for it all that it does for its own program's
+    exception: ``sys.last_type``, ``last_value``, ``last_traceback`` (and
+    ``last_exc``) set before atexit handlers run, exit status 1, and after
+    a KeyboardInterrupt death by SIGINT once atexit handlers (the report)
+    and finalisation have run. It calls this hook to show the exception,
+    which gives the exception back the program's own traceback (without
+    run's frames, which it gained on its way out), shows it through the
+    hook the program had, and puts that hook back.
+    """
+
+    def __init__(self, exc: BaseException, tb: Optional[TracebackType], hook: Any) -> None:
+        self.exc = exc
+        self.tb = tb
+        self.hook = hook
+
+    @classmethod
+    def leave_with(cls, exc: BaseException, tb: Optional[TracebackType]) -> None:
+        """Make the interpreter show ``exc`` with traceback ``tb`` when it
+        reaches it."""
+        exc.__traceback__ = tb
+        sys.excepthook = cls(exc, tb, sys.excepthook)
+
+    def __call__(self, exc_type: type, value: BaseException, tb: Optional[TracebackType]) -> Any:
+        if value is not self.exc:  # not the program's exception: pass it on as it is
+            return self.hook(exc_type, value, tb)
+        if sys.excepthook is self:
+            sys.excepthook = self.hook
+        value.__traceback__ = self.tb
+        if getattr(sys, "last_value", None) is value:
+            sys.last_traceback = self.tb
+        return self.hook(exc_type, value, self.tb)
