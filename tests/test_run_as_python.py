@@ -15,7 +15,9 @@ import sysconfig
 
 import pytest
 
+from fastpatch._select import PatternError, Patterns
 from sample_pkgs import write_tree
+from test_children import needs_pth
 
 
 def _env(**extra):
@@ -205,3 +207,70 @@ def test_an_unhandled_exception_is_in_sys_last_value_for_atexit_and_the_exceptho
         plain.returncode, plain.stdout, plain.stderr + "fastpatch: report written to out.json\n"
     )
 
+
+# --------------------------------------------------------------------------
+# A large program directory
+# --------------------------------------------------------------------------
+
+# 4,000 modules of 40-character names: their names alone, comma-separated,
+# are more than the 128 KiB the kernel allows one environment string.
+MANY_MODULES = [f"generated_module_with_a_long_name_{i:06d}" for i in range(4000)]
+CHILD = f"import os, {MANY_MODULES[7]} as m; m.work(1); print(os.environ['FASTPATCH_INCLUDE'])"
+
+
+@pytest.fixture
+def large_directory(tmp_path):
+    write_tree(str(tmp_path), {
+        **{f"{name}.py": "def work(x):\n    return x + 1\n" for name in MANY_MODULES},
+        "prog.py": f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {CHILD!r}], check=True)\n",
+    })
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+def test_child_processes_start_whatever_the_size_of_the_program_directory(large_directory):
+    result = _under_run(["prog.py"], large_directory)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == f"__main__,{os.path.realpath(large_directory)}\n"
+
+
+@needs_pth
+def test_a_child_times_the_modules_of_a_large_program_directory(large_directory):
+    result = _under_run(["-o", "out/r.json", "prog.py"], large_directory)
+    assert result.returncode == 0, result.stderr[-2000:]
+    [child] = [f for f in os.listdir(large_directory / "out") if f != "r.json"]
+    with open(large_directory / "out" / child) as fh:
+        report = json.load(fh)
+    assert {f["name"]: f["calls"] for f in report["functions"]} == {f"{MANY_MODULES[7]}.work": 1}
+
+
+def test_a_program_directory_with_a_comma_in_its_path_is_passed_as_its_module_names(tmp_path):
+    write_tree(str(tmp_path / "a,b"), {
+        "helper.py": "def work():\n    return 1\n",
+        "prog.py": "import os, helper\nhelper.work()\nprint(os.environ['FASTPATCH_INCLUDE'])\n",
+    })
+    result = _under_run(["prog.py"], tmp_path / "a,b")
+    assert (result.returncode, result.stdout) == (0, "__main__,helper,prog\n"), result.stderr
+    assert "helper.work" in result.stderr.splitlines()[-1]
+
+
+def test_a_directory_pattern_selects_the_modules_and_packages_found_in_it(tmp_path):
+    write_tree(str(tmp_path), {
+        "single.py": "", "pkg/__init__.py": "", "portion/mod.py": "", "__main__.py": "", ".hidden.py": "",
+        "not-a-name.py": "", "notes.txt": "", "venv/pyvenv.cfg": "", "venv/tool.py": "", "empty/data.txt": "",
+    })
+    patterns = Patterns(["other", str(tmp_path)], ["pkg.tests"])
+    names = ["single", "pkg", "pkg.sub", "pkg.tests", "portion", "portion.mod", "__main__", "venv", "empty", "json",
+             "other", "singled"]
+    assert [n for n in names if patterns.selects_module(n)] == ["single", "pkg", "pkg.sub", "portion", "portion.mod",
+                                                               "other"]
+    assert patterns.top_level_names() == frozenset({"single", "pkg", "portion", "other"})
+    assert patterns.unmatched() == []
+    excluded = Patterns(["single", "pkg.sub", "json"], [str(tmp_path)])
+    assert [n for n in names if excluded.selects_module(n)] == ["json"]
+
+
+def test_a_directory_pattern_must_be_absolute():
+    with pytest.raises(PatternError) as exc:
+        Patterns([os.path.join("src", "app")])
+    assert str(exc.value) == f"bad pattern {os.path.join('src', 'app')!r}: a directory must be an absolute path"

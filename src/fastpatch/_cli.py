@@ -156,7 +156,8 @@ def _run_parser(prog: str) -> argparse.ArgumentParser:
         epilog=(
             "patterns: 'myapp' selects myapp and every submodule; globs match within a dotted\n"
             "name ('myapp.*.views'); 'module:Qual.name' selects one function or method (a class:\n"
-            "its methods). Exclusion wins."
+            "its methods); an absolute directory ('/srv/app/src') selects the modules and packages\n"
+            "found in it. Exclusion wins."
         ),
     )
     _add_report_options(parser)
@@ -286,32 +287,6 @@ def _in_system_dir(path: str, system_dirs: List[str]) -> bool:
     return any(real == d or real.startswith(d + os.sep) for d in system_dirs)
 
 
-def _local_module_names(directory: str) -> List[str]:
-    """The top-level modules and packages a program finds in ``directory``
-    (its sys.path[0]): ``*.py`` files, packages, and namespace portions."""
-    names: List[str] = []
-    try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
-    except OSError:
-        return names
-    for entry in entries:
-        name = entry.name
-        if name.startswith(".") or name == "__pycache__":
-            continue
-        try:
-            if entry.is_file() and name.endswith(".py") and name[:-3].isidentifier():
-                names.append(name[:-3])
-            elif entry.is_dir() and name.isidentifier() and name not in ("site-packages", "dist-packages"):
-                if os.path.exists(os.path.join(entry.path, "pyvenv.cfg")):
-                    continue  # a virtual environment
-                inside = os.listdir(entry.path)
-                if "__init__.py" in inside or any(n.endswith(".py") for n in inside):
-                    names.append(name)
-        except OSError:
-            continue
-    return names
-
-
 def _default_include(kind: str, target: str) -> Tuple[List[str], str]:
     """The program's own code, and why there is none (empty if there is)."""
     system = _system_dirs()
@@ -341,8 +316,15 @@ def _default_include(kind: str, target: str) -> Tuple[List[str], str]:
         directory = os.path.dirname(os.path.realpath(target))
     if _in_system_dir(directory, system):
         return [], f"{directory} is in the standard library or site-packages, which run never times by default"
-    names = [n for n in _local_module_names(directory) if n != "__main__"]
-    return ["__main__"] + names, ""
+    if "," in directory or directory != directory.strip():
+        # Not one item of FASTPATCH_INCLUDE: its names, as found now.
+        from ._select import module_names_in
+
+        return ["__main__", *module_names_in(directory)], ""
+    # The directory itself, not its names: each process finds them, and
+    # FASTPATCH_INCLUDE stays short whatever the directory holds (one
+    # environment string may not exceed 128 KiB on Linux).
+    return ["__main__", directory], ""
 
 
 def _is_zip(path: str) -> bool:

@@ -10,6 +10,10 @@ Pattern syntax (DESIGN.md, "Patterns"):
   submodules), not ``myapp.views``; a ``*`` never crosses a dot;
 * ``module:Qual.name`` selects the function or method ``Qual.name`` of
   ``module``, and what is nested in it (a class's methods);
+* an absolute directory path (a pattern with a path separator) selects
+  the top-level modules and packages found directly in that directory when
+  the patterns are compiled (each process looks for itself): how ``run``
+  names the program's own code without listing it in ``FASTPATCH_INCLUDE``;
 * exclusion wins over inclusion, and fastpatch's own modules are never
   selected.
 
@@ -18,6 +22,8 @@ imports this module, and ``re`` alone would double what that costs.
 """
 
 from __future__ import annotations
+
+import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,6 +51,38 @@ class PatternError(ValueError):
     """A pattern that can never select anything (empty, or malformed)."""
 
 
+def is_directory_pattern(pattern: str) -> bool:
+    """Whether ``pattern`` names a directory (it holds a path separator)."""
+    return "/" in pattern or os.sep in pattern
+
+
+def module_names_in(directory: str) -> List[str]:
+    """The top-level modules and packages a program finds in ``directory``
+    (on its sys.path): ``*.py`` files, packages and namespace portions, in
+    name order; not ``__main__``, a virtual environment or site-packages."""
+    names: List[str] = []
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return names
+    for entry in entries:
+        name = entry.name
+        if name.startswith(".") or name == "__pycache__":
+            continue
+        try:
+            if entry.is_file() and name.endswith(".py") and name[:-3].isidentifier() and name != "__main__.py":
+                names.append(name[:-3])
+            elif entry.is_dir() and name.isidentifier() and name not in ("site-packages", "dist-packages"):
+                if os.path.exists(os.path.join(entry.path, "pyvenv.cfg")):
+                    continue  # a virtual environment
+                inside = os.listdir(entry.path)
+                if "__init__.py" in inside or any(n.endswith(".py") for n in inside):
+                    names.append(name)
+        except OSError:
+            continue
+    return names
+
+
 def _is_glob(part: str) -> bool:
     return "*" in part or "?" in part or "[" in part
 
@@ -52,6 +90,10 @@ def _is_glob(part: str) -> bool:
 def _check(pattern: str) -> None:
     if not isinstance(pattern, str):
         raise TypeError(f"a fastpatch pattern must be a str, not {type(pattern).__name__}")
+    if is_directory_pattern(pattern):
+        if not os.path.isabs(pattern):
+            raise PatternError(f"bad pattern {pattern!r}: a directory must be an absolute path")
+        return
     module, colon, qualname = pattern.partition(":")
     parts = module.split(".") + (qualname.split(".") if colon else [])
     if not module or (colon and not qualname) or not all(
@@ -168,10 +210,15 @@ class Patterns:
         self.exclude: Tuple[str, ...] = tuple(exclude)
         for p in self.include + self.exclude:
             _check(p)
-        self._include_modules = [_ModulePattern(p) for p in self.include if ":" not in p]
-        self._exclude_modules = [_ModulePattern(p) for p in self.exclude if ":" not in p]
-        self._include_functions = self._by_module(p for p in self.include if ":" in p)
-        self._exclude_functions = self._by_module(p for p in self.exclude if ":" in p)
+        include = [p for p in self.include if not is_directory_pattern(p)]
+        exclude = [p for p in self.exclude if not is_directory_pattern(p)]
+        # top-level name -> the directory pattern that found it there
+        self._include_found = self._found_in_directories(self.include)
+        self._exclude_found = self._found_in_directories(self.exclude)
+        self._include_modules = [_ModulePattern(p) for p in include if ":" not in p]
+        self._exclude_modules = [_ModulePattern(p) for p in exclude if ":" not in p]
+        self._include_functions = self._by_module(p for p in include if ":" in p)
+        self._exclude_functions = self._by_module(p for p in exclude if ":" in p)
         #: Whether any include pattern names functions (``module:Qual.name``).
         self.has_function_patterns = bool(self._include_functions)
         self._cache: Dict[str, bool] = {}
@@ -181,8 +228,10 @@ class Patterns:
     def top_level_names(self) -> Optional[FrozenSet[str]]:
         """The top-level package of every module the include patterns can
         select, or None when one of them is a glob (``*.views``)."""
-        tops = set()
+        tops = set(self._include_found)
         for pattern in self.include:
+            if is_directory_pattern(pattern):
+                continue
             top = pattern.partition(":")[0].partition(".")[0]
             if _is_glob(top):
                 return None
@@ -191,7 +240,16 @@ class Patterns:
 
     def _excluded(self, name: str) -> bool:
         parts = name.split(".")
-        return any(p.matches(parts) for p in self._exclude_modules)
+        return parts[0] in self._exclude_found or any(p.matches(parts) for p in self._exclude_modules)
+
+    @staticmethod
+    def _found_in_directories(patterns: Iterable[str]) -> Dict[str, str]:
+        found: Dict[str, str] = {}
+        for p in patterns:
+            if is_directory_pattern(p):
+                for name in module_names_in(p):
+                    found.setdefault(name, p)
+        return found
 
     @staticmethod
     def _by_module(patterns: Iterable[str]) -> Dict[str, FrozenSet[str]]:
@@ -211,6 +269,10 @@ class Patterns:
             answer = False
             if not is_own_module(name) and not self._excluded(name):
                 parts = name.split(".")
+                directory = self._include_found.get(parts[0])
+                if directory is not None:
+                    self.matched.add(directory)
+                    answer = True
                 for pattern in self._include_modules:
                     if pattern.matches(parts):
                         self.matched.add(pattern.text)
