@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 FORMATS = ("text", "json", "pstats")
-_VALUE_OPTIONS = frozenset(("-o", "--output", "-f", "--format", "-s", "--sort", "-i", "--include", "-x", "--exclude"))
 
 # The module run replaces as __main__ (fastpatch.__main__, or the console
 # script): kept alive while its frame runs.
@@ -176,10 +175,12 @@ def _run_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _split_run_args(args: List[str]) -> Tuple[List[str], Optional[str], Optional[str], List[str]]:
-    """``run``'s own options, then what to run (kind, target) and its
-    arguments: everything after the target belongs to the program, as with
-    ``python`` itself."""
+def _split_run_args(
+    args: List[str], parser: argparse.ArgumentParser
+) -> Tuple[List[str], Optional[str], Optional[str], List[str]]:
+    """``run``'s own options (those of ``parser``), then what to run (kind,
+    target) and its arguments: everything after the target belongs to the
+    program, as with ``python`` itself."""
     i = 0
     while i < len(args):
         arg = args[i]
@@ -193,7 +194,7 @@ def _split_run_args(args: List[str]) -> Tuple[List[str], Optional[str], Optional
             return args[:i], "module" if arg == "-m" else "code", args[i + 1], args[i + 2:]
         if arg[:2] in ("-m", "-c") and not arg.startswith("--"):
             return args[:i], "module" if arg[1] == "m" else "code", arg[2:], args[i + 1:]
-        if arg in _VALUE_OPTIONS:
+        if _takes_next_argument(arg, parser):
             i += 2
             continue
         if arg.startswith("-") and arg != "-":
@@ -203,9 +204,23 @@ def _split_run_args(args: List[str]) -> Tuple[List[str], Optional[str], Optional
     return args, None, None, []
 
 
+def _takes_next_argument(arg: str, parser: argparse.ArgumentParser) -> bool:
+    """Whether ``arg`` is an option of ``parser`` whose value is the next
+    argument: as argparse reads it, a long option may be any unambiguous
+    prefix of one (``--out FILE``). An ambiguous or unknown option is left
+    to argparse, which says what is wrong with it."""
+    actions = parser._option_string_actions
+    action = actions.get(arg)
+    if action is None and arg.startswith("--") and "=" not in arg:
+        matches = {id(a): a for option, a in actions.items() if option.startswith(arg)}
+        if len(matches) == 1:
+            [action] = matches.values()
+    return action is not None and action.nargs != 0
+
+
 def _run(prog: str, args: List[str]) -> int:
     parser = _run_parser(prog)
-    options, kind, target, program_args = _split_run_args(args)
+    options, kind, target, program_args = _split_run_args(args, parser)
     ns = parser.parse_args(options)
     if kind is None or not target:
         parser.error("nothing to run: give -m MODULE, -c CODE or SCRIPT")
