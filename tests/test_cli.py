@@ -14,6 +14,7 @@ import sysconfig
 import pytest
 
 from sample_pkgs import write_tree
+from test_children import needs_pth
 
 PROGRAM = '''
 import sys
@@ -300,3 +301,30 @@ def test_an_ambiguous_long_option_is_refused_as_argparse_refuses_it(capsys):
         "python -m fastpatch run: error: ambiguous option: --s could match --sort, --sample"
     )
 
+
+SORTED_CHILD = "import helper\nhelper.a_few()\nfor i in range(200): helper.b_many()\n"
+
+
+@needs_pth
+def test_run_dash_s_sorts_the_tables_of_child_processes_too(project):
+    write_tree(str(project), {
+        "helper.py": "def a_few():\n    return 1\ndef b_many():\n    return 2\n",
+        "spawner.py": f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {SORTED_CHILD!r}], check=True)\n",
+    })
+    result = fastpatch_cmd("run", "-s", "name", "-i", "helper", "spawner.py", cwd=project, check_status=0)
+    lines = result.stderr.splitlines()
+    [start] = [i for i, line in enumerate(lines) if line.startswith("fastpatch: process ")]
+    assert [line.split()[::8] for line in lines[start + 2:start + 4]] == [["1", "helper.a_few"], ["200", "helper.b_many"]]
+
+
+@needs_pth
+def test_an_unknown_fastpatch_sort_gets_one_warning_and_the_default(project):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    environment.update(FASTPATCH_INCLUDE="helper", FASTPATCH_SORT="speed")
+    result = subprocess.run([sys.executable, "-c", "import helper\nhelper.slow(3)"], cwd=str(project),
+                            capture_output=True, text=True, timeout=60, env=environment)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == ("fastpatch: FASTPATCH_SORT='speed' is not one of calls, errors, max, mean, name, total; "
+                        "using total")
+    assert lines[1].startswith("fastpatch: process ") and lines[3].split()[::8] == ["1", "helper.slow"]

@@ -92,7 +92,7 @@ def activate(
     hook = install_import_hook(include, exclude)
     activation = Activation(hook, output, fmt, sort, root, warn_unmatched)
     _current = activation
-    _export(include, exclude, output, fmt)
+    _export(include, exclude, output, fmt, sort)
     import atexit
 
     atexit.register(_at_exit, activation)
@@ -112,7 +112,9 @@ def deactivate() -> None:
     _current = None
 
 
-def _export(include: Iterable[str], exclude: Iterable[str], output: Optional[str], fmt: Optional[str]) -> None:
+def _export(
+    include: Iterable[str], exclude: Iterable[str], output: Optional[str], fmt: Optional[str], sort: str
+) -> None:
     """The settings, for child processes (they activate at startup from these)."""
     env = os.environ
     env["FASTPATCH_INCLUDE"] = ",".join(include)
@@ -130,6 +132,10 @@ def _export(include: Iterable[str], exclude: Iterable[str], output: Optional[str
         env["FASTPATCH_FORMAT"] = fmt
     else:
         env.pop("FASTPATCH_FORMAT", None)
+    if sort != "total":
+        env["FASTPATCH_SORT"] = sort
+    else:
+        env.pop("FASTPATCH_SORT", None)
 
 
 def activate_from_environment() -> Optional[Activation]:
@@ -150,7 +156,14 @@ def activate_from_environment() -> Optional[Activation]:
     if fmt is not None and fmt not in ("text", "json", "pstats"):
         _say(f"FASTPATCH_FORMAT={fmt!r} is not text, json or pstats; using the output file's extension")
         fmt = None
-    return activate(include, exclude, output=output, fmt=fmt)
+    sort = env.get("FASTPATCH_SORT", "").strip().lower() or "total"
+    if sort != "total":
+        from ._stats import SORT_KEYS  # only then: the stats module is not needed before the exit
+
+        if sort not in SORT_KEYS:
+            _say(f"FASTPATCH_SORT={sort!r} is not one of {', '.join(sorted(SORT_KEYS))}; using total")
+            sort = "total"
+    return activate(include, exclude, output=output, fmt=fmt, sort=sort)
 
 
 # --------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def _top_parser(prog: str) -> argparse.ArgumentParser:
             f"'{prog} run -h' and '{prog} report -h' describe each.\n\n"
             "environment: FASTPATCH_INCLUDE (comma-separated patterns; activates fastpatch in any\n"
             "Python process), FASTPATCH_EXCLUDE, FASTPATCH_OUTPUT ({pid} is the process id),\n"
-            "FASTPATCH_FORMAT, FASTPATCH_ENABLED=0 (everything off), FASTPATCH_CLOCK."
+            "FASTPATCH_FORMAT, FASTPATCH_SORT, FASTPATCH_ENABLED=0 (everything off), FASTPATCH_CLOCK."
         ),
     )
 
