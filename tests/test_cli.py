@@ -276,7 +276,10 @@ def test_the_console_script(project):
 def test_run_takes_unambiguous_prefixes_of_its_long_options_as_argparse_does(project, spelling):
     options = [("--inc", "helper"), ("--inc", "__main__"), ("--ex", "__main__:fib"), ("--out", "r.txt"),
                ("--form", "json"), ("--so", "calls")]
-    args = [part for name, value in options for part in ((name, value) if spelling == "separate" else (f"{name}={value}",))]
+    if spelling == "separate":
+        args = [part for option in options for part in option]
+    else:
+        args = [f"{name}={value}" for name, value in options]
     result = fastpatch_cmd("run", *args, "prog.py", "7", cwd=project)
     assert result.returncode == 7, result.stderr
     assert result.stdout.splitlines()[0] == "argv ['prog.py', '7']"
@@ -314,7 +317,8 @@ def test_run_dash_s_sorts_the_tables_of_child_processes_too(project):
     result = fastpatch_cmd("run", "-s", "name", "-i", "helper", "spawner.py", cwd=project, check_status=0)
     lines = result.stderr.splitlines()
     [start] = [i for i, line in enumerate(lines) if line.startswith("fastpatch: process ")]
-    assert [line.split()[::8] for line in lines[start + 2:start + 4]] == [["1", "helper.a_few"], ["200", "helper.b_many"]]
+    rows = [line.split()[::8] for line in lines[start + 2:start + 4]]
+    assert rows == [["1", "helper.a_few"], ["200", "helper.b_many"]]
 
 
 @needs_pth

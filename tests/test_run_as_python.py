@@ -175,8 +175,9 @@ def frames(tb):
 
 
 def at_exit():
-    print("atexit", sys.last_type.__name__, repr(sys.last_value), frames(sys.last_traceback),
-          sys.last_value.__traceback__ is sys.last_traceback, getattr(sys, "last_exc", sys.last_value) is sys.last_value)
+    value = sys.last_value
+    print("atexit", sys.last_type.__name__, repr(value), frames(sys.last_traceback),
+          value.__traceback__ is sys.last_traceback, getattr(sys, "last_exc", value) is value)
 
 
 def hook(exc_type, value, tb):
