@@ -904,3 +904,88 @@ def test_report_main_checks_the_output_before_reading_anything(tmp_path, capsys)
     # The output problem is reported even though the input is bad too.
     assert _report.report_main([str(tmp_path / "gone.json")], output=str(tmp_path / "x" / "y.json")) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# The report at exit of a whole program
+# --------------------------------------------------------------------------
+
+
+def _fastpatch(*args, cwd, env=None, stdin=None, **popen):
+    """``python -m fastpatch ARGS`` (or ``python ARGS[1:]`` when ARGS[0] is
+    "python") with no FASTPATCH_* variable but those in ``env``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    environment.update(env or {})
+    command = [sys.executable, *args[1:]] if args[0] == "python" else [sys.executable, "-m", "fastpatch", *args]
+    return subprocess.Popen(command, cwd=str(cwd), env=environment, stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _finished(process, status=0):
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == status, err
+    return out, err
+
+
+FREED_WHILE_REPORTING = '''
+import atexit
+import gc
+
+import fastpatch
+import generated
+
+
+def made(i):
+    namespace = {"__name__": "made"}
+    exec(f"def f{i}(x):\\n    return x + {i}\\n", namespace)
+    f = namespace.pop(f"f{i}")
+    fastpatch.instrument(f)
+    f(1)
+    return f
+
+
+def hooked(i):
+    g = generated.__dict__.pop(f"g{i}")  # spliced by the import hook: left in the lazy table
+    g(1)
+    return g
+
+
+kept = [made(i) for i in range(200)] + [hooked(i) for i in range(200)]
+batches = [[made(i), hooked(i)] for i in range(200, 1000)]
+
+
+class Holder:
+    pass
+
+
+def release(phase, info):
+    # Every collection frees a batch of definitions: a cycle made now, and
+    # collected now, is all that holds it.
+    if phase == "start" and batches:
+        holder = Holder()
+        holder.cycle, holder.functions = holder, batches.pop()
+
+
+gc.callbacks.append(release)
+gc.set_threshold(1, 1, 1)
+atexit.register(lambda: print("batches left when the report is built:", len(batches)))  # runs before run's
+'''
+
+
+def test_the_report_at_exit_is_complete_when_the_collector_frees_definitions_while_it_is_built(tmp_path):
+    (tmp_path / "main.py").write_text(FREED_WHILE_REPORTING)
+    (tmp_path / "generated.py").write_text("".join(f"def g{i}(x):\n    return x - {i}\n" for i in range(1000)))
+    out, err = _finished(_fastpatch("run", "-o", "out.json", "main.py", cwd=tmp_path))
+    assert err == "fastpatch: report written to out.json\n"
+    left = int(out.split(":")[1])
+    assert left > 0  # the collector was still freeing definitions while the report was built
+    report = _report.load(str(tmp_path / "out.json"))
+    calls = {(fn["module"], fn["qualname"]): fn["calls"] for fn in report["functions"]}
+    for i in range(200):
+        assert calls.pop(("made", f"f{i}")) == 1
+        assert calls.pop(("generated", f"g{i}")) == 1
+    # Of the definitions freed at exit, those freed before the report began are left out, and
+    # those it read before they were freed are counted exactly.
+    freed = {key: n for key, n in calls.items() if key[0] in ("made", "generated")}
+    assert set(freed.values()) <= {1}
+    assert len(freed) <= 2 * left
