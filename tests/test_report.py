@@ -72,6 +72,22 @@ def run_forked(child):
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
+def _fastpatch(*args, cwd, env=None, stdin=None, **popen):
+    """``python -m fastpatch ARGS`` (or ``python ARGS[1:]`` when ARGS[0] is
+    "python") with no FASTPATCH_* variable but those in ``env``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    environment.update(env or {})
+    command = [sys.executable, *args[1:]] if args[0] == "python" else [sys.executable, "-m", "fastpatch", *args]
+    return subprocess.Popen(command, cwd=str(cwd), env=environment, stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _finished(process, status=0):
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == status, err
+    return out, err
+
+
 def write_json(path, obj):
     path.write_text(json.dumps(obj))
     return str(path)
@@ -223,6 +239,44 @@ def test_definitions_with_the_same_module_qualname_and_line_are_one_entry():
     assert fn["total_ns"] == s1.total_ns + s2.total_ns
     assert fn["min_ns"] == min(s1.min_ns, s2.min_ns)
     assert fn["max_ns"] == max(s1.max_ns, s2.max_ns)
+
+
+def test_argv_entries_that_are_not_strings_are_written_as_strings(tmp_path, monkeypatch):
+    import pathlib
+
+    class Unprintable:
+        def __str__(self):
+            raise RuntimeError("no")
+
+    odd = Unprintable()
+    monkeypatch.setattr(sys, "argv", ["app.py", pathlib.Path("data", "in.csv"), b"raw-\xff", 7, odd])
+    expected = ["app.py", os.path.join("data", "in.csv"), os.fsdecode(b"raw-\xff"), "7", object.__repr__(odd)]
+    report = _report.build([synthetic([10])])
+    assert report["argv"] == expected
+    assert _report.load(_report.write(str(tmp_path / "r.json"), report=report))["argv"] == expected
+    monkeypatch.setattr(sys, "argv", None)
+    assert _report.build([])["argv"] == []
+
+
+@needs_fork
+def test_a_forked_childs_table_on_stderr_names_its_argv_when_it_holds_a_path(tmp_path):
+    (tmp_path / "main.py").write_text(
+        "import os, pathlib, sys\n"
+        "def work():\n"
+        "    return 1\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    sys.argv.append(pathlib.Path('data.csv'))\n"
+        "    work()\n"
+        "    sys.exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print(pid)\n"
+    )
+    out, err = _finished(_fastpatch("run", "main.py", cwd=tmp_path))
+    lines = err.splitlines()
+    assert lines[0] == f"fastpatch: process {int(out)} (main.py data.csv)"
+    assert lines[1].split() == ["calls", "errors", "total", "mean", "min", "p50", "p99", "max", "name"]
+    assert lines[2].split()[0::8] == ["1", "__main__.work"]
 
 
 def test_multiprocessing_main_module_counts_as_main():
@@ -909,22 +963,6 @@ def test_report_main_checks_the_output_before_reading_anything(tmp_path, capsys)
 # --------------------------------------------------------------------------
 # The report at exit of a whole program
 # --------------------------------------------------------------------------
-
-
-def _fastpatch(*args, cwd, env=None, stdin=None, **popen):
-    """``python -m fastpatch ARGS`` (or ``python ARGS[1:]`` when ARGS[0] is
-    "python") with no FASTPATCH_* variable but those in ``env``."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
-    environment.update(env or {})
-    command = [sys.executable, *args[1:]] if args[0] == "python" else [sys.executable, "-m", "fastpatch", *args]
-    return subprocess.Popen(command, cwd=str(cwd), env=environment, stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **popen)
-
-
-def _finished(process, status=0):
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == status, err
-    return out, err
 
 
 FREED_WHILE_REPORTING = '''

@@ -106,6 +106,27 @@ def _main_module(module: str) -> str:
     return "__main__" if module == "__mp_main__" else module
 
 
+def argv_strings() -> List[str]:
+    """``sys.argv`` as reports keep it, a list of strings: a path-like entry
+    (a ``pathlib.Path``, which some programs leave there) as ``os.fspath``
+    gives it, bytes decoded as file names are (``os.fsdecode``), anything
+    else as ``str()`` gives it; no list at all (``sys.argv`` deleted or
+    replaced) gives ``[]``."""
+    argv = getattr(sys, "argv", None)
+    return [_arg_text(arg) for arg in argv] if isinstance(argv, (list, tuple)) else []
+
+
+def _arg_text(arg: object) -> str:
+    if isinstance(arg, str):
+        return arg
+    try:
+        if isinstance(arg, os.PathLike):
+            arg = os.fspath(arg)
+        return os.fsdecode(arg) if isinstance(arg, bytes) else str(arg)
+    except Exception:  # noqa: BLE001 - a broken __fspath__ or __str__ must not cost the whole report
+        return object.__repr__(arg)
+
+
 reported = _stats.reported
 write_table = _stats.write_table
 
@@ -161,7 +182,7 @@ def build(stats: Optional[Iterable[Stats]] = None) -> Report:
         "fastpatch_version": fastpatch.__version__,
         "report_id": _report_id(),
         "pid": os.getpid(),
-        "argv": list(getattr(sys, "argv", [])),
+        "argv": argv_strings(),
         "python": _python_version(),
         "clock": fastpatch.clock(),
         "created": time.time(),
