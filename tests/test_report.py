@@ -12,6 +12,7 @@ import os
 import platform
 import pstats
 import random
+import re
 import signal
 import stat
 import subprocess
@@ -837,7 +838,7 @@ BAD_FILES = [
     ("version zero", _with(lambda r: r.update(version=0)), "unknown report version 0; this fastpatch reads version 1"),
     ("version string", _with(lambda r: r.update(version="1")), 'without a valid "version"'),
     ("no functions", _with(lambda r: r.pop("functions")), "'functions' must be a list"),
-    ("no pid", _with(lambda r: r.pop("pid")), "'pid' must be an integer"),
+    ("no pid", _with(lambda r: r.pop("pid")), "'pid' must be a non-negative integer below 2"),
     ("argv", _with(lambda r: r.update(argv="app.py")), "'argv' must be a list of strings"),
     ("created", _with(lambda r: r.update(created="today")), "'created' must be a number"),
     ("processes", _with(lambda r: r.update(processes=[{"pid": 1}])), r"process #0: 'argv' must be a list"),
@@ -854,7 +855,33 @@ BAD_FILES = [
      "read the report with the fastpatch version that wrote it"),
     ("bucket index", _fn(lambda f: f["histogram"]["counts"].update({str(B): 1})), f"not a bucket index below {B}"),
     ("bucket word", _fn(lambda f: f["histogram"]["counts"].update({"x": 1})), "not a bucket index"),
-    ("bucket count", _fn(lambda f: f["histogram"]["counts"].update({"3": -2})), "non-negative integer count"),
+    ("bucket count", _fn(lambda f: f["histogram"]["counts"].update({"3": -2})),
+     r"histogram count '3': -2 is not a bucket index below \d+ with a non-negative integer below 2\*\*96 as its count"),
+    # Numbers out of range: no later conversion (float, percentiles, pstats) may overflow.
+    ("total_ns huge", _fn(lambda f: f.update(total_ns=10**400)),
+     r"function #0 \(app.work\): 'total_ns' must be a non-negative integer below 2\*\*96 \(a corrupt report\)$"),
+    ("calls 2**96", _fn(lambda f: f.update(calls=2**96)), "'calls' must be a non-negative integer below 2"),
+    ("max_ns huge", _fn(lambda f: f.update(max_ns=10**30)), "'max_ns' must be a non-negative integer below 2"),
+    ("firstlineno negative", _fn(lambda f: f.update(firstlineno=-1)), "'firstlineno' must be a non-negative"),
+    ("bucket count huge", _fn(lambda f: f["histogram"]["counts"].update({"3": 10**400})),
+     r"histogram count '3': an integer out of range is not a bucket index below \d+ with a non-negative"),
+    ("bucket leading zero", _fn(lambda f: f["histogram"]["counts"].update({"03": 1})),
+     r"histogram count '03': 1 is not a bucket index"),
+    ("bucket key huge", _fn(lambda f: f["histogram"]["counts"].update({"1" * 5000: 1})),
+     r"histogram count '1{36}\.\.\.: 1 is not a bucket index"),
+    ("created Infinity", _with(lambda r: r.update(created=float("inf"))),
+     r"'created' must be a number of seconds, from 0 and below 2\*\*96 \(a corrupt report\)$"),
+    ("created NaN", _with(lambda r: r.update(created=float("nan"))), "'created' must be a number of seconds, from 0"),
+    ("created 1e400", _with(lambda r: r.update(created=1)).replace('"created": 1', '"created": 1e400'),
+     "'created' must be a number of seconds, from 0"),
+    ("created huge int", _with(lambda r: r.update(created=10**400)), "'created' must be a number of seconds, from 0"),
+    ("created negative", _with(lambda r: r.update(created=-5.0)), "'created' must be a number of seconds, from 0"),
+    ("pid huge", _with(lambda r: r.update(pid=10**400)), "'pid' must be a non-negative integer below 2"),
+    ("process created NaN", _with(lambda r: r.update(processes=[{"pid": 1, "argv": [], "python": "3.12.0",
+                                                                 "created": float("nan")}])),
+     r"process #0: 'created' must be a number of seconds"),
+    ("newer huge", _with(lambda r: r.update(version=10**400)),
+     r"written by a newer fastpatch \(report version an integer out of range\)"),
 ]
 
 
@@ -952,6 +979,81 @@ def test_report_main_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, c
     assert message in err
     assert "Traceback" not in err
     assert not (tmp_path / "no").exists()
+
+
+def _extreme_report():
+    """A valid report whose every integer is MAX_INTEGER (2**96 - 1): the largest a file may hold."""
+    top = _report.MAX_INTEGER
+    report = _report.build([synthetic([10, 20])])
+    report["pid"] = report["created"] = top
+    report["functions"][0].update(
+        calls=top, errors=top, completed=top, total_ns=top, min_ns=1, max_ns=top, firstlineno=top,
+        histogram={"layout": _report.histogram_layout(), "counts": {str(i): top for i in range(B)}},
+    )
+    return report
+
+
+def test_a_report_at_the_bounds_is_read_printed_and_converted(tmp_path, capsys):
+    path = write_json(tmp_path / "top.json", _extreme_report())
+    assert _report.report_main([path]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[0] == row[1] == str(_report.MAX_INTEGER)
+    assert row[-1] == "app.work"
+    assert _report.report_main([path], output=str(tmp_path / "top.prof")) == 0
+    ((key, value),) = pstats.Stats(str(tmp_path / "top.prof")).stats.items()
+    assert key == ("/src/app.py", _report.MAX_INTEGER, "work")
+    assert value == (_report.MAX_INTEGER, _report.MAX_INTEGER, _report.MAX_INTEGER / 1e9, _report.MAX_INTEGER / 1e9, {})
+    assert _report.report_main([path], output=str(tmp_path / "top.out.json")) == 0
+    (fn,) = _report.load(str(tmp_path / "top.out.json"))["functions"]
+    # Every bucket holds as many calls: the median is in the middle one (of 231), p99 in the 229th.
+    assert (fn["total_ns"], fn["mean_ns"], fn["p50_ns"], fn["p99_ns"]) == (
+        _report.MAX_INTEGER, 1.0, _stats.bucket_value(B // 2), _stats.bucket_value(B - 3))
+
+
+def test_merging_past_the_bounds_is_refused_with_one_line(tmp_path, capsys):
+    first = _extreme_report()
+    second = _extreme_report()
+    second["report_id"] = "another process"
+    files = [write_json(tmp_path / "a.json", first), write_json(tmp_path / "b.json", second)]
+    assert _report.report_main(files) == 2
+    assert capsys.readouterr().err == (
+        "fastpatch: error: merging these reports gives app.work more than 2**96 calls, more than any real "
+        "processes could count (a corrupt report)\n"
+    )
+
+
+@pytest.mark.parametrize("case", ["total_ns huge", "bucket count huge", "created Infinity", "bucket key huge"])
+@pytest.mark.parametrize("output", [None, "out.txt", "out.json", "out.prof"])
+def test_report_of_a_file_with_numbers_out_of_range_is_one_line_and_exit_status_2(tmp_path, capsys, case, output):
+    content, message = {name: rest for name, *rest in BAD_FILES}[case]
+    path = tmp_path / "in.json"
+    path.write_text(content)
+    assert _report.report_main([str(path)], output=output and str(tmp_path / output)) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"fastpatch: error: {path}: ") and err.count("\n") == 1
+    assert re.search(message, err)
+    assert os.listdir(tmp_path) == ["in.json"]
+
+
+def test_the_report_command_refuses_a_counter_of_10_to_the_400_with_one_line_and_exit_status_2(tmp_path):
+    (tmp_path / "in.json").write_text(_fn(lambda f: f.update(total_ns=10**400)))
+    out, err = _finished(_fastpatch("report", "in.json", cwd=tmp_path), status=2)
+    assert out == ""
+    assert err == (
+        "fastpatch: error: in.json: function #0 (app.work): 'total_ns' must be a non-negative integer below 2**96 "
+        "(a corrupt report)\n"
+    )
+
+
+def test_report_prints_and_writes_names_that_utf_8_cannot_encode(tmp_path):
+    report = _report.build([synthetic([10], qualname="work\ud800")])
+    path = write_json(tmp_path / "odd.json", report)
+    out, err = _finished(_fastpatch("report", path, cwd=tmp_path, env={"PYTHONIOENCODING": "utf-8"}))
+    assert err == ""
+    assert out.splitlines()[1].split()[-1] == "app.work\\ud800"
+    _finished(_fastpatch("report", "-o", "odd.txt", path, cwd=tmp_path))
+    assert (tmp_path / "odd.txt").read_text().splitlines()[1].split()[-1] == "app.work\\ud800"
 
 
 def test_report_main_checks_the_output_before_reading_anything(tmp_path, capsys):

@@ -38,6 +38,15 @@ names the bucket layout (:func:`histogram_layout`), and
 nanoseconds. ``mean_ns`` and the ``p*_ns`` percentiles are derived from the
 rest, for readers that do not want to decode the histogram: :func:`load`
 ignores them and :func:`merge` computes them again.
+
+Every integer (``pid``, ``firstlineno``, the counts, the durations and each
+histogram count) is from 0 to ``MAX_INTEGER``, 2**96 - 1, and ``created``
+is a number in that range too (not NaN, not infinite). A process's counters
+are unsigned 64-bit, so the bound leaves room for the sums of 2**32 such
+processes in a merged report, and it keeps every number a reader derives
+(means, percentiles, pstats seconds, all floats) far from overflowing.
+:func:`validate` refuses a file that breaks it, and :func:`merge` a merge
+whose sums would.
 """
 
 from __future__ import annotations
@@ -58,6 +67,9 @@ if TYPE_CHECKING:  # no typing at run time: importing this module must stay chea
 
 #: The report version this fastpatch writes and the highest it reads.
 VERSION = 1
+#: The largest integer a report may hold (see the format above).
+MAX_INTEGER = 2**96 - 1
+_MAX_TEXT = "2**96"
 #: Output formats, as ``-f`` and ``FASTPATCH_FORMAT`` name them.
 FORMATS = ("text", "json", "pstats")
 #: Sort keys of the text table (``-s``), as ``fastpatch.report()`` takes them.
@@ -195,16 +207,15 @@ def build(stats: Optional[Iterable[Stats]] = None) -> Report:
 # --------------------------------------------------------------------------
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INTEGER
 
 
+_COUNT = f"a non-negative integer below {_MAX_TEXT}"
 _FUNCTION_STRINGS = ("name", "module", "qualname", "filename")
 _FUNCTION_COUNTS = ("firstlineno", "calls", "errors", "completed", "total_ns", "min_ns", "max_ns")
+#: The keys of histogram.counts: each bucket index as str() writes it (no sign, no leading zero).
+_BUCKET_KEYS = frozenset(str(i) for i in range(_stats.HIST_BUCKETS))
 
 
 def _check_function(fn: object, where: str) -> None:
@@ -217,7 +228,7 @@ def _check_function(fn: object, where: str) -> None:
             raise ReportError(f"{where}: {key!r} must be a string (a corrupt report)")
     for key in _FUNCTION_COUNTS:
         if not _is_count(fn.get(key)):
-            raise ReportError(f"{where}: {key!r} must be a non-negative integer (a corrupt report)")
+            raise ReportError(f"{where}: {key!r} must be {_COUNT} (a corrupt report)")
     hist = fn.get("histogram")
     if not isinstance(hist, dict) or not isinstance(hist.get("layout"), str) or not isinstance(
             hist.get("counts"), dict):
@@ -228,26 +239,37 @@ def _check_function(fn: object, where: str) -> None:
             f"{histogram_layout()!r}; read the report with the fastpatch version that wrote it"
         )
     for index, count in hist["counts"].items():
-        if not (isinstance(index, str) and index.isascii() and index.isdigit() and int(index) < _stats.HIST_BUCKETS
-                and _is_count(count)):
+        if not (index in _BUCKET_KEYS and _is_count(count)):
             raise ReportError(
-                f"{where}: histogram count {index!r}: {count!r} is not a bucket index below "
-                f"{_stats.HIST_BUCKETS} with a non-negative integer count (a corrupt report)"
+                f"{where}: histogram count {_shorten(index)}: {_shorten(count)} is not a bucket index below "
+                f"{_stats.HIST_BUCKETS} with {_COUNT} as its count (a corrupt report)"
             )
+
+
+def _shorten(value: object) -> str:
+    """repr(value), cut to stay on one readable line of an error message
+    (and never a conversion of a huge int to decimal)."""
+    if isinstance(value, int) and not -MAX_INTEGER <= value <= MAX_INTEGER:
+        return "an integer out of range"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check_process(entry: object, where: str) -> None:
     if not isinstance(entry, dict):
         raise ReportError(f"{where} is not an object but a JSON {type(entry).__name__} (a corrupt report)")
-    if not _is_int(entry.get("pid")):
-        raise ReportError(f"{where}: 'pid' must be an integer (a corrupt report)")
+    if not _is_count(entry.get("pid")):
+        raise ReportError(f"{where}: 'pid' must be {_COUNT} (a corrupt report)")
     if not isinstance(entry.get("argv"), list) or not all(isinstance(a, str) for a in entry["argv"]):
         raise ReportError(f"{where}: 'argv' must be a list of strings (a corrupt report)")
     if not isinstance(entry.get("python"), str):
         raise ReportError(f"{where}: 'python' must be a string (a corrupt report)")
     created = entry.get("created")
-    if not isinstance(created, (int, float)) or isinstance(created, bool):
-        raise ReportError(f"{where}: 'created' must be a number of seconds (a corrupt report)")
+    # The comparisons are false for NaN, and exact for an int of any size.
+    if not isinstance(created, (int, float)) or isinstance(created, bool) or not 0 <= created <= MAX_INTEGER:
+        raise ReportError(
+            f"{where}: 'created' must be a number of seconds, from 0 and below {_MAX_TEXT} (a corrupt report)"
+        )
     if "report_id" in entry and not isinstance(entry["report_id"], str):
         raise ReportError(f"{where}: 'report_id' must be a string (a corrupt report)")
 
@@ -269,7 +291,7 @@ def validate(report: object, source: str = "report") -> Report:
         raise ReportError(f"{source}: a fastpatch report without a valid \"version\" (a corrupt report)")
     if version > VERSION:
         raise ReportError(
-            f"{source}: written by a newer fastpatch (report version {version}); "
+            f"{source}: written by a newer fastpatch (report version {_shorten(version)}); "
             f"this one (fastpatch {_fastpatch_version()}) reads version {VERSION}"
         )
     if version < 1:
@@ -379,8 +401,9 @@ def merge(reports: Sequence[Report]) -> Report:
     and this fastpatch does not know are dropped.
 
     Raises :class:`ReportError` for an empty sequence, a report that
-    :func:`validate` refuses, or the same process twice (the same
-    ``report_id``: its calls would be counted twice).
+    :func:`validate` refuses, the same process twice (the same
+    ``report_id``: its calls would be counted twice), or sums beyond
+    ``MAX_INTEGER``, which a merged report may not hold either.
     """
     if not reports:
         raise ReportError("no reports to merge")
@@ -407,6 +430,19 @@ def merge(reports: Sequence[Report]) -> Report:
                 ((int(k), n) for k, n in fn["histogram"]["counts"].items()),
                 fn["clock"] if isinstance(fn.get("clock"), str) else report["clock"],
             )
+    merged = definitions.stats()
+    for s in merged:
+        for key in ("calls", "errors", "completed", "total_ns"):
+            if getattr(s, key) > MAX_INTEGER:
+                raise ReportError(
+                    f"merging these reports gives {s.name} more than {_MAX_TEXT} {key}, more than any real "
+                    "processes could count (a corrupt report)"
+                )
+        if max(s.histogram) > MAX_INTEGER:
+            raise ReportError(
+                f"merging these reports gives {s.name} more than {_MAX_TEXT} calls in one histogram bucket, more "
+                "than any real processes could count (a corrupt report)"
+            )
     first = reports[0]
     return {
         "format": "fastpatch",
@@ -419,7 +455,7 @@ def merge(reports: Sequence[Report]) -> Report:
         "clock": clocks[0] if len(clocks) == 1 else "mixed",
         "created": first["created"],
         "processes": processes,
-        "functions": [_function_dict(s) for s in definitions.stats()],
+        "functions": [_function_dict(s) for s in merged],
     }
 
 
@@ -542,7 +578,8 @@ def serialize(report: Report, fmt: str, sort: str = "total") -> bytes:
     ``"pstats"`` (a marshalled cProfile stats dict, see :func:`to_pstats`)."""
     _check_format(fmt)
     if fmt == "text":
-        return text_table(report, sort).encode("utf-8")
+        # A name may hold a lone surrogate (JSON allows "\ud800"), which UTF-8 cannot encode.
+        return text_table(report, sort).encode("utf-8", "backslashreplace")
     if fmt == "json":
         return _json_text(report).encode("utf-8")
     import marshal
@@ -758,6 +795,13 @@ def check_writable(path_template: str, fmt: Optional[str] = None) -> None:
 # --------------------------------------------------------------------------
 
 
+def _encodable(text: str, stream: TextIO) -> str:
+    """``text`` with every character that ``stream`` cannot encode (a lone
+    surrogate, anything beyond ASCII in the C locale) as a backslash escape."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding)
+
+
 def _error(message: str) -> int:
     sys.stderr.write("fastpatch: error: " + message.replace("\n", "\\n") + "\n")
     return 2
@@ -811,7 +855,7 @@ def report_main(files: Sequence[str], output: Optional[str] = None, fmt: Optiona
         if fmt == "json":
             sys.stdout.write(_json_text(merged))
         else:
-            text_table(merged, sort, sys.stdout)
+            sys.stdout.write(_encodable(text_table(merged, sort), sys.stdout))
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader left (`| head`); keep the interpreter's final flush from failing too.
