@@ -707,20 +707,117 @@ def test_a_reader_never_sees_a_partial_file(tmp_path):
     assert os.listdir(tmp_path) == ["big.json"]
 
 
-def test_written_files_get_the_usual_permissions_and_symlinks_are_followed(tmp_path):
+def test_written_files_get_the_usual_permissions(tmp_path):
     old = os.umask(0o022)
     try:
         _report.write(str(tmp_path / "plain.txt"), report=_report.build([]))
     finally:
         os.umask(old)
     assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o644
-    real = tmp_path / "real.json"
-    link = tmp_path / "link.json"
+
+
+@pytest.mark.parametrize("target", ["a file", "nothing"])
+def test_a_symlink_at_the_output_path_is_replaced_and_what_it_points_to_is_left_as_it_was(tmp_path, target):
+    real = tmp_path / "elsewhere" / "precious.json"
+    real.parent.mkdir()
+    if target == "a file":
+        real.write_text("precious")
+        real.chmod(0o600)
+    link = tmp_path / "out.json"
     link.symlink_to(real)
+    _report.check_writable(str(link))
     report = _report.build([synthetic([9])])
     assert _report.write(str(link), report=report) == str(link)
-    assert link.is_symlink()
-    assert _report.load(str(real)) == report
+    assert not link.is_symlink()
+    assert _report.load(str(link)) == report
+    if target == "a file":
+        assert (real.read_text(), stat.S_IMODE(real.stat().st_mode)) == ("precious", 0o600)
+    assert os.listdir(real.parent) == (["precious.json"] if target == "a file" else [])
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere", "out.json"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root, to act as two users")
+def test_another_users_link_in_a_sticky_directory_is_refused_and_nothing_is_written_through_it():
+    import pwd
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    sticky, home = tempfile.mkdtemp(), tempfile.mkdtemp()  # in /tmp: nobody may pass through it
+    try:
+        os.chmod(sticky, 0o1777)  # as /tmp itself
+        os.chown(home, nobody.pw_uid, nobody.pw_gid)
+        precious = os.path.join(home, "precious")
+        with open(precious, "w") as fh:
+            fh.write("precious")
+        os.chown(precious, nobody.pw_uid, nobody.pw_gid)
+        link = os.path.join(sticky, "profile.json")  # root plants links at names nobody will write
+        os.symlink(precious, link)
+        theirs = os.path.join(sticky, "theirs.json")
+        with open(theirs, "w") as fh:
+            fh.write("root's")
+
+        def as_nobody():
+            os.symlink(precious, os.path.join(sticky, f"app.{os.getpid()}.json"))  # a predictable name too
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            refused = f"cannot write the report to {link}: it is a symbolic link, which this process may not replace"
+            with pytest.raises(ReportError) as info:
+                _report.check_writable(link)
+            assert str(info.value) == (
+                f"{refused} (another user's, in the sticky directory {sticky}), and a report is never written "
+                "through a link"
+            )
+            with pytest.raises(ReportError) as info:
+                _report.write(link, report=_report.build([synthetic([5])]))
+            assert str(info.value) == (
+                f"{refused} ({os.strerror(errno.EPERM)}), and a report is never written through a link"
+            )
+            with pytest.raises(ReportError, match=r"/app\.\d+\.json: it is a symbolic link, which this process"):
+                _report.write(os.path.join(sticky, "app.{pid}.json"), report=_report.build([synthetic([5])]))
+            with pytest.raises(ReportError) as info:
+                _report.check_writable(theirs)
+            assert str(info.value) == (
+                f"cannot write the report to {theirs}: it is another user's file, in the sticky directory {sticky}, "
+                "where only its owner may replace it"
+            )
+
+        child_pid, status = run_forked(as_nobody)
+        assert status == 0
+        with open(precious) as fh:
+            assert fh.read() == "precious"
+        assert os.stat(precious).st_uid == nobody.pw_uid
+        assert os.readlink(link) == os.readlink(os.path.join(sticky, f"app.{child_pid}.json")) == precious
+        assert sorted(os.listdir(sticky)) == sorted(["profile.json", f"app.{child_pid}.json", "theirs.json"])
+        assert os.listdir(home) == ["precious"]
+    finally:
+        shutil.rmtree(sticky)
+        shutil.rmtree(home)
+
+
+@pytest.mark.skipif(not os.path.islink("/dev/stderr"), reason="needs /dev/stderr and /dev/stdout as links")
+@pytest.mark.parametrize("stream, into", [("stderr", "a file"), ("stdout", "a file"), ("stderr", "a pipe")])
+def test_output_to_dev_stderr_or_stdout_lands_after_what_the_program_wrote_there(tmp_path, stream, into):
+    # /dev/stderr is a link to /proc/self/fd/2: to a file, a pipe or a terminal.
+    (tmp_path / "prog.py").write_text(
+        f"import sys\ndef work():\n    return 1\nwork()\nprint('from the program', file=sys.{stream})\n"
+    )
+    command = [sys.executable, "-m", "fastpatch", "run", "-o", f"/dev/{stream}", "prog.py"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    log = tmp_path / "log"
+    with open(log, "wb") as fh:
+        result = subprocess.run(command, cwd=str(tmp_path), env=env, timeout=120,
+                                stdout=fh if stream == "stdout" else subprocess.PIPE,
+                                stderr=fh if stream == "stderr" and into == "a file" else subprocess.PIPE)
+    text = (log.read_bytes() or (result.stderr if stream == "stderr" else result.stdout)).decode()
+    lines = text.splitlines()
+    assert result.returncode == 0, text
+    assert lines[0] == "from the program"
+    assert lines[1].split()[0] == "calls"
+    assert lines[2].split()[0::8] == ["1", "__main__.work"]
+    assert lines[3:] == (["fastpatch: report written to /dev/stderr"] if stream == "stderr" else [])
+    assert os.path.islink(f"/dev/{stream}")
+    assert sorted(os.listdir(tmp_path)) == ["log", "prog.py"]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
@@ -1129,3 +1226,104 @@ def test_the_report_at_exit_is_complete_when_the_collector_frees_definitions_whi
     freed = {key: n for key, n in calls.items() if key[0] in ("made", "generated")}
     assert set(freed.values()) <= {1}
     assert len(freed) <= 2 * left
+
+
+WORK = "def produce(i):\n    return i\n\n\ndef consume(i):\n    return -i\n"
+PRODUCER = "import work\n\nfor i in range(5):\n    work.produce(i)\n"
+CONSUMER = (
+    "import sys\nimport work\n\n"
+    "print('activated', flush=True)\n"
+    "sys.stdin.readline()  # until the test says so\n"
+    "for i in range(7):\n    work.consume(i)\n"
+)
+# What fastpatch.pth runs at startup (an editable install has no .pth: the
+# program calls it; with the .pth installed this second call does nothing).
+ACTIVATED = (
+    "import _fastpatch_startup; _fastpatch_startup.start(); import runpy; runpy.run_path({!r}, run_name='__main__')"
+)
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    for name, text in (("work.py", WORK), ("prod.py", PRODUCER), ("cons.py", CONSUMER)):
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def _activated(script, cwd, **popen):
+    env = {"FASTPATCH_INCLUDE": "work", "FASTPATCH_OUTPUT": "prof.json"}
+    return _fastpatch("python", "-c", ACTIVATED.format(script), cwd=cwd, env=env, **popen)
+
+
+def test_unrelated_processes_given_one_output_file_keep_each_others_reports(pipeline):
+    consumer = _activated("cons.py", pipeline, stdin=subprocess.PIPE)
+    assert consumer.stdout.readline() == "activated\n"
+    # Another process, started after the consumer, writes prof.json while the consumer runs.
+    producer = _activated("prod.py", pipeline)
+    assert _finished(producer) == ("", "")
+    _, err = _finished(consumer)  # its stdin closed: it goes on, and exits
+    assert err == (
+        f"fastpatch: prof.json was written by another process while this one ran; "
+        f"report written to prof.{consumer.pid}.json\n"
+    )
+    assert sorted(f for f in os.listdir(pipeline) if f.endswith(".json")) == sorted(
+        ["prof.json", f"prof.{consumer.pid}.json"])
+    first, second = (_report.load(str(pipeline / name)) for name in ("prof.json", f"prof.{consumer.pid}.json"))
+    assert (first["pid"], second["pid"]) == (producer.pid, consumer.pid)
+    merged = _report.merge([first, second])
+    assert {fn["name"]: fn["calls"] for fn in merged["functions"]} == {"work.produce": 5, "work.consume": 7}
+
+
+def test_a_report_left_by_an_earlier_run_is_replaced(pipeline):
+    earlier = _report.build([synthetic([10], module="work", qualname="produce")])
+    earlier["pid"] = 1
+    _report.write(str(pipeline / "prof.json"), report=earlier)
+    producer = _activated("prod.py", pipeline)
+    assert _finished(producer) == ("", "")
+    assert sorted(f for f in os.listdir(pipeline) if f.endswith(".json")) == ["prof.json"]
+    report = _report.load(str(pipeline / "prof.json"))
+    assert report["pid"] == producer.pid
+    assert [(fn["name"], fn["calls"]) for fn in report["functions"]] == [("work.produce", 5)]
+
+
+def test_report_output_replaces_a_file_written_there_while_it_reads(tmp_path, monkeypatch, capsys):
+    files = _two_files(tmp_path)
+    output = tmp_path / "all.json"
+    real_load = _report.load
+
+    def load_while_another_process_writes_the_output(path):
+        output.write_text("written meanwhile")
+        return real_load(path)
+
+    monkeypatch.setattr(_report, "load", load_while_another_process_writes_the_output)
+    assert _report.report_main(files, output=str(output)) == 0
+    monkeypatch.undo()
+    assert capsys.readouterr() == ("", "")
+    assert _report.load(str(output))["functions"] == _report.merge([_report.load(f) for f in files])["functions"]
+    assert sorted(os.listdir(tmp_path)) == ["a.json", "all.json", "b.json"]
+
+
+def test_the_directory_lock_is_exclusive_and_a_write_never_waits_for_it_past_its_limit(tmp_path, monkeypatch,
+                                                                                        capsys):
+    pytest.importorskip("fcntl")
+    held = _report._lock_directory(str(tmp_path))
+    assert held is not None
+    monkeypatch.setattr(_report, "_LOCK_WAIT", 0.0)
+    try:
+        assert _report._lock_directory(str(tmp_path)) is None
+        # Without the lock, the write goes on, and still keeps another process's report.
+        template = str(tmp_path / "out.json")
+        _report.claim(template)
+        (tmp_path / "out.json").write_text("another process's report")
+        assert _report.write(template, report=_report.build([synthetic([3])])) == str(
+            tmp_path / f"out.{os.getpid()}.json")
+    finally:
+        os.close(held)
+    assert capsys.readouterr().err == (
+        f"fastpatch: {tmp_path / 'out.json'} was written by another process while this one ran; "
+        f"report written to {tmp_path / f'out.{os.getpid()}.json'}\n"
+    )
+    assert (tmp_path / "out.json").read_text() == "another process's report"
+    relocked = _report._lock_directory(str(tmp_path))
+    assert relocked is not None
+    os.close(relocked)
