@@ -716,13 +716,11 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o644
 
 
-@pytest.mark.parametrize("target", ["a file", "nothing"])
-def test_a_symlink_at_the_output_path_is_replaced_and_what_it_points_to_is_left_as_it_was(tmp_path, target):
+def test_a_symlink_at_the_output_path_is_replaced_and_the_file_it_points_to_is_left_as_it_was(tmp_path):
     real = tmp_path / "elsewhere" / "precious.json"
     real.parent.mkdir()
-    if target == "a file":
-        real.write_text("precious")
-        real.chmod(0o600)
+    real.write_text("precious")
+    real.chmod(0o600)
     link = tmp_path / "out.json"
     link.symlink_to(real)
     _report.check_writable(str(link))
@@ -730,10 +728,48 @@ def test_a_symlink_at_the_output_path_is_replaced_and_what_it_points_to_is_left_
     assert _report.write(str(link), report=report) == str(link)
     assert not link.is_symlink()
     assert _report.load(str(link)) == report
-    if target == "a file":
-        assert (real.read_text(), stat.S_IMODE(real.stat().st_mode)) == ("precious", 0o600)
-    assert os.listdir(real.parent) == (["precious.json"] if target == "a file" else [])
+    assert (real.read_text(), stat.S_IMODE(real.stat().st_mode)) == ("precious", 0o600)
+    assert os.listdir(real.parent) == ["precious.json"]
     assert sorted(os.listdir(tmp_path)) == ["elsewhere", "out.json"]
+
+
+def test_a_symlink_that_cannot_be_followed_is_refused_and_nothing_is_created_through_it(tmp_path):
+    link = tmp_path / "out.json"
+    link.symlink_to(tmp_path / "planted" / "here.json")  # dangling: writing through it would create that file
+    (tmp_path / "planted").mkdir()
+    message = (
+        f"cannot write the report to {link}: it is a symbolic link that cannot be followed "
+        f"({os.strerror(errno.ENOENT)}); a report is never written through a link, nor replaces one it cannot follow"
+    )
+    for attempt in (lambda: _report.check_writable(str(link)),
+                    lambda: _report.write(str(link), report=_report.build([synthetic([9])]))):
+        with pytest.raises(ReportError) as info:
+            attempt()
+        assert str(info.value) == message
+    assert os.readlink(link) == str(tmp_path / "planted" / "here.json")
+    assert os.listdir(tmp_path / "planted") == []
+    assert sorted(os.listdir(tmp_path)) == ["out.json", "planted"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_dev_stderr_of_a_process_whose_stderr_is_closed_is_left_alone(tmp_path):
+    # A stand-in for /dev/stderr, which is shared: replacing it, as a dangling link, would put a
+    # regular file where every process on the machine finds its stderr.
+    link = tmp_path / "stderr"
+    link.symlink_to("/proc/self/fd/2")
+    code = (
+        "import os, sys\nfrom fastpatch import _report\nos.close(2)\n"
+        "for check in (_report.check_writable, lambda p: _report.write(p, report=_report.build([]))):\n"
+        "    try:\n        check(sys.argv[1])\n    except _report.ReportError as exc:\n        print(exc)\n"
+    )
+    out, _ = _finished(_fastpatch("python", "-c", code, str(link), cwd=tmp_path))
+    refused = (
+        f"cannot write the report to {link}: it is a symbolic link that cannot be followed "
+        f"({os.strerror(errno.ENOENT)}); a report is never written through a link, nor replaces one it cannot follow"
+    )
+    assert out.splitlines() == [refused, refused]
+    assert os.readlink(link) == "/proc/self/fd/2"
+    assert os.listdir(tmp_path) == ["stderr"]
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root, to act as two users")
@@ -795,14 +831,20 @@ def test_another_users_link_in_a_sticky_directory_is_refused_and_nothing_is_writ
         shutil.rmtree(home)
 
 
-@pytest.mark.skipif(not os.path.islink("/dev/stderr"), reason="needs /dev/stderr and /dev/stdout as links")
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 @pytest.mark.parametrize("stream, into", [("stderr", "a file"), ("stdout", "a file"), ("stderr", "a pipe")])
 def test_output_to_dev_stderr_or_stdout_lands_after_what_the_program_wrote_there(tmp_path, stream, into):
-    # /dev/stderr is a link to /proc/self/fd/2: to a file, a pipe or a terminal.
+    # /dev/stderr is a link to /proc/self/fd/2: to a file, a pipe or a terminal. The links here
+    # are the same as /dev's; the real ones are shared by every process of the machine, and a
+    # regression would replace them with a file.
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "stderr").symlink_to("/proc/self/fd/2")
+    (dev / "stdout").symlink_to("/proc/self/fd/1")
     (tmp_path / "prog.py").write_text(
         f"import sys\ndef work():\n    return 1\nwork()\nprint('from the program', file=sys.{stream})\n"
     )
-    command = [sys.executable, "-m", "fastpatch", "run", "-o", f"/dev/{stream}", "prog.py"]
+    command = [sys.executable, "-m", "fastpatch", "run", "-o", str(dev / stream), "prog.py"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
     log = tmp_path / "log"
     with open(log, "wb") as fh:
@@ -815,9 +857,10 @@ def test_output_to_dev_stderr_or_stdout_lands_after_what_the_program_wrote_there
     assert lines[0] == "from the program"
     assert lines[1].split()[0] == "calls"
     assert lines[2].split()[0::8] == ["1", "__main__.work"]
-    assert lines[3:] == (["fastpatch: report written to /dev/stderr"] if stream == "stderr" else [])
-    assert os.path.islink(f"/dev/{stream}")
-    assert sorted(os.listdir(tmp_path)) == ["log", "prog.py"]
+    assert lines[3:] == (["fastpatch: report written to dev/stderr"] if stream == "stderr" else [])
+    assert [os.readlink(dev / name) for name in ("stderr", "stdout")] == ["/proc/self/fd/2", "/proc/self/fd/1"]
+    assert sorted(os.listdir(tmp_path)) == ["dev", "log", "prog.py"]
+    assert sorted(os.listdir(dev)) == ["stderr", "stdout"]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")

@@ -730,7 +730,7 @@ def _in_place(path: str) -> Optional[Tuple[int, bool]]:
     descriptor to write to and whether this call opened it (and so the
     caller closes it); None when ``path`` is to be replaced (nothing there,
     a regular file, a link to one that is not this process's stdout or
-    stderr, a dangling link).
+    stderr).
 
     A device, named pipe or socket at ``path`` itself is opened without
     following a link. A link to one (``/dev/stderr`` is a link to
@@ -740,7 +740,8 @@ def _in_place(path: str) -> Optional[Tuple[int, bool]]:
     process's stderr or stdout writes (``-o /dev/stderr 2>log``) gives
     that descriptor: the report follows what the program wrote there.
     Opening a named pipe waits for a reader, as any writer to it does.
-    Raises IsADirectoryError for a directory, or a link to one.
+    Raises IsADirectoryError for a directory, or a link to one, and
+    :class:`ReportError` for a link that cannot be followed (:func:`_unfollowable`).
     """
     import errno
     import stat
@@ -753,8 +754,8 @@ def _in_place(path: str) -> Optional[Tuple[int, bool]]:
     if stat.S_ISLNK(st.st_mode):
         try:
             st = os.stat(path)
-        except (OSError, ValueError):  # dangling, a loop, or the kernel refused to follow it
-            return None
+        except OSError as exc:
+            raise _unfollowable(path, exc) from None
         if stat.S_ISREG(st.st_mode):
             fd = _own_stream(st)
             return None if fd is None else (fd, False)
@@ -774,6 +775,18 @@ def _in_place(path: str) -> Optional[Tuple[int, bool]]:
         os.close(fd)
         return None
     return fd, True
+
+
+def _unfollowable(path: str, exc: OSError) -> ReportError:
+    """The error for a link at ``path`` that cannot be followed: dangling, a
+    loop, refused by the kernel's protected-symlinks rule, or ``/dev/stderr``
+    of a process whose stderr is closed. Such a link is not replaced either:
+    what it stands for may not be a file at all (replacing ``/dev/stderr``
+    would put a file where every process finds its stderr)."""
+    return ReportError(
+        f"cannot write the report to {path}: it is a symbolic link that cannot be followed "
+        f"({exc.strerror or exc}); a report is never written through a link, nor replaces one it cannot follow"
+    )
 
 
 def _lock_directory(directory: str) -> Optional[int]:
@@ -849,8 +862,9 @@ def write_atomic(path: str, data: bytes, replaceable: Optional[Tuple[int, ...]] 
     fsynced and then renamed over ``path``. A symbolic link at ``path`` is
     replaced, never written through: the file it points to is left as it
     is; where the link may not be replaced (another user's, in a sticky
-    directory such as ``/tmp``), :class:`ReportError` says so and nothing
-    is written. A device or a named pipe (``-o /dev/null``, ``-o
+    directory such as ``/tmp``) or cannot be followed (dangling, or
+    ``/dev/stderr`` with stderr closed), :class:`ReportError` says so and
+    nothing is written. A device or a named pipe (``-o /dev/null``, ``-o
     /dev/stderr``, directly or through a link) is written in place:
     replacing it would put a regular file where the device was. On any
     failure the temporary file is removed and ``path`` is left as it was.
@@ -988,9 +1002,10 @@ def check_writable(path_template: str, fmt: Optional[str] = None) -> None:
     name, an empty path, a path that is a directory (or a link to one), a
     missing parent directory or one that is not a directory, a directory
     where no file can be created (it tries: it creates and removes a
-    temporary file there, as :func:`write` will), or a file or link there
-    that this process may not replace (another user's, in a sticky
-    directory); a device or a named pipe, or a link to one, must be
+    temporary file there, as :func:`write` will), a link there that cannot
+    be followed, or a file or link there that this process may not replace
+    (another user's, in a sticky directory); a device or a named pipe, or a
+    link to one, must be
     writable. ``{pid}`` is substituted first; directories are never
     created. On success it claims the template for this process
     (:func:`claim`): call it at start, in the process whose report should
@@ -1011,8 +1026,8 @@ def check_writable(path_template: str, fmt: Optional[str] = None) -> None:
     if entry is not None and stat.S_ISLNK(entry.st_mode):
         try:
             target = os.stat(path)  # the kernel follows it, as write_atomic's open would
-        except OSError:
-            target = None  # dangling: the link is replaced
+        except OSError as exc:
+            raise _unfollowable(path, exc) from None
     if target is not None and stat.S_ISDIR(target.st_mode):
         raise ReportError(f"cannot write the report to {path}: it is a directory")
     if target is not None and not stat.S_ISREG(target.st_mode):
