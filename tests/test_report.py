@@ -12,6 +12,7 @@ import os
 import platform
 import pstats
 import random
+import re
 import signal
 import stat
 import subprocess
@@ -70,6 +71,22 @@ def run_forked(child):
 
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def _fastpatch(*args, cwd, env=None, stdin=None, **popen):
+    """``python -m fastpatch ARGS`` (or ``python ARGS[1:]`` when ARGS[0] is
+    "python") with no FASTPATCH_* variable but those in ``env``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    environment.update(env or {})
+    command = [sys.executable, *args[1:]] if args[0] == "python" else [sys.executable, "-m", "fastpatch", *args]
+    return subprocess.Popen(command, cwd=str(cwd), env=environment, stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _finished(process, status=0):
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == status, err
+    return out, err
 
 
 def write_json(path, obj):
@@ -223,6 +240,44 @@ def test_definitions_with_the_same_module_qualname_and_line_are_one_entry():
     assert fn["total_ns"] == s1.total_ns + s2.total_ns
     assert fn["min_ns"] == min(s1.min_ns, s2.min_ns)
     assert fn["max_ns"] == max(s1.max_ns, s2.max_ns)
+
+
+def test_argv_entries_that_are_not_strings_are_written_as_strings(tmp_path, monkeypatch):
+    import pathlib
+
+    class Unprintable:
+        def __str__(self):
+            raise RuntimeError("no")
+
+    odd = Unprintable()
+    monkeypatch.setattr(sys, "argv", ["app.py", pathlib.Path("data", "in.csv"), b"raw-\xff", 7, odd])
+    expected = ["app.py", os.path.join("data", "in.csv"), os.fsdecode(b"raw-\xff"), "7", object.__repr__(odd)]
+    report = _report.build([synthetic([10])])
+    assert report["argv"] == expected
+    assert _report.load(_report.write(str(tmp_path / "r.json"), report=report))["argv"] == expected
+    monkeypatch.setattr(sys, "argv", None)
+    assert _report.build([])["argv"] == []
+
+
+@needs_fork
+def test_a_forked_childs_table_on_stderr_names_its_argv_when_it_holds_a_path(tmp_path):
+    (tmp_path / "main.py").write_text(
+        "import os, pathlib, sys\n"
+        "def work():\n"
+        "    return 1\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    sys.argv.append(pathlib.Path('data.csv'))\n"
+        "    work()\n"
+        "    sys.exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print(pid)\n"
+    )
+    out, err = _finished(_fastpatch("run", "main.py", cwd=tmp_path))
+    lines = err.splitlines()
+    assert lines[0] == f"fastpatch: process {int(out)} (main.py data.csv)"
+    assert lines[1].split() == ["calls", "errors", "total", "mean", "min", "p50", "p99", "max", "name"]
+    assert lines[2].split()[0::8] == ["1", "__main__.work"]
 
 
 def test_multiprocessing_main_module_counts_as_main():
@@ -652,20 +707,160 @@ def test_a_reader_never_sees_a_partial_file(tmp_path):
     assert os.listdir(tmp_path) == ["big.json"]
 
 
-def test_written_files_get_the_usual_permissions_and_symlinks_are_followed(tmp_path):
+def test_written_files_get_the_usual_permissions(tmp_path):
     old = os.umask(0o022)
     try:
         _report.write(str(tmp_path / "plain.txt"), report=_report.build([]))
     finally:
         os.umask(old)
     assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o644
-    real = tmp_path / "real.json"
-    link = tmp_path / "link.json"
+
+
+def test_a_symlink_at_the_output_path_is_replaced_and_the_file_it_points_to_is_left_as_it_was(tmp_path):
+    real = tmp_path / "elsewhere" / "precious.json"
+    real.parent.mkdir()
+    real.write_text("precious")
+    real.chmod(0o600)
+    link = tmp_path / "out.json"
     link.symlink_to(real)
+    _report.check_writable(str(link))
     report = _report.build([synthetic([9])])
     assert _report.write(str(link), report=report) == str(link)
-    assert link.is_symlink()
-    assert _report.load(str(real)) == report
+    assert not link.is_symlink()
+    assert _report.load(str(link)) == report
+    assert (real.read_text(), stat.S_IMODE(real.stat().st_mode)) == ("precious", 0o600)
+    assert os.listdir(real.parent) == ["precious.json"]
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere", "out.json"]
+
+
+def test_a_symlink_that_cannot_be_followed_is_refused_and_nothing_is_created_through_it(tmp_path):
+    link = tmp_path / "out.json"
+    link.symlink_to(tmp_path / "planted" / "here.json")  # dangling: writing through it would create that file
+    (tmp_path / "planted").mkdir()
+    message = (
+        f"cannot write the report to {link}: it is a symbolic link that cannot be followed "
+        f"({os.strerror(errno.ENOENT)}); a report is never written through a link, nor replaces one it cannot follow"
+    )
+    for attempt in (lambda: _report.check_writable(str(link)),
+                    lambda: _report.write(str(link), report=_report.build([synthetic([9])]))):
+        with pytest.raises(ReportError) as info:
+            attempt()
+        assert str(info.value) == message
+    assert os.readlink(link) == str(tmp_path / "planted" / "here.json")
+    assert os.listdir(tmp_path / "planted") == []
+    assert sorted(os.listdir(tmp_path)) == ["out.json", "planted"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_dev_stderr_of_a_process_whose_stderr_is_closed_is_left_alone(tmp_path):
+    # A stand-in for /dev/stderr, which is shared: replacing it, as a dangling link, would put a
+    # regular file where every process on the machine finds its stderr.
+    link = tmp_path / "stderr"
+    link.symlink_to("/proc/self/fd/2")
+    code = (
+        "import os, sys\nfrom fastpatch import _report\nos.close(2)\n"
+        "for check in (_report.check_writable, lambda p: _report.write(p, report=_report.build([]))):\n"
+        "    try:\n        check(sys.argv[1])\n    except _report.ReportError as exc:\n        print(exc)\n"
+    )
+    out, _ = _finished(_fastpatch("python", "-c", code, str(link), cwd=tmp_path))
+    refused = (
+        f"cannot write the report to {link}: it is a symbolic link that cannot be followed "
+        f"({os.strerror(errno.ENOENT)}); a report is never written through a link, nor replaces one it cannot follow"
+    )
+    assert out.splitlines() == [refused, refused]
+    assert os.readlink(link) == "/proc/self/fd/2"
+    assert os.listdir(tmp_path) == ["stderr"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root, to act as two users")
+def test_another_users_link_in_a_sticky_directory_is_refused_and_nothing_is_written_through_it():
+    import pwd
+    import shutil
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    sticky, home = tempfile.mkdtemp(), tempfile.mkdtemp()  # in /tmp: nobody may pass through it
+    try:
+        os.chmod(sticky, 0o1777)  # as /tmp itself
+        os.chown(home, nobody.pw_uid, nobody.pw_gid)
+        precious = os.path.join(home, "precious")
+        with open(precious, "w") as fh:
+            fh.write("precious")
+        os.chown(precious, nobody.pw_uid, nobody.pw_gid)
+        link = os.path.join(sticky, "profile.json")  # root plants links at names nobody will write
+        os.symlink(precious, link)
+        theirs = os.path.join(sticky, "theirs.json")
+        with open(theirs, "w") as fh:
+            fh.write("root's")
+
+        def as_nobody():
+            os.symlink(precious, os.path.join(sticky, f"app.{os.getpid()}.json"))  # a predictable name too
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            refused = f"cannot write the report to {link}: it is a symbolic link, which this process may not replace"
+            with pytest.raises(ReportError) as info:
+                _report.check_writable(link)
+            assert str(info.value) == (
+                f"{refused} (another user's, in the sticky directory {sticky}), and a report is never written "
+                "through a link"
+            )
+            with pytest.raises(ReportError) as info:
+                _report.write(link, report=_report.build([synthetic([5])]))
+            assert str(info.value) == (
+                f"{refused} ({os.strerror(errno.EPERM)}), and a report is never written through a link"
+            )
+            with pytest.raises(ReportError, match=r"/app\.\d+\.json: it is a symbolic link, which this process"):
+                _report.write(os.path.join(sticky, "app.{pid}.json"), report=_report.build([synthetic([5])]))
+            with pytest.raises(ReportError) as info:
+                _report.check_writable(theirs)
+            assert str(info.value) == (
+                f"cannot write the report to {theirs}: it is another user's file, in the sticky directory {sticky}, "
+                "where only its owner may replace it"
+            )
+
+        child_pid, status = run_forked(as_nobody)
+        assert status == 0
+        with open(precious) as fh:
+            assert fh.read() == "precious"
+        assert os.stat(precious).st_uid == nobody.pw_uid
+        assert os.readlink(link) == os.readlink(os.path.join(sticky, f"app.{child_pid}.json")) == precious
+        assert sorted(os.listdir(sticky)) == sorted(["profile.json", f"app.{child_pid}.json", "theirs.json"])
+        assert os.listdir(home) == ["precious"]
+    finally:
+        shutil.rmtree(sticky)
+        shutil.rmtree(home)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@pytest.mark.parametrize("stream, into", [("stderr", "a file"), ("stdout", "a file"), ("stderr", "a pipe")])
+def test_output_to_dev_stderr_or_stdout_lands_after_what_the_program_wrote_there(tmp_path, stream, into):
+    # /dev/stderr is a link to /proc/self/fd/2: to a file, a pipe or a terminal. The links here
+    # are the same as /dev's; the real ones are shared by every process of the machine, and a
+    # regression would replace them with a file.
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "stderr").symlink_to("/proc/self/fd/2")
+    (dev / "stdout").symlink_to("/proc/self/fd/1")
+    (tmp_path / "prog.py").write_text(
+        f"import sys\ndef work():\n    return 1\nwork()\nprint('from the program', file=sys.{stream})\n"
+    )
+    command = [sys.executable, "-m", "fastpatch", "run", "-o", str(dev / stream), "prog.py"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    log = tmp_path / "log"
+    with open(log, "wb") as fh:
+        result = subprocess.run(command, cwd=str(tmp_path), env=env, timeout=120,
+                                stdout=fh if stream == "stdout" else subprocess.PIPE,
+                                stderr=fh if stream == "stderr" and into == "a file" else subprocess.PIPE)
+    text = (log.read_bytes() or (result.stderr if stream == "stderr" else result.stdout)).decode()
+    lines = text.splitlines()
+    assert result.returncode == 0, text
+    assert lines[0] == "from the program"
+    assert lines[1].split()[0] == "calls"
+    assert lines[2].split()[0::8] == ["1", "__main__.work"]
+    assert lines[3:] == (["fastpatch: report written to dev/stderr"] if stream == "stderr" else [])
+    assert [os.readlink(dev / name) for name in ("stderr", "stdout")] == ["/proc/self/fd/2", "/proc/self/fd/1"]
+    assert sorted(os.listdir(tmp_path)) == ["dev", "log", "prog.py"]
+    assert sorted(os.listdir(dev)) == ["stderr", "stdout"]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
@@ -783,7 +978,7 @@ BAD_FILES = [
     ("version zero", _with(lambda r: r.update(version=0)), "unknown report version 0; this fastpatch reads version 1"),
     ("version string", _with(lambda r: r.update(version="1")), 'without a valid "version"'),
     ("no functions", _with(lambda r: r.pop("functions")), "'functions' must be a list"),
-    ("no pid", _with(lambda r: r.pop("pid")), "'pid' must be an integer"),
+    ("no pid", _with(lambda r: r.pop("pid")), "'pid' must be a non-negative integer below 2"),
     ("argv", _with(lambda r: r.update(argv="app.py")), "'argv' must be a list of strings"),
     ("created", _with(lambda r: r.update(created="today")), "'created' must be a number"),
     ("processes", _with(lambda r: r.update(processes=[{"pid": 1}])), r"process #0: 'argv' must be a list"),
@@ -800,7 +995,33 @@ BAD_FILES = [
      "read the report with the fastpatch version that wrote it"),
     ("bucket index", _fn(lambda f: f["histogram"]["counts"].update({str(B): 1})), f"not a bucket index below {B}"),
     ("bucket word", _fn(lambda f: f["histogram"]["counts"].update({"x": 1})), "not a bucket index"),
-    ("bucket count", _fn(lambda f: f["histogram"]["counts"].update({"3": -2})), "non-negative integer count"),
+    ("bucket count", _fn(lambda f: f["histogram"]["counts"].update({"3": -2})),
+     r"histogram count '3': -2 is not a bucket index below \d+ with a non-negative integer below 2\*\*96 as its count"),
+    # Numbers out of range: no later conversion (float, percentiles, pstats) may overflow.
+    ("total_ns huge", _fn(lambda f: f.update(total_ns=10**400)),
+     r"function #0 \(app.work\): 'total_ns' must be a non-negative integer below 2\*\*96 \(a corrupt report\)$"),
+    ("calls 2**96", _fn(lambda f: f.update(calls=2**96)), "'calls' must be a non-negative integer below 2"),
+    ("max_ns huge", _fn(lambda f: f.update(max_ns=10**30)), "'max_ns' must be a non-negative integer below 2"),
+    ("firstlineno negative", _fn(lambda f: f.update(firstlineno=-1)), "'firstlineno' must be a non-negative"),
+    ("bucket count huge", _fn(lambda f: f["histogram"]["counts"].update({"3": 10**400})),
+     r"histogram count '3': an integer out of range is not a bucket index below \d+ with a non-negative"),
+    ("bucket leading zero", _fn(lambda f: f["histogram"]["counts"].update({"03": 1})),
+     r"histogram count '03': 1 is not a bucket index"),
+    ("bucket key huge", _fn(lambda f: f["histogram"]["counts"].update({"1" * 5000: 1})),
+     r"histogram count '1{36}\.\.\.: 1 is not a bucket index"),
+    ("created Infinity", _with(lambda r: r.update(created=float("inf"))),
+     r"'created' must be a number of seconds, from 0 and below 2\*\*96 \(a corrupt report\)$"),
+    ("created NaN", _with(lambda r: r.update(created=float("nan"))), "'created' must be a number of seconds, from 0"),
+    ("created 1e400", _with(lambda r: r.update(created=1)).replace('"created": 1', '"created": 1e400'),
+     "'created' must be a number of seconds, from 0"),
+    ("created huge int", _with(lambda r: r.update(created=10**400)), "'created' must be a number of seconds, from 0"),
+    ("created negative", _with(lambda r: r.update(created=-5.0)), "'created' must be a number of seconds, from 0"),
+    ("pid huge", _with(lambda r: r.update(pid=10**400)), "'pid' must be a non-negative integer below 2"),
+    ("process created NaN", _with(lambda r: r.update(processes=[{"pid": 1, "argv": [], "python": "3.12.0",
+                                                                 "created": float("nan")}])),
+     r"process #0: 'created' must be a number of seconds"),
+    ("newer huge", _with(lambda r: r.update(version=10**400)),
+     r"written by a newer fastpatch \(report version an integer out of range\)"),
 ]
 
 
@@ -900,7 +1121,252 @@ def test_report_main_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, c
     assert not (tmp_path / "no").exists()
 
 
+def _extreme_report():
+    """A valid report whose every integer is MAX_INTEGER (2**96 - 1): the largest a file may hold."""
+    top = _report.MAX_INTEGER
+    report = _report.build([synthetic([10, 20])])
+    report["pid"] = report["created"] = top
+    report["functions"][0].update(
+        calls=top, errors=top, completed=top, total_ns=top, min_ns=1, max_ns=top, firstlineno=top,
+        histogram={"layout": _report.histogram_layout(), "counts": {str(i): top for i in range(B)}},
+    )
+    return report
+
+
+def test_a_report_at_the_bounds_is_read_printed_and_converted(tmp_path, capsys):
+    path = write_json(tmp_path / "top.json", _extreme_report())
+    assert _report.report_main([path]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[0] == row[1] == str(_report.MAX_INTEGER)
+    assert row[-1] == "app.work"
+    assert _report.report_main([path], output=str(tmp_path / "top.prof")) == 0
+    ((key, value),) = pstats.Stats(str(tmp_path / "top.prof")).stats.items()
+    assert key == ("/src/app.py", _report.MAX_INTEGER, "work")
+    assert value == (_report.MAX_INTEGER, _report.MAX_INTEGER, _report.MAX_INTEGER / 1e9, _report.MAX_INTEGER / 1e9, {})
+    assert _report.report_main([path], output=str(tmp_path / "top.out.json")) == 0
+    (fn,) = _report.load(str(tmp_path / "top.out.json"))["functions"]
+    # Every bucket holds as many calls: the median is in the middle one (of 231), p99 in the 229th.
+    assert (fn["total_ns"], fn["mean_ns"], fn["p50_ns"], fn["p99_ns"]) == (
+        _report.MAX_INTEGER, 1.0, _stats.bucket_value(B // 2), _stats.bucket_value(B - 3))
+
+
+def test_merging_past_the_bounds_is_refused_with_one_line(tmp_path, capsys):
+    first = _extreme_report()
+    second = _extreme_report()
+    second["report_id"] = "another process"
+    files = [write_json(tmp_path / "a.json", first), write_json(tmp_path / "b.json", second)]
+    assert _report.report_main(files) == 2
+    assert capsys.readouterr().err == (
+        "fastpatch: error: merging these reports gives app.work more than 2**96 calls, more than any real "
+        "processes could count (a corrupt report)\n"
+    )
+
+
+@pytest.mark.parametrize("case", ["total_ns huge", "bucket count huge", "created Infinity", "bucket key huge"])
+@pytest.mark.parametrize("output", [None, "out.txt", "out.json", "out.prof"])
+def test_report_of_a_file_with_numbers_out_of_range_is_one_line_and_exit_status_2(tmp_path, capsys, case, output):
+    content, message = {name: rest for name, *rest in BAD_FILES}[case]
+    path = tmp_path / "in.json"
+    path.write_text(content)
+    assert _report.report_main([str(path)], output=output and str(tmp_path / output)) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"fastpatch: error: {path}: ") and err.count("\n") == 1
+    assert re.search(message, err)
+    assert os.listdir(tmp_path) == ["in.json"]
+
+
+def test_the_report_command_refuses_a_counter_of_10_to_the_400_with_one_line_and_exit_status_2(tmp_path):
+    (tmp_path / "in.json").write_text(_fn(lambda f: f.update(total_ns=10**400)))
+    out, err = _finished(_fastpatch("report", "in.json", cwd=tmp_path), status=2)
+    assert out == ""
+    assert err == (
+        "fastpatch: error: in.json: function #0 (app.work): 'total_ns' must be a non-negative integer below 2**96 "
+        "(a corrupt report)\n"
+    )
+
+
+def test_report_prints_and_writes_names_that_utf_8_cannot_encode(tmp_path):
+    report = _report.build([synthetic([10], qualname="work\ud800")])
+    path = write_json(tmp_path / "odd.json", report)
+    out, err = _finished(_fastpatch("report", path, cwd=tmp_path, env={"PYTHONIOENCODING": "utf-8"}))
+    assert err == ""
+    assert out.splitlines()[1].split()[-1] == "app.work\\ud800"
+    _finished(_fastpatch("report", "-o", "odd.txt", path, cwd=tmp_path))
+    assert (tmp_path / "odd.txt").read_text().splitlines()[1].split()[-1] == "app.work\\ud800"
+
+
 def test_report_main_checks_the_output_before_reading_anything(tmp_path, capsys):
     # The output problem is reported even though the input is bad too.
     assert _report.report_main([str(tmp_path / "gone.json")], output=str(tmp_path / "x" / "y.json")) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# The report at exit of a whole program
+# --------------------------------------------------------------------------
+
+
+FREED_WHILE_REPORTING = '''
+import atexit
+import gc
+
+import fastpatch
+import generated
+
+
+def made(i):
+    namespace = {"__name__": "made"}
+    exec(f"def f{i}(x):\\n    return x + {i}\\n", namespace)
+    f = namespace.pop(f"f{i}")
+    fastpatch.instrument(f)
+    f(1)
+    return f
+
+
+def hooked(i):
+    g = generated.__dict__.pop(f"g{i}")  # spliced by the import hook: left in the lazy table
+    g(1)
+    return g
+
+
+kept = [made(i) for i in range(200)] + [hooked(i) for i in range(200)]
+batches = [[made(i), hooked(i)] for i in range(200, 1000)]
+
+
+class Holder:
+    pass
+
+
+def release(phase, info):
+    # Every collection frees a batch of definitions: a cycle made now, and
+    # collected now, is all that holds it.
+    if phase == "start" and batches:
+        holder = Holder()
+        holder.cycle, holder.functions = holder, batches.pop()
+
+
+gc.callbacks.append(release)
+gc.set_threshold(1, 1, 1)
+atexit.register(lambda: print("batches left when the report is built:", len(batches)))  # runs before run's
+'''
+
+
+def test_the_report_at_exit_is_complete_when_the_collector_frees_definitions_while_it_is_built(tmp_path):
+    (tmp_path / "main.py").write_text(FREED_WHILE_REPORTING)
+    (tmp_path / "generated.py").write_text("".join(f"def g{i}(x):\n    return x - {i}\n" for i in range(1000)))
+    out, err = _finished(_fastpatch("run", "-o", "out.json", "main.py", cwd=tmp_path))
+    assert err == "fastpatch: report written to out.json\n"
+    left = int(out.split(":")[1])
+    assert left > 0  # the collector was still freeing definitions while the report was built
+    report = _report.load(str(tmp_path / "out.json"))
+    calls = {(fn["module"], fn["qualname"]): fn["calls"] for fn in report["functions"]}
+    for i in range(200):
+        assert calls.pop(("made", f"f{i}")) == 1
+        assert calls.pop(("generated", f"g{i}")) == 1
+    # Of the definitions freed at exit, those freed before the report began are left out, and
+    # those it read before they were freed are counted exactly.
+    freed = {key: n for key, n in calls.items() if key[0] in ("made", "generated")}
+    assert set(freed.values()) <= {1}
+    assert len(freed) <= 2 * left
+
+
+WORK = "def produce(i):\n    return i\n\n\ndef consume(i):\n    return -i\n"
+PRODUCER = "import work\n\nfor i in range(5):\n    work.produce(i)\n"
+CONSUMER = (
+    "import sys\nimport work\n\n"
+    "print('activated', flush=True)\n"
+    "sys.stdin.readline()  # until the test says so\n"
+    "for i in range(7):\n    work.consume(i)\n"
+)
+# What fastpatch.pth runs at startup (an editable install has no .pth: the
+# program calls it; with the .pth installed this second call does nothing).
+ACTIVATED = (
+    "import _fastpatch_startup; _fastpatch_startup.start(); import runpy; runpy.run_path({!r}, run_name='__main__')"
+)
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    for name, text in (("work.py", WORK), ("prod.py", PRODUCER), ("cons.py", CONSUMER)):
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def _activated(script, cwd, **popen):
+    env = {"FASTPATCH_INCLUDE": "work", "FASTPATCH_OUTPUT": "prof.json"}
+    return _fastpatch("python", "-c", ACTIVATED.format(script), cwd=cwd, env=env, **popen)
+
+
+def test_unrelated_processes_given_one_output_file_keep_each_others_reports(pipeline):
+    consumer = _activated("cons.py", pipeline, stdin=subprocess.PIPE)
+    assert consumer.stdout.readline() == "activated\n"
+    # Another process, started after the consumer, writes prof.json while the consumer runs.
+    producer = _activated("prod.py", pipeline)
+    assert _finished(producer) == ("", "")
+    _, err = _finished(consumer)  # its stdin closed: it goes on, and exits
+    assert err == (
+        f"fastpatch: prof.json was written by another process while this one ran; "
+        f"report written to prof.{consumer.pid}.json\n"
+    )
+    assert sorted(f for f in os.listdir(pipeline) if f.endswith(".json")) == sorted(
+        ["prof.json", f"prof.{consumer.pid}.json"])
+    first, second = (_report.load(str(pipeline / name)) for name in ("prof.json", f"prof.{consumer.pid}.json"))
+    assert (first["pid"], second["pid"]) == (producer.pid, consumer.pid)
+    merged = _report.merge([first, second])
+    assert {fn["name"]: fn["calls"] for fn in merged["functions"]} == {"work.produce": 5, "work.consume": 7}
+
+
+def test_a_report_left_by_an_earlier_run_is_replaced(pipeline):
+    earlier = _report.build([synthetic([10], module="work", qualname="produce")])
+    earlier["pid"] = 1
+    _report.write(str(pipeline / "prof.json"), report=earlier)
+    producer = _activated("prod.py", pipeline)
+    assert _finished(producer) == ("", "")
+    assert sorted(f for f in os.listdir(pipeline) if f.endswith(".json")) == ["prof.json"]
+    report = _report.load(str(pipeline / "prof.json"))
+    assert report["pid"] == producer.pid
+    assert [(fn["name"], fn["calls"]) for fn in report["functions"]] == [("work.produce", 5)]
+
+
+def test_report_output_replaces_a_file_written_there_while_it_reads(tmp_path, monkeypatch, capsys):
+    files = _two_files(tmp_path)
+    output = tmp_path / "all.json"
+    real_load = _report.load
+
+    def load_while_another_process_writes_the_output(path):
+        output.write_text("written meanwhile")
+        return real_load(path)
+
+    monkeypatch.setattr(_report, "load", load_while_another_process_writes_the_output)
+    assert _report.report_main(files, output=str(output)) == 0
+    monkeypatch.undo()
+    assert capsys.readouterr() == ("", "")
+    assert _report.load(str(output))["functions"] == _report.merge([_report.load(f) for f in files])["functions"]
+    assert sorted(os.listdir(tmp_path)) == ["a.json", "all.json", "b.json"]
+
+
+def test_the_directory_lock_is_exclusive_and_a_write_never_waits_for_it_past_its_limit(tmp_path, monkeypatch,
+                                                                                        capsys):
+    pytest.importorskip("fcntl")
+    held = _report._lock_directory(str(tmp_path))
+    assert held is not None
+    monkeypatch.setattr(_report, "_LOCK_WAIT", 0.0)
+    try:
+        assert _report._lock_directory(str(tmp_path)) is None
+        # Without the lock, the write goes on, and still keeps another process's report.
+        template = str(tmp_path / "out.json")
+        _report.claim(template)
+        (tmp_path / "out.json").write_text("another process's report")
+        assert _report.write(template, report=_report.build([synthetic([3])])) == str(
+            tmp_path / f"out.{os.getpid()}.json")
+    finally:
+        os.close(held)
+    assert capsys.readouterr().err == (
+        f"fastpatch: {tmp_path / 'out.json'} was written by another process while this one ran; "
+        f"report written to {tmp_path / f'out.{os.getpid()}.json'}\n"
+    )
+    assert (tmp_path / "out.json").read_text() == "another process's report"
+    relocked = _report._lock_directory(str(tmp_path))
+    assert relocked is not None
+    os.close(relocked)

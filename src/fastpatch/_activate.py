@@ -204,7 +204,9 @@ def _write(activation: Activation, pid: int) -> Optional[str]:
         from ._stats import write_table  # the table alone: no need for the report module
 
         if not root:
-            argv = " ".join(sys.argv)
+            from ._report import argv_strings  # sys.argv may hold a pathlib.Path, or bytes
+
+            argv = " ".join(argv_strings())
             sys.stderr.write(f"fastpatch: process {pid} ({argv[:100]})\n")
         write_table(stats, activation.sort, sys.stderr)
         sys.stderr.flush()

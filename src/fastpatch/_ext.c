@@ -1320,18 +1320,28 @@ fp_lazy_discard(PyObject *module, PyObject *origin)
 }
 
 /* The Origins of the lazy table, all of them or those whose probe was
-   called; new list. */
+   called; new list, holding each one.
+
+   Nothing is allocated while the table is walked: an allocation could run
+   the garbage collector, which could free code and with it an Origin, whose
+   deallocator takes its entry out of the table under PyDict_Next. So the
+   list is made first, as long as the table (a collection then can only
+   shrink the table), and cut to the Origins taken. */
 static PyObject *
 lazy_list(fp_state *st, int called_only)
 {
-    PyObject *out = PyList_New(0), *key, *value;
-    Py_ssize_t pos = 0;
-    while (out != NULL && PyDict_Next(st->lazy, &pos, &key, &value)) {
+    PyObject *out = PyList_New(PyDict_GET_SIZE(st->lazy)), *key, *value;
+    if (out == NULL) {
+        return NULL;
+    }
+    Py_ssize_t pos = 0, n = 0;
+    while (n < PyList_GET_SIZE(out) && PyDict_Next(st->lazy, &pos, &key, &value)) {
         OriginObject *o = lazy_origin(value);
-        if ((!called_only || ((ProbeObject *)o->probe)->calls != 0) && PyList_Append(out, (PyObject *)o) < 0) {
-            Py_CLEAR(out);
+        if (!called_only || ((ProbeObject *)o->probe)->calls != 0) {
+            PyList_SET_ITEM(out, n++, Py_NewRef((PyObject *)o));
         }
     }
+    Py_SET_SIZE(out, n);  /* the slots past n were never filled: NULL */
     return out;
 }
 

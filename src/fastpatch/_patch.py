@@ -380,15 +380,28 @@ def stats(target: Any) -> Stats:
     return _require_definition(target).stats()
 
 
+# Anything that reads the registry maps while Python code or allocation can
+# run copies them first (list(...values())): a snapshot allocates, so the
+# garbage collector can run and free a definition, whose weak reference
+# callback (_forget) then deletes its entries from the maps.
+
+
 def _definitions() -> List[_Definition]:
     with _lock:
         _register_lazy()
         return list(_by_original.values())
 
 
+def _alive(definitions: List[_Definition]) -> List[Tuple[_Definition, CodeType]]:
+    """The definitions whose original code still lives, each with it: held,
+    it keeps them alive, and their stats whole, while they are read."""
+    pairs = [(d, d.original()) for d in definitions]
+    return [(d, original) for d, original in pairs if original is not None]
+
+
 def all_stats() -> List[Stats]:
     """Snapshots of every instrumented definition still alive."""
-    return [d.stats() for d in _definitions()]
+    return [d.stats() for d, _original in _alive(_definitions())]
 
 
 def called_stats() -> List[Stats]:
@@ -396,12 +409,14 @@ def called_stats() -> List[Stats]:
     holds. Unlike ``all_stats()`` it registers none of the import hook's
     definitions (a whole program has thousands; it reads the called ones
     from their Origins), so writing a report at exit costs little."""
-    with _lock:
-        called = [d.stats() for d in _by_original.values() if d.probe.calls]
-        for origin in _ext.called_origins():
-            if _by_probe.get(id(origin.probe)) is None:  # read as its definition would be, left unregistered
-                from ._stats import snapshot
+    from ._stats import snapshot
 
+    with _lock:
+        registered = _alive([d for d in list(_by_original.values()) if d.probe.calls])
+        origins = _ext.called_origins()  # a new list, holding each Origin (and so its code)
+        called = [d.stats() for d, _original in registered]
+        for origin in origins:
+            if _by_probe.get(id(origin.probe)) is None:  # read as its definition would be, left unregistered
                 code = origin.code
                 called.append(snapshot(
                     f"{origin.module}.{origin.qualname}", origin.probe, module=origin.module,

@@ -38,6 +38,15 @@ names the bucket layout (:func:`histogram_layout`), and
 nanoseconds. ``mean_ns`` and the ``p*_ns`` percentiles are derived from the
 rest, for readers that do not want to decode the histogram: :func:`load`
 ignores them and :func:`merge` computes them again.
+
+Every integer (``pid``, ``firstlineno``, the counts, the durations and each
+histogram count) is from 0 to ``MAX_INTEGER``, 2**96 - 1, and ``created``
+is a number in that range too (not NaN, not infinite). A process's counters
+are unsigned 64-bit, so the bound leaves room for the sums of 2**32 such
+processes in a merged report, and it keeps every number a reader derives
+(means, percentiles, pstats seconds, all floats) far from overflowing.
+:func:`validate` refuses a file that breaks it, and :func:`merge` a merge
+whose sums would.
 """
 
 from __future__ import annotations
@@ -58,6 +67,9 @@ if TYPE_CHECKING:  # no typing at run time: importing this module must stay chea
 
 #: The report version this fastpatch writes and the highest it reads.
 VERSION = 1
+#: The largest integer a report may hold (see the format above).
+MAX_INTEGER = 2**96 - 1
+_MAX_TEXT = "2**96"
 #: Output formats, as ``-f`` and ``FASTPATCH_FORMAT`` name them.
 FORMATS = ("text", "json", "pstats")
 #: Sort keys of the text table (``-s``), as ``fastpatch.report()`` takes them.
@@ -104,6 +116,27 @@ def _main_module(module: str) -> str:
     # multiprocessing's spawn and forkserver children import the parent's
     # main script as __mp_main__: the same definitions as the parent's __main__.
     return "__main__" if module == "__mp_main__" else module
+
+
+def argv_strings() -> List[str]:
+    """``sys.argv`` as reports keep it, a list of strings: a path-like entry
+    (a ``pathlib.Path``, which some programs leave there) as ``os.fspath``
+    gives it, bytes decoded as file names are (``os.fsdecode``), anything
+    else as ``str()`` gives it; no list at all (``sys.argv`` deleted or
+    replaced) gives ``[]``."""
+    argv = getattr(sys, "argv", None)
+    return [_arg_text(arg) for arg in argv] if isinstance(argv, (list, tuple)) else []
+
+
+def _arg_text(arg: object) -> str:
+    if isinstance(arg, str):
+        return arg
+    try:
+        if isinstance(arg, os.PathLike):
+            arg = os.fspath(arg)
+        return os.fsdecode(arg) if isinstance(arg, bytes) else str(arg)
+    except Exception:  # noqa: BLE001 - a broken __fspath__ or __str__ must not cost the whole report
+        return object.__repr__(arg)
 
 
 reported = _stats.reported
@@ -161,7 +194,7 @@ def build(stats: Optional[Iterable[Stats]] = None) -> Report:
         "fastpatch_version": fastpatch.__version__,
         "report_id": _report_id(),
         "pid": os.getpid(),
-        "argv": list(getattr(sys, "argv", [])),
+        "argv": argv_strings(),
         "python": _python_version(),
         "clock": fastpatch.clock(),
         "created": time.time(),
@@ -174,16 +207,15 @@ def build(stats: Optional[Iterable[Stats]] = None) -> Report:
 # --------------------------------------------------------------------------
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INTEGER
 
 
+_COUNT = f"a non-negative integer below {_MAX_TEXT}"
 _FUNCTION_STRINGS = ("name", "module", "qualname", "filename")
 _FUNCTION_COUNTS = ("firstlineno", "calls", "errors", "completed", "total_ns", "min_ns", "max_ns")
+#: The keys of histogram.counts: each bucket index as str() writes it (no sign, no leading zero).
+_BUCKET_KEYS = frozenset(str(i) for i in range(_stats.HIST_BUCKETS))
 
 
 def _check_function(fn: object, where: str) -> None:
@@ -196,7 +228,7 @@ def _check_function(fn: object, where: str) -> None:
             raise ReportError(f"{where}: {key!r} must be a string (a corrupt report)")
     for key in _FUNCTION_COUNTS:
         if not _is_count(fn.get(key)):
-            raise ReportError(f"{where}: {key!r} must be a non-negative integer (a corrupt report)")
+            raise ReportError(f"{where}: {key!r} must be {_COUNT} (a corrupt report)")
     hist = fn.get("histogram")
     if not isinstance(hist, dict) or not isinstance(hist.get("layout"), str) or not isinstance(
             hist.get("counts"), dict):
@@ -207,26 +239,37 @@ def _check_function(fn: object, where: str) -> None:
             f"{histogram_layout()!r}; read the report with the fastpatch version that wrote it"
         )
     for index, count in hist["counts"].items():
-        if not (isinstance(index, str) and index.isascii() and index.isdigit() and int(index) < _stats.HIST_BUCKETS
-                and _is_count(count)):
+        if not (index in _BUCKET_KEYS and _is_count(count)):
             raise ReportError(
-                f"{where}: histogram count {index!r}: {count!r} is not a bucket index below "
-                f"{_stats.HIST_BUCKETS} with a non-negative integer count (a corrupt report)"
+                f"{where}: histogram count {_shorten(index)}: {_shorten(count)} is not a bucket index below "
+                f"{_stats.HIST_BUCKETS} with {_COUNT} as its count (a corrupt report)"
             )
+
+
+def _shorten(value: object) -> str:
+    """repr(value), cut to stay on one readable line of an error message
+    (and never a conversion of a huge int to decimal)."""
+    if isinstance(value, int) and not -MAX_INTEGER <= value <= MAX_INTEGER:
+        return "an integer out of range"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _check_process(entry: object, where: str) -> None:
     if not isinstance(entry, dict):
         raise ReportError(f"{where} is not an object but a JSON {type(entry).__name__} (a corrupt report)")
-    if not _is_int(entry.get("pid")):
-        raise ReportError(f"{where}: 'pid' must be an integer (a corrupt report)")
+    if not _is_count(entry.get("pid")):
+        raise ReportError(f"{where}: 'pid' must be {_COUNT} (a corrupt report)")
     if not isinstance(entry.get("argv"), list) or not all(isinstance(a, str) for a in entry["argv"]):
         raise ReportError(f"{where}: 'argv' must be a list of strings (a corrupt report)")
     if not isinstance(entry.get("python"), str):
         raise ReportError(f"{where}: 'python' must be a string (a corrupt report)")
     created = entry.get("created")
-    if not isinstance(created, (int, float)) or isinstance(created, bool):
-        raise ReportError(f"{where}: 'created' must be a number of seconds (a corrupt report)")
+    # The comparisons are false for NaN, and exact for an int of any size.
+    if not isinstance(created, (int, float)) or isinstance(created, bool) or not 0 <= created <= MAX_INTEGER:
+        raise ReportError(
+            f"{where}: 'created' must be a number of seconds, from 0 and below {_MAX_TEXT} (a corrupt report)"
+        )
     if "report_id" in entry and not isinstance(entry["report_id"], str):
         raise ReportError(f"{where}: 'report_id' must be a string (a corrupt report)")
 
@@ -248,7 +291,7 @@ def validate(report: object, source: str = "report") -> Report:
         raise ReportError(f"{source}: a fastpatch report without a valid \"version\" (a corrupt report)")
     if version > VERSION:
         raise ReportError(
-            f"{source}: written by a newer fastpatch (report version {version}); "
+            f"{source}: written by a newer fastpatch (report version {_shorten(version)}); "
             f"this one (fastpatch {_fastpatch_version()}) reads version {VERSION}"
         )
     if version < 1:
@@ -358,8 +401,9 @@ def merge(reports: Sequence[Report]) -> Report:
     and this fastpatch does not know are dropped.
 
     Raises :class:`ReportError` for an empty sequence, a report that
-    :func:`validate` refuses, or the same process twice (the same
-    ``report_id``: its calls would be counted twice).
+    :func:`validate` refuses, the same process twice (the same
+    ``report_id``: its calls would be counted twice), or sums beyond
+    ``MAX_INTEGER``, which a merged report may not hold either.
     """
     if not reports:
         raise ReportError("no reports to merge")
@@ -386,6 +430,19 @@ def merge(reports: Sequence[Report]) -> Report:
                 ((int(k), n) for k, n in fn["histogram"]["counts"].items()),
                 fn["clock"] if isinstance(fn.get("clock"), str) else report["clock"],
             )
+    merged = definitions.stats()
+    for s in merged:
+        for key in ("calls", "errors", "completed", "total_ns"):
+            if getattr(s, key) > MAX_INTEGER:
+                raise ReportError(
+                    f"merging these reports gives {s.name} more than {_MAX_TEXT} {key}, more than any real "
+                    "processes could count (a corrupt report)"
+                )
+        if max(s.histogram) > MAX_INTEGER:
+            raise ReportError(
+                f"merging these reports gives {s.name} more than {_MAX_TEXT} calls in one histogram bucket, more "
+                "than any real processes could count (a corrupt report)"
+            )
     first = reports[0]
     return {
         "format": "fastpatch",
@@ -398,7 +455,7 @@ def merge(reports: Sequence[Report]) -> Report:
         "clock": clocks[0] if len(clocks) == 1 else "mixed",
         "created": first["created"],
         "processes": processes,
-        "functions": [_function_dict(s) for s in definitions.stats()],
+        "functions": [_function_dict(s) for s in merged],
     }
 
 
@@ -521,7 +578,8 @@ def serialize(report: Report, fmt: str, sort: str = "total") -> bytes:
     ``"pstats"`` (a marshalled cProfile stats dict, see :func:`to_pstats`)."""
     _check_format(fmt)
     if fmt == "text":
-        return text_table(report, sort).encode("utf-8")
+        # A name may hold a lone surrogate (JSON allows "\ud800"), which UTF-8 cannot encode.
+        return text_table(report, sort).encode("utf-8", "backslashreplace")
     if fmt == "json":
         return _json_text(report).encode("utf-8")
     import marshal
@@ -535,12 +593,28 @@ def serialize(report: Report, fmt: str, sort: str = "total") -> bytes:
 
 #: template -> pid of the process that owns its exact path (see claim()).
 _claims: Dict[str, int] = {}
+#: template -> what its exact path held when this process claimed it, or
+#: last wrote it (_file_state): anything else there at exit was written by
+#: another process meanwhile (see write()).
+_claimed_states: Dict[str, Tuple[int, ...]] = {}
 
 
 def _with_pid(path: str, pid: str) -> str:
     head, tail = os.path.split(path)
     stem, ext = os.path.splitext(tail)
     return os.path.join(head, f"{stem}.{pid}{ext}")
+
+
+def _file_state(path: str) -> Tuple[int, ...]:
+    """What is at ``path`` itself (a link is not followed): ``()`` for
+    nothing, else its device, inode, size and modification and change
+    times. Every report is a new file renamed into place, so a report
+    written there since changes it."""
+    try:
+        st = os.lstat(path)
+    except (OSError, ValueError):
+        return ()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def claim(path_template: str) -> None:
@@ -551,11 +625,15 @@ def claim(path_template: str) -> None:
     Call it in the process whose report should carry the plain name (the
     ``run`` process, or the one the environment activated) *before* it
     forks: a forked child inherits the claim, sees another pid in it, and
-    writes ``NAME.{pid}.EXT`` instead (see :func:`write`).
-    :func:`check_writable` and :func:`write` claim too.
+    writes ``NAME.{pid}.EXT`` instead (see :func:`write`). The claim also
+    notes what the path holds now (a report left by an earlier run, or
+    nothing), so that :func:`write` can tell a report that another
+    process wrote there meanwhile. :func:`check_writable` and :func:`write`
+    claim too.
     """
-    if "{pid}" not in path_template:
-        _claims.setdefault(path_template, os.getpid())
+    if "{pid}" not in path_template and path_template not in _claims:
+        _claims[path_template] = os.getpid()
+        _claimed_states[path_template] = _file_state(path_template)
 
 
 def child_template(path_template: str) -> str:
@@ -590,6 +668,18 @@ def resolve_path(path_template: str) -> str:
 # --------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------
+#
+# A report path may be in a directory that other users write (/tmp), under a
+# name they can predict (FASTPATCH_OUTPUT=/tmp/app.{pid}.json). So a link
+# there is never resolved here (no realpath) nor opened for writing when it
+# leads to a regular file: the report goes to a new file, created with
+# O_EXCL|O_NOFOLLOW beside it, and rename() replaces the link itself. Only a
+# device, pipe or terminal is written through a link, and then the kernel
+# follows it, so that fs.protected_symlinks still applies.
+
+#: Seconds to wait for another process's lock on the report's directory
+#: (see _lock_directory).
+_LOCK_WAIT = 5.0
 
 
 def _fsync_directory(directory: str) -> None:
@@ -611,57 +701,235 @@ def _temp_path(target: str) -> str:
 
 
 def _open_new(path: str) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    """A new file at ``path``: never one that is there already, nor the target of a link there."""
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+             | getattr(os, "O_CLOEXEC", 0))
     return os.open(path, flags, 0o666)  # the umask applies, as for any file the program writes
 
 
-def _special_file(path: str) -> bool:
-    """Whether ``path`` exists and is neither a regular file nor a directory:
-    a device (``/dev/null``, ``/dev/stderr``), a named pipe or a socket."""
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _own_stream(st: os.stat_result) -> Optional[int]:
+    """This process's stdout or stderr descriptor (2 first) if it writes the file ``st`` describes."""
+    for fd in (2, 1):
+        try:
+            own = os.fstat(fd)
+        except OSError:
+            continue
+        if (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino):
+            return fd
+    return None
+
+
+def _in_place(path: str) -> Optional[Tuple[int, bool]]:
+    """Where a report for ``path`` is written in place, not replaced: a
+    descriptor to write to and whether this call opened it (and so the
+    caller closes it); None when ``path`` is to be replaced (nothing there,
+    a regular file, a link to one that is not this process's stdout or
+    stderr).
+
+    A device, named pipe or socket at ``path`` itself is opened without
+    following a link. A link to one (``/dev/stderr`` is a link to
+    ``/proc/self/fd/2``: a pipe or a terminal) is opened by the kernel,
+    so that its protected-symlinks rule applies, and used only if what it
+    opened is not a regular file. A link to the regular file that this
+    process's stderr or stdout writes (``-o /dev/stderr 2>log``) gives
+    that descriptor: the report follows what the program wrote there.
+    Opening a named pipe waits for a reader, as any writer to it does.
+    Raises IsADirectoryError for a directory, or a link to one, and
+    :class:`ReportError` for a link that cannot be followed (:func:`_unfollowable`).
+    """
+    import errno
     import stat
 
     try:
-        mode = os.stat(path).st_mode
+        st = os.lstat(path)
     except (OSError, ValueError):
+        return None
+    flags = os.O_WRONLY | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise _unfollowable(path, exc) from None
+        if stat.S_ISREG(st.st_mode):
+            fd = _own_stream(st)
+            return None if fd is None else (fd, False)
+    else:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    if stat.S_ISREG(st.st_mode):
+        return None
+    fd = os.open(path, flags)
+    try:
+        opened = os.fstat(fd).st_mode
+    except BaseException:
+        os.close(fd)
+        raise
+    if stat.S_ISREG(opened):  # replaced by a file since the look: replace it in turn
+        os.close(fd)
+        return None
+    return fd, True
+
+
+def _unfollowable(path: str, exc: OSError) -> ReportError:
+    """The error for a link at ``path`` that cannot be followed: dangling, a
+    loop, refused by the kernel's protected-symlinks rule, or ``/dev/stderr``
+    of a process whose stderr is closed. Such a link is not replaced either:
+    what it stands for may not be a file at all (replacing ``/dev/stderr``
+    would put a file where every process finds its stderr)."""
+    return ReportError(
+        f"cannot write the report to {path}: it is a symbolic link that cannot be followed "
+        f"({exc.strerror or exc}); a report is never written through a link, nor replaces one it cannot follow"
+    )
+
+
+def _lock_directory(directory: str) -> Optional[int]:
+    """A descriptor of ``directory`` that holds an exclusive lock on it
+    (``flock``; closing the descriptor, or the process dying, releases it),
+    or None where none can be had: no ``fcntl`` (Windows), a directory that
+    cannot be opened, a file system without ``flock``.
+
+    Locking the directory itself, rather than a lock file, leaves nothing
+    behind and gives no name that another user could plant first. A writer
+    holds the lock for a look and a rename; one held for more than
+    ``_LOCK_WAIT`` seconds is a process stuck or hostile, and the caller
+    goes on without it rather than hang at exit.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    import time
+
+    deadline = time.monotonic() + _LOCK_WAIT
+    pause = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
+        except OSError:
+            break
+    os.close(fd)
+    return None
+
+
+def _refused_link(path: str, reason: str) -> ReportError:
+    return ReportError(
+        f"cannot write the report to {path}: it is a symbolic link, which this process may not replace "
+        f"({reason}), and a report is never written through a link"
+    )
+
+
+def _is_link(path: str) -> bool:
+    try:
+        return os.path.islink(path)
+    except ValueError:
         return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
-def write_atomic(path: str, data: bytes) -> None:
+def _replace(source: str, target: str) -> None:
+    """os.replace, with a one-line ReportError when ``target`` is a link
+    this process may not replace (another user's, in a sticky directory)."""
+    try:
+        os.replace(source, target)
+    except PermissionError as exc:
+        if _is_link(target):
+            raise _refused_link(target, exc.strerror or str(exc)) from None
+        raise
+
+
+def write_atomic(path: str, data: bytes, replaceable: Optional[Tuple[int, ...]] = None) -> Tuple[str, Tuple[int, ...]]:
     """Replace the file ``path`` with ``data`` so that no reader ever sees
-    a partial file: the bytes go to a temporary file in the same directory,
-    which is fsynced and then renamed over ``path`` (``os.replace``). On any
+    a partial file, and return the path written and what is there now
+    (``_file_state``, ``()`` for a device or a pipe).
+
+    The bytes go to a new temporary file in the same directory, which is
+    fsynced and then renamed over ``path``. A symbolic link at ``path`` is
+    replaced, never written through: the file it points to is left as it
+    is; where the link may not be replaced (another user's, in a sticky
+    directory such as ``/tmp``) or cannot be followed (dangling, or
+    ``/dev/stderr`` with stderr closed), :class:`ReportError` says so and
+    nothing is written. A device or a named pipe (``-o /dev/null``, ``-o
+    /dev/stderr``, directly or through a link) is written in place:
+    replacing it would put a regular file where the device was. On any
     failure the temporary file is removed and ``path`` is left as it was.
-    A symbolic link at ``path`` is followed. A device or a named pipe
-    (``-o /dev/stderr``) is written in place: replacing it would put a
-    regular file where the device was. OSError propagates."""
-    if _special_file(path):
-        with open(path, "wb") as fh:
-            fh.write(data)
-        return
-    target = os.path.realpath(path) if os.path.islink(path) else path
-    tmp = _temp_path(target)
+
+    With ``replaceable`` (what ``path`` held when this process claimed it,
+    see :func:`claim`), ``path`` is replaced only if it still holds that:
+    otherwise another process wrote a report there meanwhile, and
+    ``data`` goes to ``NAME.<pid>.EXT`` beside it. The look and the rename
+    hold a lock on the directory (:func:`_lock_directory`), so that of two
+    processes finishing together, the second sees the first one's report.
+    OSError propagates.
+    """
+    in_place = _in_place(path)
+    if in_place is not None:
+        fd, opened = in_place
+        try:
+            if not opened:  # our own stdout or stderr: after what Python buffered for it
+                for stream in (sys.stdout, sys.stderr):
+                    if stream is not None:
+                        stream.flush()
+            _write_all(fd, data)
+        finally:
+            if opened:
+                os.close(fd)
+        return path, ()
+    directory = os.path.dirname(path) or "."
+    tmp = _temp_path(path)
     fd = _open_new(tmp)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, target)
+        lock = _lock_directory(directory) if replaceable is not None else None
+        try:
+            target = path
+            if replaceable is not None and _file_state(path) != replaceable:
+                target = _with_pid(path, str(os.getpid()))
+            _replace(tmp, target)
+            state = _file_state(target)
+        finally:
+            if lock is not None:
+                os.close(lock)
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
-    _fsync_directory(os.path.dirname(target) or ".")
+    _fsync_directory(directory)
+    return target, state
+
+
+def _shown(path: str) -> str:
+    """``path`` as messages show it: relative to the working directory when it is below it."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if relative.startswith("..") else relative
 
 
 def write(path_template: str, fmt: Optional[str] = None, stats: Optional[Iterable[Stats]] = None, *,
-          report: Optional[Report] = None, sort: str = "total") -> str:
+          report: Optional[Report] = None, sort: str = "total", keep_others: bool = True) -> str:
     """Write a report file and return the path written.
 
     The content is ``report`` if given, else :func:`build` of ``stats``
@@ -672,8 +940,18 @@ def write(path_template: str, fmt: Optional[str] = None, stats: Optional[Iterabl
     another's file; this call claims the template if no process did. The
     format is ``fmt`` (``"text"``, ``"json"``, ``"pstats"``) or comes from the
     extension (:func:`format_for`); ``sort`` orders the text table. The
-    write is atomic (:func:`write_atomic`). Raises :class:`ReportError` for
-    an unknown format or sort key, or when the file cannot be written.
+    write is atomic (:func:`write_atomic`).
+
+    When the exact path holds a report that another process wrote after
+    this one claimed it (two processes that are not parent and child,
+    given one ``FASTPATCH_OUTPUT``: a pipeline, ``make -j``), that report is
+    kept: this one goes to ``NAME.<pid>.EXT``, and one line on stderr says
+    so. A report left by an earlier run, from before the claim, is
+    replaced. ``keep_others=False`` replaces whatever is there (the output
+    of ``python -m fastpatch report``).
+
+    Raises :class:`ReportError` for an unknown format or sort key, or when
+    the file cannot be written.
     """
     if report is not None and stats is not None:
         raise TypeError("write() takes stats or report, not both")
@@ -682,42 +960,97 @@ def write(path_template: str, fmt: Optional[str] = None, stats: Optional[Iterabl
     claim(path_template)
     path = resolve_path(path_template)
     data = serialize(report if report is not None else build(stats), chosen, sort)
+    mine = keep_others and path == path_template and _claims.get(path_template) == os.getpid()
     try:
-        write_atomic(path, data)
+        written, state = write_atomic(path, data, _claimed_states.get(path_template) if mine else None)
     except OSError as exc:
         raise ReportError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
-    return path
+    if written == path and mine and state:
+        _claimed_states[path_template] = state  # this process's own report: the next write replaces it
+    if written != path:
+        try:
+            sys.stderr.write(
+                f"fastpatch: {_shown(path)} was written by another process while this one ran; "
+                f"report written to {_shown(written)}\n"
+            )
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - stderr closed or gone: the report is written all the same
+            pass
+    return written
+
+
+def _may_replace(st: os.stat_result, directory: str) -> bool:
+    """Whether this process may replace the directory entry ``st`` (lstat)
+    of ``directory``: in a sticky directory (``/tmp``) only the entry's
+    owner, the directory's owner or root may."""
+    import stat
+
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is None:
+        return True
+    try:
+        parent = os.stat(directory)
+    except OSError:
+        return True  # the write itself will say what is wrong
+    euid = geteuid()
+    return not parent.st_mode & stat.S_ISVTX or euid in (0, st.st_uid, parent.st_uid)
 
 
 def check_writable(path_template: str, fmt: Optional[str] = None) -> None:
     """Raise :class:`ReportError` unless this process could write the report
-    file now: for an unknown format name, an empty path, a path that is a
-    directory, a missing parent directory or one that is not a directory,
-    or a directory where no file can be created (it tries: it creates and
-    removes a temporary file there, as :func:`write` will); a device or a
-    named pipe must be writable. ``{pid}`` is
-    substituted first; directories are never created. On success it claims
-    the template for this process (:func:`claim`): call it at start, in the
-    process whose report should carry the plain name, before the program
-    runs or forks.
+    file now, by the rules of :func:`write_atomic`: for an unknown format
+    name, an empty path, a path that is a directory (or a link to one), a
+    missing parent directory or one that is not a directory, a directory
+    where no file can be created (it tries: it creates and removes a
+    temporary file there, as :func:`write` will), a link there that cannot
+    be followed, or a file or link there that this process may not replace
+    (another user's, in a sticky directory); a device or a named pipe, or a
+    link to one, must be
+    writable. ``{pid}`` is substituted first; directories are never
+    created. On success it claims the template for this process
+    (:func:`claim`): call it at start, in the process whose report should
+    carry the plain name, before the program runs or forks.
     """
+    import stat
+
     if fmt is not None:
         _check_format(fmt)
     if not isinstance(path_template, str) or not path_template.strip():
         raise ReportError("the report path is empty")
     path = resolve_path(path_template)
-    if os.path.isdir(path):
+    try:
+        entry: Optional[os.stat_result] = os.lstat(path)
+    except OSError:
+        entry = None
+    target = entry
+    if entry is not None and stat.S_ISLNK(entry.st_mode):
+        try:
+            target = os.stat(path)  # the kernel follows it, as write_atomic's open would
+        except OSError as exc:
+            raise _unfollowable(path, exc) from None
+    if target is not None and stat.S_ISDIR(target.st_mode):
         raise ReportError(f"cannot write the report to {path}: it is a directory")
-    if _special_file(path):  # a device or a pipe: written in place, never opened here (a pipe would block)
+    if target is not None and not stat.S_ISREG(target.st_mode):
+        # A device or a pipe: written in place, never opened here (a pipe would block).
         if not os.access(path, os.W_OK):
             raise ReportError(f"cannot write the report to {path}: permission denied")
         claim(path_template)
+        return
+    if target is not None and entry is not target and _own_stream(target) is not None:
+        claim(path_template)  # a link to the file this process's stdout or stderr writes
         return
     directory = os.path.dirname(path) or "."
     if not os.path.exists(directory):
         raise ReportError(f"cannot write the report to {path}: directory {directory} does not exist")
     if not os.path.isdir(directory):
         raise ReportError(f"cannot write the report to {path}: {directory} is not a directory")
+    if entry is not None and not _may_replace(entry, directory):
+        if stat.S_ISLNK(entry.st_mode):
+            raise _refused_link(path, f"another user's, in the sticky directory {directory}")
+        raise ReportError(
+            f"cannot write the report to {path}: it is another user's file, in the sticky directory "
+            f"{directory}, where only its owner may replace it"
+        )
     probe = _temp_path(path)
     try:
         os.close(_open_new(probe))
@@ -735,6 +1068,13 @@ def check_writable(path_template: str, fmt: Optional[str] = None) -> None:
 # --------------------------------------------------------------------------
 # python -m fastpatch report
 # --------------------------------------------------------------------------
+
+
+def _encodable(text: str, stream: TextIO) -> str:
+    """``text`` with every character that ``stream`` cannot encode (a lone
+    surrogate, anything beyond ASCII in the C locale) as a backslash escape."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding)
 
 
 def _error(message: str) -> int:
@@ -782,7 +1122,7 @@ def report_main(files: Sequence[str], output: Optional[str] = None, fmt: Optiona
             reports.append(report)
         merged = merge(reports)
         if output is not None:
-            write(output, fmt, report=merged, sort=sort)
+            write(output, fmt, report=merged, sort=sort, keep_others=False)
             return 0
     except ReportError as exc:
         return _error(str(exc))
@@ -790,7 +1130,7 @@ def report_main(files: Sequence[str], output: Optional[str] = None, fmt: Optiona
         if fmt == "json":
             sys.stdout.write(_json_text(merged))
         else:
-            text_table(merged, sort, sys.stdout)
+            sys.stdout.write(_encodable(text_table(merged, sort), sys.stdout))
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader left (`| head`); keep the interpreter's final flush from failing too.
