@@ -236,3 +236,14 @@ def test_a_bad_setting_never_stops_the_program(program):
     result = _python("print('ran')", program, FASTPATCH_INCLUDE="a..b")
     assert result.stdout == "ran\n"
     assert result.stderr.startswith("fastpatch: not activated: PatternError: bad pattern 'a..b'")
+
+
+@needs_pth
+def test_fastpatch_include_star_runs_the_program_and_times_the_standard_library(program):
+    result = _python("import json\nprint(json.dumps([1]))", program, FASTPATCH_INCLUDE="*",
+                     FASTPATCH_OUTPUT="out/star.json")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "[1]\n", "")
+    with open(program / "out" / "star.json") as fh:
+        calls = {f["name"]: f["calls"] for f in json.load(fh)["functions"]}
+    assert calls["json.dumps"] == 1
+    assert [name for name in calls if name.split(".")[0] in ("fastpatch", "_fastpatch_startup")] == []

@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ._hook import ImportHook, install_import_hook, when_imported
+from ._hook import ImportHook, install_import_hook, own_work, when_imported
 from ._select import split_patterns
 
 TYPE_CHECKING = False
@@ -177,7 +177,8 @@ def write_report(activation: Optional[Activation] = None) -> Optional[str]:
         if activation.written_in == pid:
             return None
         activation.written_in = pid
-        return _write(activation, pid)
+        with own_work:  # what writing imports (json...) never goes through the hook
+            return _write(activation, pid)
 
 
 def _write(activation: Activation, pid: int) -> Optional[str]:
