@@ -324,6 +324,23 @@ def test_fastpatch_never_instruments_itself():
     assert hook.selection.instrumented == [] and hook.unmatched() == ["fastpatch", "_fastpatch_startup"]
 
 
+def test_a_module_the_hook_fails_to_splice_is_imported_and_walked_with_a_warning(tree, monkeypatch, capsys):
+    root, name, hooks = tree
+    _write(root, {f"{name}.py": "def f():\n    return 1\nRESULT = f()\n"})
+
+    def failing(code, module):
+        raise RuntimeError("no splice today")
+
+    monkeypatch.setattr(fastpatch._hook, "patch_module_code", failing)
+    _hook(hooks, [name])
+    mod = importlib.import_module(name)
+    assert mod.RESULT == 1  # the module ran, its original code
+    assert fastpatch.is_instrumented(mod.f)  # and was walked after
+    assert capsys.readouterr().err == (
+        f"fastpatch: could not splice {name} before it ran (RuntimeError: no splice today): walking it after\n"
+    )
+
+
 def test_unselected_imports_go_on_untouched(tree):
     root, name, hooks = tree
     _write(root, {f"{name}/__init__.py": "def f():\n    pass\n"})

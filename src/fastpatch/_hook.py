@@ -399,11 +399,12 @@ class _Finder:
 
     def splice_or_warn(self, code: CodeType, name: str, plan: _Plan) -> Tuple[CodeType, bool]:
         """(``code`` spliced, True), or (``code``, False) with a warning if
-        splicing failed: timing must never break the import."""
+        splicing failed: timing must never break the import. (The module is
+        then walked once it has run, as when its loader gives no code.)"""
         try:
             return self.splice(code, name, plan), True
-        except Exception as exc:  # noqa: BLE001 - the module runs as it is, untimed
-            _warn(f"could not instrument {name}: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - the module runs as it is
+            _warn(f"could not splice {name} before it ran ({type(exc).__name__}: {exc}): walking it after")
             return code, False
 
     def splice(self, code: CodeType, name: str, plan: _Plan) -> CodeType:
