@@ -50,7 +50,11 @@ class Origin:
     Immutable; not tracked by the garbage collector (it can be in no cycle).
     """
 
-    def __init__(self, code: CodeType, probe: Probe, module: str, qualname: str) -> None: ...
+    def __init__(self, code: CodeType, probe: Probe, module: str, qualname: str) -> None:
+        """Also sets ``probe``'s error rule from ``code``'s kind: an activation
+        ending with StopIteration or StopAsyncIteration ended normally, unless
+        CPython turns that exception into RuntimeError as it leaves this kind
+        of frame (a generator, coroutine or async generator; PEP 479, 525)."""
     @property
     def code(self) -> CodeType:
         """The original code object."""
