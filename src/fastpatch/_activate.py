@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ._hook import ImportHook, install_import_hook, own_work, when_imported
+from ._hook import ImportHook, install_import_hook, own_work, splice_main_when_it_runs, when_imported
 from ._select import split_patterns
 
 TYPE_CHECKING = False
@@ -150,7 +150,9 @@ def activate_from_environment() -> Optional[Activation]:
     if fmt is not None and fmt not in ("text", "json", "pstats"):
         _say(f"FASTPATCH_FORMAT={fmt!r} is not text, json or pstats; using the output file's extension")
         fmt = None
-    return activate(include, exclude, output=output, fmt=fmt)
+    activation = activate(include, exclude, output=output, fmt=fmt)
+    splice_main_when_it_runs()  # `python SCRIPT` and `-c CODE` run their main code without importing it
+    return activation
 
 
 # --------------------------------------------------------------------------

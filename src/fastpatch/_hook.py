@@ -43,6 +43,7 @@ import _thread
 import os
 import sys
 
+from . import _ext
 from ._patch import _nested_qualname, _our_constants, patch_module_code
 from ._recipes import current
 from ._select import Patterns, Selection, is_own_module
@@ -591,14 +592,58 @@ def _walk_imported(hook: ImportHook) -> None:
             _warn(f"could not instrument {name}: {type(exc).__name__}: {exc}")
 
 
-def splice_main(code: CodeType, also: Optional[str] = None) -> CodeType:
-    """The code of a program's main module (``run``'s script or ``-c``)
-    spliced as the hook splices a module it imports, if ``__main__`` is
-    selected, or the name ``also`` (a script's file name without ``.py``)."""
+def _main_plan(also: Optional[str]) -> Optional[_Plan]:
     plan = _finder.plan("__main__")
     if plan is None and also:
         plan = _finder.plan(also)
-    return code if plan is None else _finder.splice_or_warn(code, "__main__", plan)[0]
+    return plan
+
+
+def splice_main(code: CodeType, also: Optional[str] = None) -> CodeType:
+    """The code of a program's main module (``run``'s script or ``-c``)
+    spliced as the hook splices a module it imports, if ``__main__`` is
+    selected, or the name ``also`` (a script's file name without ``.py``).
+    If splicing fails, ``code`` itself, and one warning line."""
+    plan = _main_plan(also)
+    if plan is None:
+        return code
+    try:
+        return _finder.splice(code, "__main__", plan)
+    except Exception as exc:  # noqa: BLE001 - the program runs as it is
+        _warn(f"could not instrument __main__: {type(exc).__name__}: {exc}")
+        return code
+
+
+def _script_stem(path: str) -> Optional[str]:
+    """``app`` for ``dir/app.py``: the name ``-i`` may select a script by; None for ``-c``, ``-m``..."""
+    if not path or path in ("-c", "-m", "-") or path.startswith("<"):
+        return None
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return stem if stem.isidentifier() else None
+
+
+def _main_code_compiled(code: CodeType) -> CodeType:
+    """The audit hook's callback (``_ext.splice_main_code``): the main code
+    of ``python SCRIPT`` or ``python -c CODE``, spliced."""
+    return splice_main(code, _script_stem(code.co_filename))
+
+
+def splice_main_when_it_runs() -> bool:
+    """At interpreter startup (the environment's activation): if the
+    patterns select ``__main__`` (or the script by its file name), splice
+    the main code of ``python SCRIPT`` or ``python -c CODE`` once the
+    interpreter has compiled it, before it runs (``_ext.splice_main_code``).
+    ``-m`` goes through the hook as an import, and the interactive prompt is
+    left alone. Whether it will; a failure is one warning line."""
+    argv = getattr(sys, "argv", None) or [""]
+    if _main_plan(_script_stem(argv[0])) is None:
+        return False
+    try:
+        _ext.splice_main_code(_main_code_compiled)
+    except Exception as exc:  # noqa: BLE001 - the rest of the activation stands
+        _warn(f"could not instrument __main__: {type(exc).__name__}: {exc}")
+        return False
+    return True
 
 
 def when_imported(name: str, callback: Callable[[ModuleType], None]) -> None:
