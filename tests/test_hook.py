@@ -554,3 +554,20 @@ def test_what_writing_the_report_imports_never_goes_through_the_hook(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "True []\n"
+
+
+@pytest.mark.parametrize(("pattern", "loaded"), [("*", True), ("opcode", True), ("some_app_of_ours", False)])
+def test_what_the_splicer_needs_is_loaded_with_the_hook_only_if_a_pattern_may_select_it(pattern, loaded):
+    # opcode is where the splicer's dialect comes from; a hook that selects
+    # only the program's own packages loads it at its first splice (3.9 has
+    # no list of the standard library's modules: it always loads it).
+    loaded = loaded or sys.version_info < (3, 10)
+    code = (
+        "import sys, fastpatch\n"
+        "assert 'opcode' not in sys.modules\n"
+        f"fastpatch.install_import_hook([{pattern!r}])\n"
+        "print('opcode' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert (result.returncode, result.stdout) == (0, f"{loaded}\n"), result.stderr

@@ -28,13 +28,13 @@ wrapped:
 Modules imported before the hook was installed are walked at once.
 
 fastpatch's own work never goes through its own hook: while a thread finds,
-splices or walks a module for the hook (or activates, or writes a report),
-``own_work`` marks it, and ``find_spec`` turns every import that thread
-makes away first thing. What the splicer itself needs (the dialect, built
-from ``opcode``; ``importlib.machinery``) is loaded when the first hook is
-installed, before any pattern can select it: a pattern that selects
-everything (``*``) would otherwise splice ``opcode`` while building the
-dialect that splicing it needs.
+splices or walks a module for the hook (or installs it, or writes a
+report), ``own_work`` marks it, and ``find_spec`` turns every import that
+thread makes away first thing. What the splicer itself needs (the dialect,
+built from ``opcode``; ``importlib.machinery``) is loaded as a hook whose
+patterns may select the standard library is installed, before any of them
+can select it: a pattern that selects everything (``*``) would otherwise
+splice ``opcode`` while building the dialect that splicing it needs.
 """
 
 from __future__ import annotations
@@ -465,7 +465,8 @@ class _Finder:
     # -- installing ----------------------------------------------------------
 
     def add_hook(self, hook: ImportHook) -> None:
-        _load_what_splicing_needs()
+        if _may_select_the_standard_library(hook.patterns):
+            _load_what_splicing_needs()
         self.hooks.append(hook)
         hook.installed = True
         self._hooks_changed()
@@ -526,11 +527,22 @@ def _only_wanted(code: CodeType, qualname: str, wanted: Callable[[str], bool]) -
     return code.replace(co_consts=tuple(new_consts)) if changed else code
 
 
+def _may_select_the_standard_library(patterns: Patterns) -> bool:
+    """Whether ``patterns`` may select a module of the standard library,
+    where everything the splicer itself needs lives. (3.9 has no list of
+    them: yes.)"""
+    stdlib: Optional[FrozenSet[str]] = getattr(sys, "stdlib_module_names", None)
+    tops = patterns.top_level_names()
+    return tops is None or stdlib is None or not tops.isdisjoint(stdlib)
+
+
 def _load_what_splicing_needs() -> None:
-    """Import and build, before any pattern can select a module, what the
-    hook's own work imports: the dialect (``opcode``), the C splicer and
-    ``importlib.machinery``. Then a pattern that selects them (``*``) finds
-    them imported and walks them, and never splices ``opcode`` while
+    """Import and build, before a hook whose patterns may select the
+    standard library is installed, what the hook's own work imports: the
+    dialect (``opcode``), the C splicer and ``importlib.machinery`` (about a
+    millisecond, which a hook that selects only the program's packages pays
+    at its first splice instead). Then a pattern that selects them (``*``)
+    finds them imported and walks them, and never splices ``opcode`` while
     building the dialect from it. Raises UnsupportedPythonError where no
     recipe has been validated."""
     with own_work:
