@@ -6,7 +6,8 @@ plan four ways, each time from a fresh ``exec`` of the same compiled module:
 
 1. plain, under ``sys.settrace`` + ``sys.setprofile`` (+ a ``sys.monitoring`` tool on
    3.12+): the reference events, and the ground truth for fastpatch's counters
-   (activations started, activations ended by an exception other than close()'s);
+   (activations started, activations ended by an exception other than close()'s or
+   the end of an iteration);
 2. plain, untraced: must match (1), or the program is nondeterministic and skipped;
 3. instrumented, untraced: must match (2), counters must match (1);
 4. instrumented, traced: must match (1) event for event, counters too;
@@ -407,6 +408,18 @@ _YIELD_FROM = dis.opmap.get("YIELD_FROM")
 _RESUME = dis.opmap.get("RESUME")
 
 
+# The end of an iteration (README, Timing semantics): StopIteration or
+# StopAsyncIteration leaving a frame as it is ends the activation normally;
+# where CPython turns it into RuntimeError as it leaves, it is an error.
+_END_SIGNALS = ("StopIteration", "StopAsyncIteration")
+
+
+def _end_signal_is_error(code: types.CodeType, signal: str) -> bool:
+    if signal == "StopIteration":
+        return bool(code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR))
+    return bool(code.co_flags & inspect.CO_ASYNC_GENERATOR)
+
+
 def _exit_kind(frame: types.FrameType, last_event: str) -> str:
     code = frame.f_code.co_code
     i = frame.f_lasti
@@ -452,7 +465,8 @@ class _Recorder:
     An activation starts at a frame's first 'line' event (close() of a generator that
     never ran fires 'call' on 3.9/3.10 but runs no line). It ends at a 'return' event
     that is not a suspension, by an exception if the frame's last instruction is not a
-    return; that exception is an error unless it is the GeneratorExit of close(). A
+    return; that exception is an error unless it is the GeneratorExit of close() or
+    the end of an iteration (StopIteration, StopAsyncIteration, as _END_SIGNALS). A
     suspended generator closed with no handler around its yield ends without any event
     on 3.13+: activations left open when everything is closed ended that way.
     """
@@ -535,7 +549,16 @@ class _Recorder:
                 if act.started and kind == "raise":
                     exp = self.expected[self.tracked[act.code]]
                     closing = "GeneratorExit" in act.exceptions
-                    if not closing:
+                    signals = [e for e in act.exceptions if e in _END_SIGNALS]
+                    if signals and not closing and len(set(act.exceptions)) > 1:
+                        # which one left the frame? (one raised and caught in a finally,
+                        # or 3.12+'s RuntimeError made of a generator's StopIteration)
+                        exp.ambiguous = True
+                    elif signals and not closing:
+                        if _end_signal_is_error(act.code, signals[-1]):
+                            exp.errors += 1
+                            counted = True
+                    elif not closing:
                         exp.errors += 1
                         counted = True
                     elif any(e != "GeneratorExit" for e in act.exceptions):

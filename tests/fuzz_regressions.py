@@ -103,6 +103,24 @@ REGRESSIONS = [
         calls=(("f", "(3, 1)"), ("f", "(30, -1)"), ("g", "(2, 5)")),
     ),
     Regression(
+        note="hand-written: StopIteration ends a function normally, and a generator by an error",
+        # README, Timing semantics: the end of an iteration, unless CPython turns it
+        # into RuntimeError as it leaves a generator (PEP 479).
+        source=_PRELUDE
+        + dedent(
+            """\
+            def f(a=0, b=1):
+                if a:
+                    raise StopIteration(a)
+                return next(iter(y[:b]))
+            def g(a=0, b=1):
+                yield a
+                f(b, a)
+            """
+        ),
+        calls=(("f", "(0, 0)"), ("f", "(0, 1)"), ("f", "(1, 1)"), ("g", "(0, 1)"), ("g", "(1, 0)")),
+    ),
+    Regression(
         note="fuzz 3.10: settrace sees line 1 twice in an async def whose body is a docstring",
         source=_PRELUDE + "async def f(a=0, b=1):\n    ''\n",
         calls=(("f", "(0, 0)"),),

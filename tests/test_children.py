@@ -236,3 +236,144 @@ def test_a_bad_setting_never_stops_the_program(program):
     result = _python("print('ran')", program, FASTPATCH_INCLUDE="a..b")
     assert result.stdout == "ran\n"
     assert result.stderr.startswith("fastpatch: not activated: PatternError: bad pattern 'a..b'")
+
+
+@needs_pth
+def test_fastpatch_include_star_runs_the_program_and_times_the_standard_library(program):
+    result = _python("import json\nprint(json.dumps([1]))", program, FASTPATCH_INCLUDE="*",
+                     FASTPATCH_OUTPUT="out/star.json")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "[1]\n", "")
+    with open(program / "out" / "star.json") as fh:
+        calls = {f["name"]: f["calls"] for f in json.load(fh)["functions"]}
+    assert calls["json.dumps"] == 1
+    assert [name for name in calls if name.split(".")[0] in ("fastpatch", "_fastpatch_startup")] == []
+
+
+# --------------------------------------------------------------------------
+# The main code of `python SCRIPT` and `python -c CODE` (no import brings it in)
+# --------------------------------------------------------------------------
+
+APP = '''
+import sys
+
+import helper
+
+
+class Shape:
+    def area(self):
+        return helper.twice(3)
+
+
+def main(n):
+    total = 0
+    for _ in range(n):
+        total += Shape().area()
+    return total
+
+
+print(main(2), main(3))
+'''
+
+
+def _script(program, script, *args, **env):
+    return subprocess.run([sys.executable, script, *args], cwd=str(program), capture_output=True, text=True,
+                          timeout=60, env=_env(**env))
+
+
+def _report_calls(path):
+    with open(path) as fh:
+        return {f["name"]: f["calls"] for f in json.load(fh)["functions"]}
+
+
+@needs_pth
+@pytest.mark.parametrize(("include", "expected"), [
+    ("__main__", {"__main__.main": 2, "__main__.Shape.area": 5}),
+    ("__main__,helper", {"__main__.main": 2, "__main__.Shape.area": 5, "helper.twice": 5}),
+    ("app", {"__main__.main": 2, "__main__.Shape.area": 5}),  # the script by its file name, as run -i takes it
+])
+def test_fastpatch_include_times_the_functions_of_the_script_itself(program, include, expected):
+    write_tree(str(program), {"app.py": APP, "helper.py": "def twice(x):\n    return 2 * x\n"})
+    result = _script(program, "app.py", FASTPATCH_INCLUDE=include, FASTPATCH_OUTPUT="out/app.json")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "12 18\n", "")
+    assert _report_calls(program / "out" / "app.json") == expected
+
+
+@needs_pth
+def test_fastpatch_include_times_the_functions_of_dash_c_code(program):
+    result = _python("def g(x):\n    return x + 1\nprint(g(1) + g(2))", program, FASTPATCH_INCLUDE="__main__",
+                     FASTPATCH_OUTPUT="out/c.json")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "5\n", "")
+    assert _report_calls(program / "out" / "c.json") == {"__main__.g": 2}
+
+
+@needs_pth
+def test_the_main_code_is_left_as_it_is_when_the_patterns_do_not_select_it(program):
+    write_tree(str(program), {"app.py": APP + "print([type(c).__name__ for c in main.__code__.co_consts])\n",
+                              "helper.py": "def twice(x):\n    return 2 * x\n"})
+    plain = _script(program, "app.py")
+    result = _script(program, "app.py", FASTPATCH_INCLUDE="helper", FASTPATCH_OUTPUT="out/h.json")
+    assert (result.returncode, result.stdout, result.stderr) == (0, plain.stdout, "")
+    assert _report_calls(program / "out" / "h.json") == {"helper.twice": 5}
+
+
+@needs_pth
+def test_python_dash_m_is_spliced_once_through_the_import_hook_even_with_main_selected(program):
+    write_tree(str(program), {
+        "app/__init__.py": "def helper():\n    return 1\n",
+        "app/__main__.py": "from app import helper\ndef main():\n    return helper() + helper()\nmain()\n",
+    })
+    result = subprocess.run([sys.executable, "-m", "app"], cwd=str(program), capture_output=True, text=True,
+                            timeout=60, env=_env(FASTPATCH_INCLUDE="__main__,app", FASTPATCH_OUTPUT="out/m.json"))
+    assert (result.returncode, result.stderr) == (0, "")
+    assert _report_calls(program / "out" / "m.json") == {"app.helper": 2, "app.__main__.main": 1}
+
+
+@needs_pth
+def test_a_script_run_as_a_subprocess_of_run_is_counted_in_the_merged_report(program):
+    write_tree(str(program), {
+        "parent.py": (
+            "import subprocess, sys\n"
+            "def parent_work():\n    return 1\n"
+            "parent_work()\n"
+            "subprocess.run([sys.executable, 'child.py'], check=True)\n"
+        ),
+        "child.py": "def child_work(x):\n    return x + 1\nfor i in range(4):\n    child_work(i)\n",
+    })
+    result = subprocess.run([sys.executable, "-m", "fastpatch", "run", "-o", "out/r.json", "parent.py"],
+                            cwd=str(program), capture_output=True, text=True, timeout=120, env=_env())
+    assert result.returncode == 0, result.stderr
+    calls, files = _merged_calls(str(program / "out"))
+    assert calls == {"__main__.parent_work": 1, "__main__.child_work": 4}
+    assert len(files) == 2
+
+
+_BREAK_THE_SPLICE = '''
+import fastpatch._hook
+
+def refuse(code, also=None):
+    {body}
+
+fastpatch._hook.splice_main = refuse
+'''
+
+
+@needs_pth
+@pytest.mark.parametrize(("body", "warning"), [
+    # the callback fails
+    ("raise RuntimeError('no splice today')", "RuntimeError: no splice today"),
+    # the callback returns code whose constants are not the main code's
+    ("return code.replace(co_consts=code.co_consts + (None,))", "ValueError: the spliced main code has "),
+])
+def test_a_failure_to_splice_the_main_code_leaves_it_untouched_and_the_program_running(program, tmp_path, body,
+                                                                                        warning):
+    site_dir = tmp_path / "site"
+    write_tree(str(site_dir), {"sitecustomize.py": _BREAK_THE_SPLICE.format(body=body)})
+    write_tree(str(program), {"app.py": APP + "print([type(c).__name__ for c in main.__code__.co_consts])\n",
+                              "helper.py": "def twice(x):\n    return 2 * x\n"})
+    plain = _script(program, "app.py")
+    result = _script(program, "app.py", FASTPATCH_INCLUDE="__main__", FASTPATCH_OUTPUT="out/f.json",
+                     PYTHONPATH=str(site_dir))
+    assert (result.returncode, result.stdout) == (0, plain.stdout)
+    assert result.stderr.startswith(f"fastpatch: could not instrument __main__: {warning}")
+    assert len(result.stderr.splitlines()) == 1
+    assert not os.path.exists(program / "out" / "f.json")  # nothing was timed: no report

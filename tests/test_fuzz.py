@@ -454,3 +454,12 @@ def test_harness_counts_what_ran(fuzz_worker: Worker) -> None:
     assert verdict.expected == {"f": {"calls": 3, "errors": 3, "ambiguous": False},
                                 "g": {"calls": 1, "errors": 0, "ambiguous": False}}  # fmt: skip
     assert (verdict.functions, verdict.calls, verdict.activations) == (2, 2, 4)
+
+
+def test_harness_counts_the_end_of_an_iteration_as_no_error(fuzz_worker: Worker) -> None:
+    """StopIteration leaving a plain function (here: next()'s) ends it normally."""
+    source = "def f(a, b):\n    return next(iter(y[:a]))\n"
+    program = Program(harness.PRELUDE + source, (("f", "(0, 1)"), ("f", "(1, 2)")))
+    verdict = check(fuzz_worker, program)
+    assert verdict.status == "ok", verdict.reason
+    assert verdict.expected == {"f": {"calls": 2, "errors": 0, "ambiguous": False}}

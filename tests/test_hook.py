@@ -324,6 +324,23 @@ def test_fastpatch_never_instruments_itself():
     assert hook.selection.instrumented == [] and hook.unmatched() == ["fastpatch", "_fastpatch_startup"]
 
 
+def test_a_module_the_hook_fails_to_splice_is_imported_and_walked_with_a_warning(tree, monkeypatch, capsys):
+    root, name, hooks = tree
+    _write(root, {f"{name}.py": "def f():\n    return 1\nRESULT = f()\n"})
+
+    def failing(code, module):
+        raise RuntimeError("no splice today")
+
+    monkeypatch.setattr(fastpatch._hook, "patch_module_code", failing)
+    _hook(hooks, [name])
+    mod = importlib.import_module(name)
+    assert mod.RESULT == 1  # the module ran, its original code
+    assert fastpatch.is_instrumented(mod.f)  # and was walked after
+    assert capsys.readouterr().err == (
+        f"fastpatch: could not splice {name} before it ran (RuntimeError: no splice today): walking it after\n"
+    )
+
+
 def test_unselected_imports_go_on_untouched(tree):
     root, name, hooks = tree
     _write(root, {f"{name}/__init__.py": "def f():\n    pass\n"})
@@ -478,3 +495,79 @@ def test_the_hook_loads_no_module_it_does_not_need(tree):
     if importlib.util.find_spec("fastpatch._assembled") is not None:
         unwanted |= {"bytecode", "typing", "re", "dis", "inspect"}
     assert not unwanted & loaded, sorted(unwanted & loaded)
+
+
+# --------------------------------------------------------------------------
+# Patterns that select the standard library, or everything (-i '*')
+# --------------------------------------------------------------------------
+
+
+def _run_fastpatch_report(tmp_path, *args):
+    """``python -m fastpatch run -o out.json ARGS`` in a fresh interpreter:
+    (its stdout, its stderr, the report's calls by name)."""
+    out = tmp_path / "out.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "fastpatch", "run", "-o", str(out), *args], cwd=str(tmp_path), capture_output=True,
+        text=True, timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")},
+    )
+    assert result.returncode == 0, result.stderr
+    with open(out) as fh:
+        calls = {f["name"]: f["calls"] for f in json.load(fh)["functions"]}
+    return result.stdout, result.stderr, calls
+
+
+@pytest.mark.parametrize("pattern", ["*", "o*", "opcode"])
+def test_a_pattern_selecting_what_fastpatch_itself_imports_runs_the_program(tmp_path, pattern):
+    # The splicer's dialect is built from `opcode`: a pattern that selects
+    # opcode must not make the hook splice it while building the dialect.
+    stdout, stderr, _calls = _run_fastpatch_report(tmp_path, "-i", pattern, "-c", "import dis\nprint('hi')")
+    assert stdout == "hi\n"
+    assert stderr == "fastpatch: report written to out.json\n"
+
+
+def test_a_star_pattern_times_the_program_and_the_standard_library_but_never_fastpatch(tmp_path):
+    program = (
+        "import json, posixpath\n"
+        "def main():\n"
+        "    return json.dumps([posixpath.commonpath(['/a/b', '/a/c'])])\n"
+        "print(main(), main())\n"
+    )
+    stdout, _stderr, calls = _run_fastpatch_report(tmp_path, "-i", "*", "-c", program)
+    assert stdout == '["/a"] ["/a"]\n'
+    assert calls["__main__.main"] == 2  # the program's own code, spliced before it runs
+    assert calls["json.dumps"] == 2  # a module imported after the hook was installed: spliced
+    assert calls["posixpath.commonpath"] == 2  # imported before it (interpreter startup): walked
+    assert [name for name in calls if name.split(".")[0] in ("fastpatch", "_fastpatch_startup")] == []
+
+
+def test_what_writing_the_report_imports_never_goes_through_the_hook(tmp_path):
+    # Writing a JSON report imports json, which the hook selects here.
+    code = (
+        "import sys\n"
+        "from fastpatch import _activate\n"
+        f"activation = _activate.activate(['*'], output={str(tmp_path / 'r.json')!r})\n"
+        "assert 'json' not in sys.modules\n"
+        "_activate.write_report(activation)\n"
+        "print('json' in sys.modules, [m for m in activation.hook.selection.modules if m.startswith('json')])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "True []\n"
+
+
+@pytest.mark.parametrize(("pattern", "loaded"), [("*", True), ("opcode", True), ("some_app_of_ours", False)])
+def test_what_the_splicer_needs_is_loaded_with_the_hook_only_if_a_pattern_may_select_it(pattern, loaded):
+    # opcode is where the splicer's dialect comes from; a hook that selects
+    # only the program's own packages loads it at its first splice (3.9 has
+    # no list of the standard library's modules: it always loads it).
+    loaded = loaded or sys.version_info < (3, 10)
+    code = (
+        "import sys, fastpatch\n"
+        "assert 'opcode' not in sys.modules\n"
+        f"fastpatch.install_import_hook([{pattern!r}])\n"
+        "print('opcode' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert (result.returncode, result.stdout) == (0, f"{loaded}\n"), result.stderr

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import os
+import pstats
+import subprocess
+import sys
 import time
 
 import pytest
 
 import fastpatch
+from kinds import run_coroutine
 
 PAUSE_S = 0.05
 PAUSE_NS = int(PAUSE_S * 1e9)
@@ -253,3 +259,278 @@ def test_reset_keeps_suspended_activations_counted_as_started():
         assert list(it) == []
     s = fastpatch.stats(gen)
     assert (s.calls, s.completed, s.in_flight, sum(s.histogram)) == (2, 2, 0, 2)
+
+
+# --------------------------------------------------------------------------
+# The iteration protocol's end signals: StopIteration, StopAsyncIteration
+# --------------------------------------------------------------------------
+
+
+class _Countdown:
+    """A class-based iterator: ``__next__`` ends the iteration with StopIteration."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self.n:
+            raise StopIteration
+        self.n -= 1
+        return self.n
+
+
+async def _value(x):
+    return x
+
+
+class _AsyncCountdown:
+    """``__anext__`` a plain method: it returns an awaitable, or raises StopAsyncIteration at the end."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __aiter__(self):
+        return self
+
+    def __anext__(self):
+        if not self.n:
+            raise StopAsyncIteration
+        self.n -= 1
+        return _value(self.n)
+
+
+class _AsyncDefCountdown(_AsyncCountdown):
+    """``__anext__`` a coroutine, which raises StopAsyncIteration when awaited at the end."""
+
+    async def __anext__(self):
+        if not self.n:
+            raise StopAsyncIteration
+        self.n -= 1
+        return self.n
+
+
+def test_next_ending_the_iteration_with_stop_iteration_is_not_an_error():
+    fastpatch.instrument(_Countdown.__next__)
+    assert list(_Countdown(3)) == [2, 1, 0]
+    s = fastpatch.stats(_Countdown.__next__)
+    assert (s.calls, s.completed, s.errors) == (4, 4, 0)
+
+
+@pytest.mark.parametrize("cls", [_AsyncCountdown, _AsyncDefCountdown], ids=["def", "async_def"])
+def test_anext_ending_the_iteration_with_stop_async_iteration_is_not_an_error(cls):
+    async def collect():
+        return [x async for x in cls(2)]
+
+    fastpatch.instrument(cls.__anext__)
+    assert run_coroutine(collect()) == [1, 0]
+    s = fastpatch.stats(cls.__anext__)
+    assert (s.calls, s.completed, s.errors) == (3, 3, 0)
+
+
+def test_a_function_letting_the_stop_iteration_of_next_escape_ends_normally():
+    def first(iterator):
+        return next(iterator)
+
+    fastpatch.instrument(first)
+    assert first(iter([5])) == 5
+    with pytest.raises(StopIteration):
+        first(iter([]))
+    s = fastpatch.stats(first)
+    assert (s.calls, s.completed, s.errors) == (2, 2, 0)
+
+
+def test_stop_iteration_raised_in_a_generator_is_an_error_the_caller_gets_as_runtime_error():
+    def gen():
+        yield 1
+        raise StopIteration
+
+    fastpatch.instrument(gen)
+    it = gen()
+    assert next(it) == 1
+    with pytest.raises(RuntimeError, match="generator raised StopIteration"):
+        next(it)
+    s = fastpatch.stats(gen)
+    assert (s.calls, s.completed, s.errors) == (1, 1, 1)
+
+
+def _raise(exc):
+    raise exc
+
+
+def _kind_raising(kind):
+    """(target to instrument, drive(exc)) for a function of ``kind`` whose
+    activation ends with ``exc``, raised by a helper on its behalf."""
+    if kind == "plain":
+        def f(exc):
+            _raise(exc)
+
+        return f, f
+    if kind == "lambda":
+        f = lambda exc: _raise(exc)  # noqa: E731
+        return f, f
+    if kind == "closure":
+        def outer():
+            def inner(exc):
+                _raise(exc)
+
+            return inner
+
+        inner = outer()
+        return inner, inner
+    if kind in ("method", "staticmethod", "classmethod"):
+        class Holder:
+            def method(self, exc):
+                _raise(exc)
+
+            @staticmethod
+            def static(exc):
+                _raise(exc)
+
+            @classmethod
+            def klass(cls, exc):
+                _raise(exc)
+
+        attr = {"method": "method", "staticmethod": "static", "classmethod": "klass"}[kind]
+        return Holder.__dict__[attr], getattr(Holder(), attr)
+    if kind == "generator":
+        def gen(exc):
+            _raise(exc)
+            yield
+
+        return gen, lambda exc: next(gen(exc))
+    if kind == "coroutine":
+        async def coro(exc):
+            _raise(exc)
+
+        return coro, lambda exc: coro(exc).send(None)
+    assert kind == "async_generator"
+
+    async def agen(exc):
+        _raise(exc)
+        yield
+
+    return agen, lambda exc: agen(exc).__anext__().send(None)
+
+
+_SIMPLE_KINDS = ["plain", "lambda", "closure", "method", "staticmethod", "classmethod"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "signal", "caller_gets", "errors"),
+    # PEP 479: StopIteration leaving a generator, coroutine or async generator
+    # becomes RuntimeError; PEP 525: StopAsyncIteration leaving an async generator.
+    [(k, StopIteration, StopIteration, 0) for k in _SIMPLE_KINDS]
+    + [(k, StopIteration, RuntimeError, 1) for k in ("generator", "coroutine", "async_generator")]
+    + [(k, StopAsyncIteration, StopAsyncIteration, 0) for k in _SIMPLE_KINDS + ["generator", "coroutine"]]
+    + [("async_generator", StopAsyncIteration, RuntimeError, 1)],
+    ids=lambda v: v.__name__ if isinstance(v, type) else str(v),
+)
+def test_an_iteration_end_signal_is_an_error_only_where_the_caller_gets_runtime_error(kind, signal, caller_gets,
+                                                                                        errors):
+    target, drive = _kind_raising(kind)
+    fastpatch.instrument(target)
+    with pytest.raises(caller_gets):
+        drive(signal)
+    s = fastpatch.stats(target)
+    assert (s.calls, s.completed, s.errors) == (1, 1, errors)
+
+
+_ITERATING_PROGRAM = """
+import asyncio
+
+
+class Countdown:
+    def __init__(self, n):
+        self.n = n
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self.n:
+            raise StopIteration
+        self.n -= 1
+        return self.n
+
+
+class AsyncCountdown:
+    def __init__(self, n):
+        self.n = n
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if not self.n:
+            raise StopAsyncIteration
+        self.n -= 1
+        return self.n
+
+
+def first(iterator):
+    return next(iterator)
+
+
+def gen():
+    yield 1
+    raise StopIteration
+
+
+def failing():
+    raise ValueError
+
+
+async def main():
+    got = []
+    async for x in AsyncCountdown(2):
+        got.append(x)
+    return got
+
+
+print(list(Countdown(3)), asyncio.run(main()))
+for iterator in (iter([1]), iter([])):
+    try:
+        first(iterator)
+    except StopIteration:
+        pass
+try:
+    list(gen())
+except RuntimeError:
+    pass
+try:
+    failing()
+except ValueError:
+    pass
+"""
+
+
+def test_every_report_format_counts_iteration_ends_the_same_way(tmp_path):
+    (tmp_path / "iterating.py").write_text(_ITERATING_PROGRAM)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+
+    def fastpatch_cli(*args):
+        result = subprocess.run([sys.executable, "-m", "fastpatch", *args], cwd=str(tmp_path), capture_output=True,
+                                text=True, timeout=120, env=env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert fastpatch_cli("run", "-o", "r.json", "iterating.py") == "[2, 1, 0] [1, 0]\n"
+    expected = {  # name: (calls, errors)
+        "Countdown.__init__": (1, 0), "Countdown.__iter__": (1, 0), "Countdown.__next__": (4, 0),
+        "AsyncCountdown.__init__": (1, 0), "AsyncCountdown.__aiter__": (1, 0), "AsyncCountdown.__anext__": (3, 0),
+        "main": (1, 0), "first": (2, 0), "gen": (1, 1), "failing": (1, 1),
+    }
+    expected = {f"__main__.{name}": counts for name, counts in expected.items()}
+    with open(tmp_path / "r.json") as fh:
+        functions = json.load(fh)["functions"]
+    assert {f["name"]: (f["calls"], f["errors"]) for f in functions} == expected
+    table = fastpatch_cli("report", "r.json").splitlines()
+    assert table[0].split()[:2] == ["calls", "errors"]
+    assert {row.split()[-1]: (int(row.split()[0]), int(row.split()[1])) for row in table[1:]} == expected
+    # pstats has no error column: its calls are the activations that ended, however they ended.
+    fastpatch_cli("report", "-o", "r.pstats", "r.json")
+    ended = {(f["firstlineno"], f["qualname"].rpartition(".")[2]): f["calls"] for f in functions}
+    assert {key[1:]: value[1] for key, value in pstats.Stats(str(tmp_path / "r.pstats")).stats.items()} == ended

@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ._hook import ImportHook, install_import_hook, when_imported
+from ._hook import ImportHook, install_import_hook, own_work, splice_main_when_it_runs, when_imported
 from ._select import split_patterns
 
 TYPE_CHECKING = False
@@ -163,7 +163,9 @@ def activate_from_environment() -> Optional[Activation]:
         if sort not in SORT_KEYS:
             _say(f"FASTPATCH_SORT={sort!r} is not one of {', '.join(sorted(SORT_KEYS))}; using total")
             sort = "total"
-    return activate(include, exclude, output=output, fmt=fmt, sort=sort)
+    activation = activate(include, exclude, output=output, fmt=fmt, sort=sort)
+    splice_main_when_it_runs()  # `python SCRIPT` and `-c CODE` run their main code without importing it
+    return activation
 
 
 # --------------------------------------------------------------------------
@@ -190,7 +192,8 @@ def write_report(activation: Optional[Activation] = None) -> Optional[str]:
         if activation.written_in == pid:
             return None
         activation.written_in = pid
-        return _write(activation, pid)
+        with own_work:  # what writing imports (json...) never goes through the hook
+            return _write(activation, pid)
 
 
 def _write(activation: Activation, pid: int) -> Optional[str]:

@@ -172,4 +172,13 @@ fp_code_with(PyCodeObject *co, PyObject *units, PyObject *consts, int stacksize,
 #endif
 }
 
+/* 3.14+ tuples cache their hash (ob_hash, -1 until computed): a tuple whose
+   items are replaced in place (the main code's co_consts, before it runs:
+   see fp_put_nested_code in _ext.c) must forget it. */
+#if PY_VERSION_HEX >= 0x030E0000
+#  define FP_TUPLE_FORGET_HASH(t) (((PyTupleObject *)(t))->ob_hash = -1)
+#else
+#  define FP_TUPLE_FORGET_HASH(t) ((void)(t))
+#endif
+
 #endif /* FASTPATCH_COMPAT_H */

@@ -4,7 +4,7 @@ Keep in step with the module's method table and its exec slot.
 """
 
 from types import CodeType, FunctionType
-from typing import TypeVar, final
+from typing import Callable, TypeVar, final
 
 _T = TypeVar("_T")
 
@@ -50,7 +50,11 @@ class Origin:
     Immutable; not tracked by the garbage collector (it can be in no cycle).
     """
 
-    def __init__(self, code: CodeType, probe: Probe, module: str, qualname: str) -> None: ...
+    def __init__(self, code: CodeType, probe: Probe, module: str, qualname: str) -> None:
+        """Also sets ``probe``'s error rule from ``code``'s kind: an activation
+        ending with StopIteration or StopAsyncIteration ended normally, unless
+        CPython turns that exception into RuntimeError as it leaves this kind
+        of frame (a generator, coroutine or async generator; PEP 479, 525)."""
     @property
     def code(self) -> CodeType:
         """The original code object."""
@@ -97,6 +101,12 @@ def lazy_clear() -> None:
 
 def lazy_count() -> int:
     """The number of Origins in the lazy table."""
+
+def splice_main_code(callback: Callable[[CodeType], CodeType], /) -> None:
+    """At interpreter startup: the main code of ``python SCRIPT`` or ``python
+    -c CODE``, once compiled and before it runs, gets the nested code objects
+    of ``callback(code)`` (the same code with its functions spliced), in
+    place, through an audit hook. A failure is one line on stderr."""
 
 def set_code(func: FunctionType, code: CodeType, /) -> None:
     """Assign ``func.__code__ = code``, keeping calls to ``func`` specialisable."""

@@ -26,15 +26,28 @@ wrapped:
   are left alone.
 
 Modules imported before the hook was installed are walked at once.
+
+fastpatch's own work never goes through its own hook: while a thread finds,
+splices or walks a module for the hook (or installs it, or writes a
+report), ``own_work`` marks it, and ``find_spec`` turns every import that
+thread makes away first thing. What the splicer itself needs (the dialect,
+built from ``opcode``; ``importlib.machinery``) is loaded as a hook whose
+patterns may select the standard library is installed, before any of them
+can select it: a pattern that selects everything (``*``) would otherwise
+splice ``opcode`` while building the dialect that splicing it needs.
 """
 
 from __future__ import annotations
 
 import _thread
+import os
 import sys
 
+from . import _ext
 from ._patch import _nested_qualname, _our_constants, patch_module_code
+from ._recipes import current
 from ._select import Patterns, Selection, is_own_module
+from ._splice import c_splicer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -88,6 +101,46 @@ class ImportHook:
         )
 
 
+class _OwnWork:
+    """``with own_work:`` marks this thread as doing fastpatch's own work
+    (finding, splicing, walking, activating, reporting): every import it
+    makes meanwhile bypasses the hook. Re-entrant."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        ident = _get_ident()
+        _working[ident] = _working.get(ident, 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        ident = _get_ident()
+        depth = _working[ident] - 1
+        if depth:
+            _working[ident] = depth
+        else:
+            del _working[ident]
+
+
+_get_ident = _thread.get_ident
+# thread ident -> depth of own_work sections; find_spec reads it first.
+_working: Dict[int, int] = {}
+own_work = _OwnWork()
+
+
+def _forget_other_threads_work() -> None:
+    """In a forked child, only the thread that forked still runs: another
+    thread's own_work section never ends there, and its ident may be reused."""
+    ident = _get_ident()
+    depth = _working.get(ident)
+    _working.clear()
+    if depth:
+        _working[ident] = depth
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_other_threads_work)
+
+
 def _under(qualname: str, names: Iterable[str]) -> bool:
     """Whether ``qualname`` is one of ``names`` or nested in one of them."""
     for name in names:
@@ -130,34 +183,34 @@ def _splices_through_get_code(loader: Any) -> bool:
     return exec_module is _basic_exec_module()
 
 
-_basics: List[Any] = []
+_machinery: List[Tuple[Any, Tuple[Any, ...]]] = []
 
 
-def _basic_exec_module() -> Any:
-    """The exec_module of importlib's base class of the source, bytecode and
-    (3.10+) zip loaders."""
-    if not _basics:
-        from importlib.machinery import SourceFileLoader
+def _loader_kinds() -> Tuple[Any, Tuple[Any, ...]]:
+    """(the exec_module of importlib's base class of the source, bytecode
+    and (3.10+) zip loaders, the loaders of modules that are not Python
+    code), from ``importlib.machinery``, imported once."""
+    if not _machinery:
+        with own_work:
+            from importlib.machinery import BuiltinImporter, ExtensionFileLoader, FrozenImporter, SourceFileLoader
 
         for base in SourceFileLoader.__mro__:
             if base.__name__ == "_LoaderBasics":
-                _basics.append(base.__dict__.get("exec_module"))
+                basic = base.__dict__.get("exec_module")
                 break
         else:  # pragma: no cover - every supported CPython has it
-            _basics.append(object())
-    return _basics[0]
+            basic = object()
+        _machinery.append((basic, (ExtensionFileLoader, BuiltinImporter, FrozenImporter)))
+    return _machinery[0]
 
 
-_not_code: List[Tuple[Any, ...]] = []
+def _basic_exec_module() -> Any:
+    return _loader_kinds()[0]
 
 
 def _not_python_code(loader: Any) -> bool:
     """C extensions, builtin and frozen modules: nothing to splice or walk."""
-    if not _not_code:
-        from importlib.machinery import BuiltinImporter, ExtensionFileLoader, FrozenImporter
-
-        _not_code.append((ExtensionFileLoader, BuiltinImporter, FrozenImporter))
-    kinds = _not_code[0]
+    kinds = _loader_kinds()[1]
     return loader in kinds[1:] or isinstance(loader, kinds)
 
 
@@ -227,8 +280,7 @@ class _Loader:
             if code is None:
                 raise ImportError(f"cannot load module {name!r} when get_code() returns None", name=name)
             if plan is not None:
-                code = finder.splice(code, name, plan)
-                spliced = True
+                code, spliced = finder.splice_or_warn(code, name, plan)
             exec(code, module.__dict__)
         else:
             real.exec_module(module)
@@ -243,7 +295,7 @@ class _Loader:
         code = d["_fastpatch_loader"].get_code(fullname)
         if code is None or plan is None or fullname != spec.name:
             return code  # type: ignore[no-any-return]
-        return d["_fastpatch_finder"].splice(code, fullname, plan)  # type: ignore[no-any-return]
+        return d["_fastpatch_finder"].splice_or_warn(code, fullname, plan)[0]  # type: ignore[no-any-return]
 
 
 class _Finder:
@@ -254,7 +306,6 @@ class _Finder:
         # module name -> callbacks run once it has been imported (after its body ran)
         self.on_import: Dict[str, List[Callable[[ModuleType], None]]] = {}
         self._plans: Dict[str, Optional[_Plan]] = {}
-        self._busy: Set[Tuple[int, str]] = set()
         # The top-level packages the hooks can select (None: a glob can
         # select any): find_spec turns every other name away at once, since
         # every import of the program asks it first.
@@ -288,6 +339,11 @@ class _Finder:
     # -- finding -------------------------------------------------------------
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if _get_ident() in _working:
+            # fastpatch's own import, or one a finder we asked makes: never
+            # through our own hook (it would recurse, or splice a module
+            # fastpatch is itself in the middle of using).
+            return None
         meta_path = sys.meta_path
         if meta_path and meta_path[0] is not self and self in meta_path:
             # Another finder (pytest's assertion rewriter, say) was put in
@@ -300,22 +356,16 @@ class _Finder:
         plan = self.plan(name)
         if plan is None and name not in self.on_import:
             return None
-        key = (_thread.get_ident(), name)
-        if key in self._busy:  # a finder we asked looks the same name up again
-            return None
-        self._busy.add(key)
-        try:
+        with own_work:
             spec = self._spec_from_other_finders(name, path, target)
-        finally:
-            self._busy.discard(key)
-        if spec is None:
-            return None
-        loader = spec.loader
-        if loader is None or type(loader) is _Loader or _not_python_code(loader):
-            return spec  # a namespace package, a C extension, or already ours
-        if not (hasattr(loader, "exec_module") or _splices_through_get_code(loader)):
-            return spec  # a legacy loader (load_module only): left as it is
-        spec.loader = _Loader(loader, spec, self, plan)
+            if spec is None:
+                return None
+            loader = spec.loader
+            if loader is None or type(loader) is _Loader or _not_python_code(loader):
+                return spec  # a namespace package, a C extension, or already ours
+            if not (hasattr(loader, "exec_module") or _splices_through_get_code(loader)):
+                return spec  # a legacy loader (load_module only): left as it is
+            spec.loader = _Loader(loader, spec, self, plan)
         return spec
 
     def _spec_from_other_finders(self, name: str, path: Any, target: Any) -> Any:
@@ -348,8 +398,22 @@ class _Finder:
 
     # -- splicing and walking --------------------------------------------------
 
+    def splice_or_warn(self, code: CodeType, name: str, plan: _Plan) -> Tuple[CodeType, bool]:
+        """(``code`` spliced, True), or (``code``, False) with a warning if
+        splicing failed: timing must never break the import. (The module is
+        then walked once it has run, as when its loader gives no code.)"""
+        try:
+            return self.splice(code, name, plan), True
+        except Exception as exc:  # noqa: BLE001 - the module runs as it is
+            _warn(f"could not splice {name} before it ran ({type(exc).__name__}: {exc}): walking it after")
+            return code, False
+
     def splice(self, code: CodeType, name: str, plan: _Plan) -> CodeType:
         """``code`` of module ``name`` with the functions ``plan`` wants spliced."""
+        with own_work:
+            return self._splice(code, name, plan)
+
+    def _splice(self, code: CodeType, name: str, plan: _Plan) -> CodeType:
         tree = patch_module_code(code, name)
         spliced = tree.code
         instrumented = tree.instrumented
@@ -375,13 +439,14 @@ class _Finder:
                     h.patterns.note_function_found(name, wanted)
 
     def after_exec(self, module: ModuleType, plan: Optional[_Plan], spliced: bool) -> None:
-        if plan is not None and not spliced:
-            try:
-                self.walk(module, plan)
-            except Exception as exc:  # noqa: BLE001 - timing must never break the import
-                _warn(f"could not instrument {module.__name__}: {type(exc).__name__}: {exc}")
-        for callback in self.on_import.pop(module.__name__, ()):
-            callback(module)
+        with own_work:
+            if plan is not None and not spliced:
+                try:
+                    self.walk(module, plan)
+                except Exception as exc:  # noqa: BLE001 - timing must never break the import
+                    _warn(f"could not instrument {module.__name__}: {type(exc).__name__}: {exc}")
+            for callback in self.on_import.pop(module.__name__, ()):
+                callback(module)
 
     def walk(self, module: ModuleType, plan: _Plan) -> None:
         """Instrument a module that gave no code to splice (or that ran
@@ -400,6 +465,8 @@ class _Finder:
     # -- installing ----------------------------------------------------------
 
     def add_hook(self, hook: ImportHook) -> None:
+        if _may_select_the_standard_library(hook.patterns):
+            _load_what_splicing_needs()
         self.hooks.append(hook)
         hook.installed = True
         self._hooks_changed()
@@ -460,6 +527,30 @@ def _only_wanted(code: CodeType, qualname: str, wanted: Callable[[str], bool]) -
     return code.replace(co_consts=tuple(new_consts)) if changed else code
 
 
+def _may_select_the_standard_library(patterns: Patterns) -> bool:
+    """Whether ``patterns`` may select a module of the standard library,
+    where everything the splicer itself needs lives. (3.9 has no list of
+    them: yes.)"""
+    stdlib: Optional[FrozenSet[str]] = getattr(sys, "stdlib_module_names", None)
+    tops = patterns.top_level_names()
+    return tops is None or stdlib is None or not tops.isdisjoint(stdlib)
+
+
+def _load_what_splicing_needs() -> None:
+    """Import and build, before a hook whose patterns may select the
+    standard library is installed, what the hook's own work imports: the
+    dialect (``opcode``), the C splicer and ``importlib.machinery`` (about a
+    millisecond, which a hook that selects only the program's packages pays
+    at its first splice instead). Then a pattern that selects them (``*``)
+    finds them imported and walks them, and never splices ``opcode`` while
+    building the dialect from it. Raises UnsupportedPythonError where no
+    recipe has been validated."""
+    with own_work:
+        current()
+        c_splicer()
+        _loader_kinds()
+
+
 def _warn(message: str) -> None:
     try:
         sys.stderr.write(f"fastpatch: {message}\n")
@@ -493,8 +584,9 @@ def install_import_hook(include: Iterable[str], exclude: Iterable[str] = ()) -> 
     include patterns that have selected nothing so far.
     """
     hook = ImportHook(Patterns(include, exclude))
-    _finder.add_hook(hook)
-    _walk_imported(hook)
+    with own_work:
+        _finder.add_hook(hook)
+        _walk_imported(hook)
     return hook
 
 
@@ -512,14 +604,58 @@ def _walk_imported(hook: ImportHook) -> None:
             _warn(f"could not instrument {name}: {type(exc).__name__}: {exc}")
 
 
-def splice_main(code: CodeType, also: Optional[str] = None) -> CodeType:
-    """The code of a program's main module (``run``'s script or ``-c``)
-    spliced as the hook splices a module it imports, if ``__main__`` is
-    selected, or the name ``also`` (a script's file name without ``.py``)."""
+def _main_plan(also: Optional[str]) -> Optional[_Plan]:
     plan = _finder.plan("__main__")
     if plan is None and also:
         plan = _finder.plan(also)
-    return code if plan is None else _finder.splice(code, "__main__", plan)
+    return plan
+
+
+def splice_main(code: CodeType, also: Optional[str] = None) -> CodeType:
+    """The code of a program's main module (``run``'s script or ``-c``)
+    spliced as the hook splices a module it imports, if ``__main__`` is
+    selected, or the name ``also`` (a script's file name without ``.py``).
+    If splicing fails, ``code`` itself, and one warning line."""
+    plan = _main_plan(also)
+    if plan is None:
+        return code
+    try:
+        return _finder.splice(code, "__main__", plan)
+    except Exception as exc:  # noqa: BLE001 - the program runs as it is
+        _warn(f"could not instrument __main__: {type(exc).__name__}: {exc}")
+        return code
+
+
+def _script_stem(path: str) -> Optional[str]:
+    """``app`` for ``dir/app.py``: the name ``-i`` may select a script by; None for ``-c``, ``-m``..."""
+    if not path or path in ("-c", "-m", "-") or path.startswith("<"):
+        return None
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return stem if stem.isidentifier() else None
+
+
+def _main_code_compiled(code: CodeType) -> CodeType:
+    """The audit hook's callback (``_ext.splice_main_code``): the main code
+    of ``python SCRIPT`` or ``python -c CODE``, spliced."""
+    return splice_main(code, _script_stem(code.co_filename))
+
+
+def splice_main_when_it_runs() -> bool:
+    """At interpreter startup (the environment's activation): if the
+    patterns select ``__main__`` (or the script by its file name), splice
+    the main code of ``python SCRIPT`` or ``python -c CODE`` once the
+    interpreter has compiled it, before it runs (``_ext.splice_main_code``).
+    ``-m`` goes through the hook as an import, and the interactive prompt is
+    left alone. Whether it will; a failure is one warning line."""
+    argv = getattr(sys, "argv", None) or [""]
+    if _main_plan(_script_stem(argv[0])) is None:
+        return False
+    try:
+        _ext.splice_main_code(_main_code_compiled)
+    except Exception as exc:  # noqa: BLE001 - the rest of the activation stands
+        _warn(f"could not instrument __main__: {type(exc).__name__}: {exc}")
+        return False
+    return True
 
 
 def when_imported(name: str, callback: Callable[[ModuleType], None]) -> None:
