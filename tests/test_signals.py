@@ -265,6 +265,41 @@ def test_a_forked_child_stopped_with_sigterm_writes_its_own_report_and_dies_of_s
     assert _functions(program / "out" / "r.json")["worker.work"] == (1, 0, 1)
 
 
+@needs_fork
+def test_a_child_sent_sigterm_as_soon_as_it_is_forked_dies_of_it(program):
+    # CPython drops the signals a forked child catches before it is set up;
+    # with a Python-level handler inherited, such a SIGTERM would be lost.
+    rounds = 200
+    write_tree(str(program), {"early.py": f'''
+        import os
+        import select
+        import signal
+        import time
+
+        for i in range({rounds}):
+            alive_r, alive_w = os.pipe()  # end of file once the child is gone
+            pid = os.fork()
+            if pid == 0:
+                os.close(alive_r)
+                time.sleep(60)
+                os._exit(0)
+            os.close(alive_w)
+            os.kill(pid, signal.SIGTERM)
+            if not select.select([alive_r], [], [], 30)[0]:
+                os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            os.close(alive_r)
+            if not os.WIFSIGNALED(status) or os.WTERMSIG(status) != signal.SIGTERM:
+                print("round", i, "status", status)
+                break
+        else:
+            print("all died of SIGTERM")
+    '''})
+    with _started(_run_args("early.py"), program) as proc:
+        out, err = proc.communicate(timeout=WAIT)
+    assert (proc.returncode, out) == (0, "all died of SIGTERM\n"), err
+
+
 def test_fastpatch_sigterm_0_leaves_sigterm_alone(program):
     returncode, out, err = _stopped_by_sigterm(_run_args("main.py", "block"), program, FASTPATCH_SIGTERM="0")
     assert (returncode, out, err) == (-signal.SIGTERM, "ready\n", "")

@@ -46,7 +46,7 @@ from ._select import split_patterns
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, Optional
+    from typing import Any, Callable, Iterable, Optional, Set
 
 
 class Activation:
@@ -296,9 +296,16 @@ def _write_report_on_sigterm() -> None:
 
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread of the main interpreter: signals are not ours to set
-        pass
+        return
     except ImportError as exc:  # a broken install: say so, and leave SIGTERM alone
         _say(f"no report on SIGTERM: {exc}")
+        return
+    global _fork_hooks_registered
+    if not _fork_hooks_registered:  # once per process; a forked child inherits them
+        _fork_hooks_registered = True
+        os.register_at_fork(
+            before=_hold_sigterm_for_fork, after_in_parent=_release_sigterm, after_in_child=_after_fork_in_child,
+        )
 
 
 def _remove_sigterm_handler() -> None:
@@ -346,6 +353,55 @@ def _die_of_sigterm() -> None:
     os.kill(os.getpid(), _c_signal().SIGTERM)
 
 
+# A forked child discards the signals that reach it before CPython has set
+# it up (PyOS_AfterFork_Child clears what its C handler caught), so with
+# fastpatch's handler inherited, a SIGTERM sent to a child just forked would
+# be lost and the child would live on, where without fastpatch it dies. The
+# thread that forks holds SIGTERM back (blocked) across the fork; the child
+# lets it in once set up, and its handler then writes its report and ends it.
+_fork_hooks_registered = False
+_held_for_fork: Set[int] = set()  # the threads that blocked SIGTERM for a fork, and must unblock it
+_watcher_wakeup_fd: Optional[int] = None  # a Pool worker's: the write end its SIGTERM watcher reads from
+
+
+def _hold_sigterm_for_fork() -> None:
+    signal = _c_signal()
+    if signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+        return
+    import _thread
+
+    if signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM]):
+        _held_for_fork.add(_thread.get_ident())
+
+
+def _release_sigterm() -> None:
+    import _thread
+
+    ident = _thread.get_ident()
+    if ident in _held_for_fork:
+        _held_for_fork.discard(ident)
+        signal = _c_signal()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+
+
+def _after_fork_in_child() -> None:
+    global _watcher_wakeup_fd
+    if _watcher_wakeup_fd is not None:
+        # A child forked by a Pool task: its signals must not wake the
+        # worker's watcher (which would end the worker). Forgotten before
+        # SIGTERM is let in below. The child keeps the handler.
+        signal = _c_signal()
+        try:
+            fd = signal.set_wakeup_fd(-1)
+            if fd != _watcher_wakeup_fd:
+                signal.set_wakeup_fd(fd)  # not fastpatch's: the program's own
+        except ValueError:  # not the main thread (a fork from a subinterpreter)
+            pass
+        _watcher_wakeup_fd = None
+    _release_sigterm()
+    _held_for_fork.clear()  # the other threads of the parent are not here
+
+
 def _watch_sigterm_in_pool_worker(process: Any) -> None:
     """In a Pool worker whose SIGTERM handler is fastpatch's: a thread that
     writes the report and ends the worker when SIGTERM comes, whatever the
@@ -386,6 +442,8 @@ def _watch_sigterm_in_pool_worker(process: Any) -> None:
         os.close(read_end)
         os.close(write_end)
         return
+    global _watcher_wakeup_fd
+    _watcher_wakeup_fd = write_end
     import threading
 
     def watch() -> None:
@@ -398,18 +456,6 @@ def _watch_sigterm_in_pool_worker(process: Any) -> None:
             if signal.SIGTERM in data and signal.getsignal(signal.SIGTERM) is _on_sigterm:
                 _report_then_die_of_sigterm()
 
-    def forget_wakeup_fd() -> None:
-        # In a child forked by a task: its signals must not wake this
-        # worker's watcher, which would end the worker. The child keeps the
-        # handler, so SIGTERM still writes its report and ends it.
-        try:
-            fd = signal.set_wakeup_fd(-1)
-            if fd != write_end:
-                signal.set_wakeup_fd(fd)  # not fastpatch's: the program's own
-        except ValueError:  # not the main thread (a fork from a subinterpreter)
-            pass
-
-    os.register_at_fork(after_in_child=forget_wakeup_fd)
     threading.Thread(target=watch, name="fastpatch-sigterm", daemon=True).start()
 
 
