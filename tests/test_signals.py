@@ -355,6 +355,36 @@ def test_a_sigterm_during_the_report_at_exit_lets_it_finish_and_then_ends_the_pr
     assert _functions(program / "out" / "r.json")["worker.work"] == (10, 0, 10)
 
 
+def test_a_second_sigterm_while_the_report_is_written_ends_the_process_at_once(program):
+    write_tree(str(program), {"slow.py": '''
+        import os
+
+        import fastpatch._report
+
+        from worker import block, work
+
+
+        def slow_write(*args, **kwargs):
+            never_r, never_w = os.pipe()
+            print("writing", flush=True)
+            os.read(never_r, 1)  # a report that takes for ever to write
+
+
+        fastpatch._report.write = slow_write
+        for i in range(10):
+            work(i)
+        block()
+    '''})
+    with _started(_run_args("slow.py"), program) as proc:
+        _wait_until_ready(proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stdout.readline() == "writing\n"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=WAIT)
+    assert (proc.returncode, out, err) == (-signal.SIGTERM, "", "")
+    assert os.listdir(program / "out") == []
+
+
 @needs_fork
 def test_a_childs_own_handler_raising_in_the_middle_of_its_report_still_leaves_the_report(program):
     # As a Pool worker's does when terminate() comes while it writes its

@@ -280,7 +280,8 @@ def _c_signal() -> Any:
 
 def _write_report_on_sigterm() -> None:
     """In the main thread, if SIGTERM has its default action: install
-    fastpatch's handler (``FASTPATCH_SIGTERM=0``: leave SIGTERM alone)."""
+    fastpatch's handler, and the fork hooks that keep a SIGTERM sent to a
+    child just forked (``FASTPATCH_SIGTERM=0``: leave SIGTERM alone)."""
     if sys.platform == "win32":
         return  # no SIGTERM to catch: os.kill(pid, SIGTERM) is TerminateProcess there
     setting = os.environ.get("FASTPATCH_SIGTERM", "").strip()
@@ -414,12 +415,12 @@ def _watch_sigterm_in_pool_worker(process: Any) -> None:
     signals and before it blocked on that lock would wait for it for ever:
     the pool would hang. CPython's C-level handler also writes the signal's
     number to the wakeup fd there and then, and that wakes this thread, which
-    takes the GIL the blocked main thread released. No signal is blocked in
-    any thread the program runs on, so tasks, and what they start, see the
-    program's own signal mask. Other processes keep only the handler: there
-    a SIGTERM that lands just before the main thread blocks waits until that
-    call returns, as in every program with a Python-level SIGTERM handler,
-    and nothing of multiprocessing holds on to what they wait for.
+    takes the GIL the blocked main thread released. Tasks, and what they
+    start, see the program's own signal mask: nothing is blocked but in this
+    thread. Other processes keep only the handler: a SIGTERM that lands just
+    before their main thread blocks waits until that call returns, as in
+    every program with a Python-level SIGTERM handler; only in a Pool worker
+    does multiprocessing itself make it a call that never returns.
     """
     import signal  # multiprocessing has imported signal and threading
 
