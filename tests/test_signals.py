@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import time
 
 import pytest
 
@@ -101,17 +102,36 @@ def _started(args, cwd, **env):
             proc.communicate()
 
 
-def _wait_until_ready(proc):
-    """Wait (bounded) for the line ``ready`` from ``proc``."""
+def _expect_line(proc, expected="ready\n"):
+    """Wait (bounded) for the line ``expected`` from ``proc``."""
     if select.select([proc.stdout], [], [], WAIT)[0]:
         line = proc.stdout.readline()
-        if line == "ready\n":
+        if line == expected:
             return
     else:
         line = "nothing"
     os.killpg(proc.pid, signal.SIGKILL)
     _out, err = proc.communicate()
-    pytest.fail(f"the program printed {line!r} instead of 'ready'; stderr:\n{err}")
+    pytest.fail(f"the program printed {line!r} instead of {expected!r}; stderr:\n{err}")
+
+
+def _wait_until_blocked(pid):
+    """Wait (bounded) until the process sleeps in a system call (Linux; no
+    wait elsewhere). A Python-level SIGTERM handler, fastpatch's or the
+    program's, runs when the main thread next runs bytecode: a SIGTERM that
+    lands after the last check for signals and before the blocking call
+    starts waits for that call to return, which here is never. The kernel
+    has no event for "entered a system call", so this polls its state."""
+    path = f"/proc/{pid}/stat"
+    if not os.path.exists(path):
+        return
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        with open(path) as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "S":
+                return
+        time.sleep(0.001)
+    pytest.fail(f"process {pid} never blocked")
 
 
 def _run_args(script, *args, output="out/r.json"):
@@ -125,10 +145,13 @@ def _how(how, script, *args):
     return [sys.executable, script, *args], {"FASTPATCH_INCLUDE": "worker", "FASTPATCH_OUTPUT": "out/r.json"}
 
 
-def _stopped_by_sigterm(args, cwd, **env):
-    """Start ``args``, send SIGTERM once it prints ``ready``: (returncode, stdout, stderr)."""
+def _stopped_by_sigterm(args, cwd, blocks=True, **env):
+    """Start ``args``, send SIGTERM once it has printed ``ready`` and (if
+    ``blocks``) blocked: (returncode, stdout, stderr)."""
     with _started(args, cwd, **env) as proc:
-        _wait_until_ready(proc)
+        _expect_line(proc)
+        if blocks:
+            _wait_until_blocked(proc.pid)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=WAIT)
         return proc.returncode, "ready\n" + out, err
@@ -159,7 +182,7 @@ def _merged_calls(directory):
 def test_a_program_stopped_with_sigterm_writes_its_report_and_dies_of_sigterm(program, how, where):
     # block: SIGTERM interrupts a blocking call; spin: it lands between two bytecodes.
     args, env = _how(how, "main.py", where)
-    returncode, out, err = _stopped_by_sigterm(args, program, **env)
+    returncode, out, err = _stopped_by_sigterm(args, program, blocks=where == "block", **env)
     assert returncode == -signal.SIGTERM
     assert out == "ready\n"
     assert err == ("fastpatch: report written to out/r.json\n" if how == "run" else "")
@@ -234,18 +257,18 @@ def test_a_forked_child_stopped_with_sigterm_writes_its_own_report_and_dies_of_s
         from worker import work
 
 
-        def wait_in_child(ready, never):
+        def wait_in_child(ready):
             os.write(ready, b"r")
-            os.read(never, 1)  # nothing is ever written: the parent holds the other end
+            while True:  # bytecode, where a SIGTERM is handled at once (a blocking call could race with it)
+                pass
 
 
         ready_r, ready_w = os.pipe()
-        never_r, never_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             for i in range(3):
                 work(i)
-            wait_in_child(ready_w, never_r)
+            wait_in_child(ready_w)
             os._exit(0)
         os.read(ready_r, 1)
         os.kill(pid, signal.SIGTERM)
@@ -274,15 +297,14 @@ def test_a_child_sent_sigterm_as_soon_as_it_is_forked_dies_of_it(program):
         import os
         import select
         import signal
-        import time
 
         for i in range({rounds}):
             alive_r, alive_w = os.pipe()  # end of file once the child is gone
             pid = os.fork()
             if pid == 0:
                 os.close(alive_r)
-                time.sleep(60)
-                os._exit(0)
+                while True:  # bytecode: the handler runs as soon as SIGTERM is let in
+                    pass
             os.close(alive_w)
             os.kill(pid, signal.SIGTERM)
             if not select.select([alive_r], [], [], 30)[0]:
@@ -321,7 +343,7 @@ def test_sigterm_ignored_by_the_programs_parent_stays_ignored(program):
     ignore_then_exec = ("import os, signal, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
                         "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
     with _started([sys.executable, "-c", ignore_then_exec, *_run_args("main.py", "block")[1:]], program) as proc:
-        _wait_until_ready(proc)
+        _expect_line(proc)
         proc.send_signal(signal.SIGTERM)  # an ignored signal is discarded when sent
         out, err = proc.communicate("\n", timeout=WAIT)
     assert (proc.returncode, out) == (0, "finished\n"), err
@@ -376,10 +398,11 @@ def test_a_second_sigterm_while_the_report_is_written_ends_the_process_at_once(p
         block()
     '''})
     with _started(_run_args("slow.py"), program) as proc:
-        _wait_until_ready(proc)
+        _expect_line(proc)
+        _wait_until_blocked(proc.pid)
         proc.send_signal(signal.SIGTERM)
-        assert proc.stdout.readline() == "writing\n"
-        proc.send_signal(signal.SIGTERM)
+        _expect_line(proc, "writing\n")
+        proc.send_signal(signal.SIGTERM)  # the default action again: no need to wait until it blocks
         out, err = proc.communicate(timeout=WAIT)
     assert (proc.returncode, out, err) == (-signal.SIGTERM, "", "")
     assert os.listdir(program / "out") == []
@@ -445,7 +468,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 
 from worker import work
 
@@ -473,8 +495,8 @@ def sigterm_a_forked_child():
     if pid == 0:
         os.close(alive_r)
         os.write(alive_w, b"r")
-        while True:
-            time.sleep(60)
+        while True:  # bytecode: SIGTERM is handled at once
+            pass
     os.close(alive_w)
     gone = []
     try:
