@@ -81,7 +81,8 @@ setup(
         )
         # _ext: the probes, the hot path. _csplice: the splicer's loop (the
         # import hook splices every function it reaches). _jumps: the
-        # debugger-jump guard, on no call's path.
-        for name in ("_ext", "_csplice", "_jumps")
+        # debugger-jump guard, on no call's path. _signals: SIGTERM's default
+        # action put back from a Pool worker's watcher thread, on no call's path.
+        for name in ("_ext", "_csplice", "_jumps", "_signals")
     ],
 )

@@ -18,9 +18,14 @@ Children:
   starts with zeroed counters (``_patch``'s fork handler);
 * multiprocessing's children end with ``os._exit``, so ``atexit`` never runs
   there: ``BaseProcess._bootstrap``, which runs a child from start to end,
-  is wrapped to write the report when it returns. A Pool worker also writes
-  it on SIGTERM (``Pool.terminate()``, which ``with Pool()`` calls, ends its
-  workers that way) unless the program handles SIGTERM itself.
+  is wrapped to write the report when it returns.
+
+SIGTERM: where the program leaves it to its default action, a handler
+writes the report and then lets SIGTERM end the process as it would have
+(every process activated, and the children that inherit it). A Pool worker
+adds a watcher thread, because ``Pool.terminate()`` sends SIGTERM to workers
+that may be blocked for good on a lock it holds (``_write_report_on_sigterm``,
+``_watch_sigterm_in_pool_worker``).
 
 Report files: ``{pid}`` in the template becomes the process id. Without
 it, the process that activated from the template (the ``run`` process, or
@@ -41,7 +46,7 @@ from ._select import split_patterns
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, Optional
+    from typing import Any, Callable, Iterable, Optional, Set
 
 
 class Activation:
@@ -58,6 +63,8 @@ class Activation:
         self.warn_unmatched = warn_unmatched
         self.pid = os.getpid()
         self.written_in: Optional[int] = None  # the pid that wrote the report (a fork copies this)
+        self.writer: Optional[int] = None  # the thread writing the report now
+        self.sigterm_pending = False  # SIGTERM came while ``writer`` was writing: end the process after the write
         self.active = True
         import _thread
 
@@ -96,6 +103,7 @@ def activate(
     import atexit
 
     atexit.register(_at_exit, activation)
+    _write_report_on_sigterm()
     when_imported("multiprocessing.process", _patch_multiprocessing_bootstrap)
     when_imported("billiard.process", _patch_multiprocessing_bootstrap)  # celery's fork of multiprocessing
     when_imported("multiprocessing.spawn", _patch_multiprocessing_main_fixup)
@@ -110,6 +118,7 @@ def deactivate() -> None:
     _current.active = False
     _current.hook.remove()
     _current = None
+    _remove_sigterm_handler()
 
 
 def _export(
@@ -187,13 +196,37 @@ def write_report(activation: Optional[Activation] = None) -> Optional[str]:
     activation = activation or _current
     if activation is None or not activation.active:
         return None
-    with activation.lock:  # a Pool worker's SIGTERM thread waits for the exit's write
+    import _thread
+
+    with activation.lock:  # a Pool worker's SIGTERM watcher waits for the exit's write
         pid = os.getpid()
         if activation.written_in == pid:
             return None
+        # ``writer`` before ``written_in``: a SIGTERM handler that runs in
+        # this thread from here on sees the write under way and lets it end.
+        activation.writer = _thread.get_ident()
         activation.written_in = pid
         with own_work:  # what writing imports (json...) never goes through the hook
-            return _write(activation, pid)
+            try:
+                try:
+                    return _write(activation, pid)
+                except (SystemExit, KeyboardInterrupt):
+                    # A handler of the program's raised in the middle of the write
+                    # (a Pool initializer's SIGTERM handler calling sys.exit()
+                    # while the worker writes on its way out, Ctrl-C at exit):
+                    # the process is leaving anyway. Write again, and then let
+                    # the exception go on.
+                    try:
+                        _write(activation, pid)
+                    except Exception as exc:  # noqa: BLE001 - the handler's exception is the one to raise
+                        _say(f"could not write the report: {exc}")
+                    except BaseException:  # noqa: BLE001 - interrupted again: the first one goes on
+                        pass
+                    raise
+            finally:
+                activation.writer = None
+                if activation.sigterm_pending:
+                    _die_of_sigterm()
 
 
 def _write(activation: Activation, pid: int) -> Optional[str]:
@@ -240,6 +273,212 @@ def _at_exit(activation: Activation) -> None:
 
 
 # --------------------------------------------------------------------------
+# SIGTERM
+# --------------------------------------------------------------------------
+#
+# ``kill``, ``docker stop``, systemd and Kubernetes stop a program with
+# SIGTERM, whose default action ends the process before ``atexit`` runs. So
+# where the program leaves SIGTERM to its default action, fastpatch's handler
+# writes the report first and then ends the process by that default action:
+# the parent still sees a death by SIGTERM. The handler is a plain Python-level
+# handler: a program that installs its own replaces it (its exit then runs
+# ``atexit``), and one that saves it, installs its own and later puts it back
+# and raises SIGTERM again (uvicorn's graceful shutdown) lands in it. A forked
+# child inherits it and writes its own report.
+
+
+def _c_signal() -> Any:
+    """CPython's C signal module, ``_signal``: what ``signal`` offers without
+    its enums, whose import would cost every activated startup about 8 ms.
+    (Typeshed has no stub for it.)"""
+    import _signal  # type: ignore[import-not-found,unused-ignore]
+
+    return _signal
+
+
+def _write_report_on_sigterm() -> None:
+    """In the main thread, if SIGTERM has its default action: install
+    fastpatch's handler, and the fork hooks that keep a SIGTERM sent to a
+    child just forked (``FASTPATCH_SIGTERM=0``: leave SIGTERM alone)."""
+    if sys.platform == "win32":
+        return  # no SIGTERM to catch: os.kill(pid, SIGTERM) is TerminateProcess there
+    setting = os.environ.get("FASTPATCH_SIGTERM", "").strip()
+    if setting == "0":
+        return
+    if setting not in ("", "1"):
+        _say(f"FASTPATCH_SIGTERM={setting!r} is not 0 or 1; writing the report on SIGTERM")
+    signal = _c_signal()
+    try:
+        if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, _on_sigterm):
+            return  # the program's (ignored, or a handler): keep it
+        from . import _signals  # noqa: F401 - loaded now (0.1 ms) rather than in the middle of a signal
+
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread of the main interpreter: signals are not ours to set
+        return
+    except ImportError as exc:  # a broken install: say so, and leave SIGTERM alone
+        _say(f"no report on SIGTERM: {exc}")
+        return
+    global _fork_hooks_registered
+    if not _fork_hooks_registered:  # once per process; a forked child inherits them
+        _fork_hooks_registered = True
+        os.register_at_fork(
+            before=_hold_sigterm_for_fork, after_in_parent=_release_sigterm, after_in_child=_after_fork_in_child,
+        )
+
+
+def _remove_sigterm_handler() -> None:
+    """SIGTERM's default action back, if fastpatch's handler is still there."""
+    if sys.platform == "win32":
+        return
+    signal = _c_signal()
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # not the main thread: the handler stays, and only ends the process
+        pass
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """fastpatch's SIGTERM handler: the report, then the death SIGTERM brings."""
+    _report_then_die_of_sigterm()
+
+
+def _report_then_die_of_sigterm() -> None:
+    """Write the report (once per process), then end the process by
+    SIGTERM's default action. From any thread."""
+    import _thread
+
+    from . import _signals
+
+    # From here on a second SIGTERM ends the process at once, as without fastpatch.
+    _signals.restore_default(_c_signal().SIGTERM)
+    activation = _current
+    if activation is not None and activation.writer == _thread.get_ident():
+        # The signal interrupted this thread's own write of the report (at
+        # exit): ending the process now would lose it. write_report ends the
+        # process when the write is done.
+        activation.sigterm_pending = True
+        return
+    try:
+        if activation is not None:
+            _at_exit(activation)  # waits for a write another thread has begun
+    finally:
+        _die_of_sigterm()
+
+
+def _die_of_sigterm() -> None:
+    """End the process by SIGTERM (already given back its default action)."""
+    os.kill(os.getpid(), _c_signal().SIGTERM)
+
+
+# A forked child discards the signals that reach it before CPython has set
+# it up (PyOS_AfterFork_Child clears what its C handler caught), so with
+# fastpatch's handler inherited, a SIGTERM sent to a child just forked would
+# be lost and the child would live on, where without fastpatch it dies. The
+# thread that forks holds SIGTERM back (blocked) across the fork; the child
+# lets it in once set up, and its handler then writes its report and ends it.
+_fork_hooks_registered = False
+_held_for_fork: Set[int] = set()  # the threads that blocked SIGTERM for a fork, and must unblock it
+_watcher_wakeup_fd: Optional[int] = None  # a Pool worker's: the write end its SIGTERM watcher reads from
+
+
+def _hold_sigterm_for_fork() -> None:
+    signal = _c_signal()
+    if signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+        return
+    import _thread
+
+    if signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM]):
+        _held_for_fork.add(_thread.get_ident())
+
+
+def _release_sigterm() -> None:
+    import _thread
+
+    ident = _thread.get_ident()
+    if ident in _held_for_fork:
+        _held_for_fork.discard(ident)
+        signal = _c_signal()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+
+
+def _after_fork_in_child() -> None:
+    global _watcher_wakeup_fd
+    if _watcher_wakeup_fd is not None:
+        # A child forked by a Pool task: its signals must not wake the
+        # worker's watcher (which would end the worker). Forgotten before
+        # SIGTERM is let in below. The child keeps the handler.
+        signal = _c_signal()
+        try:
+            fd = signal.set_wakeup_fd(-1)
+            if fd != _watcher_wakeup_fd:
+                signal.set_wakeup_fd(fd)  # not fastpatch's: the program's own
+        except ValueError:  # not the main thread (a fork from a subinterpreter)
+            pass
+        _watcher_wakeup_fd = None
+    _release_sigterm()
+    _held_for_fork.clear()  # the other threads of the parent are not here
+
+
+def _watch_sigterm_in_pool_worker(process: Any) -> None:
+    """In a Pool worker whose SIGTERM handler is fastpatch's: a thread that
+    writes the report and ends the worker when SIGTERM comes, whatever the
+    main thread is blocked on.
+
+    ``Pool.terminate()`` (which ``with Pool(...)`` calls) sends SIGTERM to
+    its workers while it holds the task queue's lock, which idle workers are
+    waiting for. A Python-level handler runs when the main thread next runs
+    bytecode, and a SIGTERM that lands after the main thread last checked for
+    signals and before it blocked on that lock would wait for it for ever:
+    the pool would hang. CPython's C-level handler also writes the signal's
+    number to the wakeup fd there and then, and that wakes this thread, which
+    takes the GIL the blocked main thread released. Tasks, and what they
+    start, see the program's own signal mask: nothing is blocked but in this
+    thread. Other processes keep only the handler: a SIGTERM that lands just
+    before their main thread blocks waits until that call returns, as in
+    every program with a Python-level SIGTERM handler; only in a Pool worker
+    does multiprocessing itself make it a call that never returns.
+    """
+    import signal  # multiprocessing has imported signal and threading
+
+    target = getattr(process, "_target", None)
+    if getattr(target, "__name__", None) != "worker" or getattr(target, "__module__", None) not in (
+        "multiprocessing.pool", "billiard.pool",
+    ):
+        return
+    if not hasattr(signal, "pthread_sigmask") or signal.getsignal(signal.SIGTERM) is not _on_sigterm:
+        return  # the program handles SIGTERM itself, or FASTPATCH_SIGTERM=0
+    from . import _signals  # noqa: F401 - imported now, not by the watcher while the main thread may hold import locks
+
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)  # set_wakeup_fd's condition
+    previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    if previous != -1:
+        # A wakeup fd inherited from the parent (its event loop's): keep it,
+        # and with it only the handler.
+        signal.set_wakeup_fd(previous)
+        os.close(read_end)
+        os.close(write_end)
+        return
+    global _watcher_wakeup_fd
+    _watcher_wakeup_fd = write_end
+    import threading
+
+    def watch() -> None:
+        # Every signal blocked in this thread alone, so that the kernel hands
+        # them to the program's threads: a SIGTERM taken here would not wake
+        # a main thread blocked in a system call.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        while True:
+            data = os.read(read_end, 512)  # never empty: this process holds the write end
+            if signal.SIGTERM in data and signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                _report_then_die_of_sigterm()
+
+    threading.Thread(target=watch, name="fastpatch-sigterm", daemon=True).start()
+
+
+# --------------------------------------------------------------------------
 # multiprocessing
 # --------------------------------------------------------------------------
 
@@ -252,7 +491,7 @@ def _patch_multiprocessing_bootstrap(module: Any) -> None:
 
     def _bootstrap(self: Any, *args: Any, **kwargs: Any) -> Any:
         # Runs in the child only, from its start to its os._exit.
-        _write_on_sigterm(self)
+        _watch_sigterm_in_pool_worker(self)
         try:
             return original(self, *args, **kwargs)
         finally:
@@ -264,50 +503,6 @@ def _patch_multiprocessing_bootstrap(module: Any) -> None:
     _bootstrap._fastpatch_wraps = original  # type: ignore[attr-defined]
     _bootstrap.__wrapped__ = original  # type: ignore[attr-defined]
     base._bootstrap = _bootstrap
-
-
-def _write_on_sigterm(process: Any) -> None:
-    """In a Pool worker: write the report when SIGTERM comes, then die of it.
-
-    ``Pool.terminate()`` (which ``with Pool(...)`` calls) ends idle workers
-    with SIGTERM. A Python signal handler cannot be trusted there: a SIGTERM
-    that lands just before the worker blocks on the task queue's lock is
-    only handled once that lock is free, which it never is, and the pool
-    hangs. So SIGTERM is blocked in the worker and a thread waits for it
-    with sigwait(), which works whatever the main thread is blocked on.
-    Other children (a Process with the program's own target) keep SIGTERM
-    as it is: the program may handle it, and it ends them at once.
-    """
-    import signal
-
-    target = getattr(process, "_target", None)
-    if getattr(target, "__name__", None) != "worker" or getattr(target, "__module__", None) not in (
-        "multiprocessing.pool", "billiard.pool",
-    ):
-        return
-    if not (hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigwait")):
-        return
-    try:
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return  # the program handles SIGTERM itself
-    except (AttributeError, ValueError):
-        return
-    import threading
-
-    def wait_for_sigterm() -> None:
-        signal.sigwait({signal.SIGTERM})
-        try:
-            write_report()  # waits for a write the worker's own exit has begun
-        except Exception as exc:  # noqa: BLE001 - dying anyway: say why there is no report
-            _say(f"could not write the report: {exc}")
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-            os.kill(os.getpid(), signal.SIGTERM)  # SIG_DFL, unblocked in this thread only: the process ends
-
-    # Blocked before the thread starts, so that every thread has it blocked
-    # and sigwait() is its only way in.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    threading.Thread(target=wait_for_sigterm, name="fastpatch-sigterm", daemon=True).start()
 
 
 def _patch_multiprocessing_main_fixup(module: Any) -> None:
