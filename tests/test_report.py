@@ -1363,8 +1363,8 @@ def test_the_directory_lock_is_exclusive_and_a_write_never_waits_for_it_past_its
     finally:
         os.close(held)
     assert capsys.readouterr().err == (
-        f"fastpatch: {tmp_path / 'out.json'} was written by another process while this one ran; "
-        f"report written to {tmp_path / f'out.{os.getpid()}.json'}\n"
+        f"fastpatch: {_report._shown(str(tmp_path / 'out.json'))} was written by another process while this "
+        f"one ran; report written to {_report._shown(str(tmp_path / f'out.{os.getpid()}.json'))}\n"
     )
     assert (tmp_path / "out.json").read_text() == "another process's report"
     relocked = _report._lock_directory(str(tmp_path))
