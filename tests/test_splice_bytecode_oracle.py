@@ -10,6 +10,8 @@ from typing import Any, List
 
 import pytest
 from bytecode import Bytecode, Instr, TryBegin, TryEnd
+
+from fastpatch import _splice
 from splice_harness import (
     CORPUS_CODES,
     CORPUS_IDS,
@@ -23,8 +25,6 @@ from splice_harness import (
     stacked,
     takes_arg,
 )
-
-from fastpatch import _splice
 
 try:
     from bytecode.instr import InstrLocation

@@ -10,10 +10,10 @@ import types
 from typing import Any, List
 
 import pytest
-from splice_harness import CORPUS_CODES, PY, STDLIB_MODULES, c_splicer, python_splice, same_code, stdlib_codes
 
 import fastpatch
 from fastpatch import _splice
+from splice_harness import CORPUS_CODES, PY, STDLIB_MODULES, c_splicer, python_splice, same_code, stdlib_codes
 
 
 @pytest.mark.parametrize("module", STDLIB_MODULES)

@@ -10,6 +10,7 @@ import types
 from typing import Any, Dict
 
 import pytest
+
 from splice_harness import PY, c_splicer, python_splice, same_code
 
 _HOT_SOURCE = """

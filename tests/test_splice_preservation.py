@@ -8,6 +8,9 @@ from __future__ import annotations
 import dis
 
 import pytest
+
+import fastpatch
+from fastpatch import _splice
 from splice_harness import (
     ACTIVE_CASES,
     CORPUS_CODES,
@@ -24,9 +27,6 @@ from splice_harness import (
     first_body_index,
     stdlib_codes,
 )
-
-import fastpatch
-from fastpatch import _splice
 
 
 def test_corpus_covers_what_it_claims():
