@@ -36,8 +36,9 @@ belongs to one side of it, which decides how old offsets map:
 
 The token sits under the function's own stack, so exception-table depths
 after the entry grow by one and ``co_stacksize`` by one.
-``tests/test_splice.py`` checks the result against the same transformation
-done with the ``bytecode`` package.
+``tests/test_splice_*.py`` check the result against the original code
+instruction by instruction, against the same transformation done with the
+``bytecode`` package, and the C splicer against the Python one.
 """
 
 from __future__ import annotations
