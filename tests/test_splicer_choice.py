@@ -108,6 +108,6 @@ def test_without_bytecode_or_build_time_sequences_instrument_says_what_to_instal
     assert proc.stdout == (
         "fastpatch has no injected sequences assembled for this interpreter (an editable install, or a wheel "
         "built for another build of this CPython) and cannot assemble them: the bytecode package is not "
-        "installed. Install it (pip install 'fastpatch[dev]' in a checkout), or reinstall fastpatch from a "
+        "installed. Install it (pip install -e '.[dev]' in a checkout), or reinstall fastpatch from a "
         "wheel built for this interpreter.\n"
     )

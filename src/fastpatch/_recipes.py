@@ -399,7 +399,7 @@ def encoded_sequences(recipe: Recipe) -> Dict[str, bytes]:
         raise ImportError(
             "fastpatch has no injected sequences assembled for this interpreter (an editable install, or "
             "a wheel built for another build of this CPython) and cannot assemble them: the bytecode "
-            "package is not installed. Install it (pip install 'fastpatch[dev]' in a checkout), or "
+            "package is not installed. Install it (pip install -e '.[dev]' in a checkout), or "
             "reinstall fastpatch from a wheel built for this interpreter."
         ) from exc
 
