@@ -21,6 +21,7 @@ machine without them).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import json
@@ -32,7 +33,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 import nox
 
@@ -60,7 +61,8 @@ BUILD = "build>=1.2"
 NEWER_ROOT = Path(os.environ.get("FASTPATCH_NEWER_ROOT") or "/opt/newer-pythons")
 
 nox.options.default_venv_backend = "none"
-# Sessions run beside each other under --parallel unless they say otherwise (those in the newer-pythons root).
+# Sessions run beside each other under --parallel (their commands in the
+# newer-pythons root one at a time: newer_pythons_turn).
 nox.options.allow_parallel = True
 
 os.environ.update(PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1", PYTHONDONTWRITEBYTECODE="1")
@@ -98,8 +100,39 @@ def _debug_versions() -> List[str]:
     return [v for v in VERSIONS if v in named | built]
 
 
+def _newer_pythons_versions() -> List[str]:
+    """The supported X.Y the newer-pythons tool installs (pythonX.Y-dev in its package list)."""
+    tool = _newer_pythons_tool()
+    named = set(re.findall(r"python(\d+\.\d+)-dev", Path(tool).read_text())) if tool else set()
+    return [v for v in VERSIONS if v in named]
+
+
 VERSIONS = _supported_versions()
 DEBUG_VERSIONS = _debug_versions()
+
+
+def _ci_order() -> List[str]:
+    """The default sessions, in the order ``--parallel 2`` starts them.
+
+    Only one command runs in the newer-pythons root at a time
+    (``newer_pythons_turn``), so its sessions (the debug builds and the
+    versions it serves) are spaced between host sessions: a session waiting
+    for the root would hold one of the two slots idle. The order changes the
+    run's length, never its result: every session still waits for those it
+    requires.
+    """
+    newer = _newer_pythons_versions()
+    host = [v for v in VERSIONS if v not in newer]
+    in_root = [f"debug-{v}" for v in DEBUG_VERSIONS] + [f"tests-{v}" for v in newer]
+    on_host = [f"tests-{v}" for v in host] + ["sanitizers", "readme", "pysplicer", "monotonic", "bench", "lint"]
+    order = ["sdist"] + [f"wheel-{v}" for v in newer + host]
+    while in_root or on_host:
+        order += in_root[:1] + on_host[:2]
+        del in_root[:1], on_host[:2]
+    return order + ["release"]
+
+
+nox.options.sessions = _ci_order()
 
 
 # ---------------------------------------------------------------------------
@@ -124,7 +157,8 @@ class Python:
         """Run a command in ``cwd``; with ``silent``, its output is returned
         (and shown only if it fails)."""
         if self.prefix:  # the root is entered at the checkout, which it mounts
-            out = session.run(*self.prefix, "env", "-C", str(cwd), *args, env=env, external=True, silent=silent)
+            with newer_pythons_turn():
+                out = session.run(*self.prefix, "env", "-C", str(cwd), *args, env=env, external=True, silent=silent)
         elif cwd == Path.cwd():
             out = session.run(*args, env=env, external=True, silent=silent)
         else:
@@ -135,6 +169,21 @@ class Python:
 
 _host_pythons: Dict[str, Optional[str]] = {}
 _newer_ready = False
+
+
+@contextlib.contextmanager
+def newer_pythons_turn() -> Iterator[None]:
+    """Hold the turn to run a command in the newer-pythons root, across the
+    sessions ``--parallel`` runs beside each other: each ``newer-pythons
+    run`` mounts the checkout (and /proc) into the root and unmounts them as
+    it ends, under any other command still running there. Sessions on the
+    host never wait for it."""
+    import fcntl
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    with open(WORK / "newer-pythons.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _host_python(version: str) -> Optional[str]:
@@ -164,15 +213,20 @@ def _newer_pythons(session: nox.Session) -> Optional[str]:
     global _newer_ready
     tool = _newer_pythons_tool()
     if tool is not None and not _newer_ready:
-        session.run(tool, "setup", external=True)
-        pythons = [p.name for p in NEWER_ROOT.glob("usr/bin/python3.*") if re.fullmatch(r"python3\.\d+", p.name)]
-        missing = [f"lib{p}-testsuite" for p in pythons if not (NEWER_ROOT / "usr/lib" / p / "test/test_json").is_dir()]
-        if missing:
-            session.run(tool, "run", "--", "apt-get", "update", "-qq", external=True, silent=True)
-            session.run(tool, "run", "--", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
-                        "-qq", "--no-install-recommends", *missing, external=True, silent=True)
+        with newer_pythons_turn():
+            _prepare_newer_root(session, tool)
         _newer_ready = True
     return tool
+
+
+def _prepare_newer_root(session: nox.Session, tool: str) -> None:
+    session.run(tool, "setup", external=True)
+    pythons = [p.name for p in NEWER_ROOT.glob("usr/bin/python3.*") if re.fullmatch(r"python3\.\d+", p.name)]
+    missing = [f"lib{p}-testsuite" for p in pythons if not (NEWER_ROOT / "usr/lib" / p / "test/test_json").is_dir()]
+    if missing:
+        session.run(tool, "run", "--", "apt-get", "update", "-qq", external=True, silent=True)
+        session.run(tool, "run", "--", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
+                    "-qq", "--no-install-recommends", *missing, external=True, silent=True)
 
 
 def missing(session: nox.Session, what: str) -> NoReturn:
@@ -342,8 +396,6 @@ def record(session: nox.Session, what: str, xml: Path, seconds: float) -> None:
     (WORK / "results" / f"{session.name}.json").write_text(json.dumps(result))
 
 
-MAIN_ON_HOST = _host_python(MAIN) is not None
-
 # ---------------------------------------------------------------------------
 # Sessions, in the order CI runs them
 # ---------------------------------------------------------------------------
@@ -352,15 +404,12 @@ MAIN_ON_HOST = _host_python(MAIN) is not None
 Job = Callable[[nox.Session, str], None]
 
 
-def per_version(versions: Sequence[str], *, requires: Sequence[str] = (), debug: bool = False) -> Callable[[Job], Job]:
+def per_version(versions: Sequence[str], *, requires: Sequence[str] = ()) -> Callable[[Job], Job]:
     """Register the decorated ``job(session, version)`` as one session per
     version, ``<job>-<version>``, tagged ``<job>`` (``nox -t tests``: every
     version). ``{version}`` in ``requires`` names the same version's session.
     (nox parametrizes sessions by ``python=`` only where it makes their venvs.)
-    Under ``--parallel`` a session of a host interpreter runs beside others,
-    one in the newer-pythons root (``debug``: all of them) alone: each
-    ``newer-pythons run`` mounts the checkout into the root and unmounts it
-    as it ends, under any other run still inside."""
+    """
 
     def register(job: Job) -> Job:
         for version in versions:
@@ -369,8 +418,7 @@ def per_version(versions: Sequence[str], *, requires: Sequence[str] = (), debug:
 
             session_for.__doc__ = job.__doc__
             nox.session(name=f"{job.__name__}-{version}", tags=[job.__name__],
-                        requires=[r.format(version=version) for r in requires],
-                        allow_parallel=not debug and _host_python(version) is not None)(session_for)
+                        requires=[r.format(version=version) for r in requires])(session_for)
         return job
 
     return register
@@ -378,8 +426,11 @@ def per_version(versions: Sequence[str], *, requires: Sequence[str] = (), debug:
 
 @nox.session
 def sdist(session: nox.Session) -> None:
-    """The sdist, built once from a clean copy of the files git tracks (no stale
-    build/, .so or egg-info), holding every file needed to build and test."""
+    """The sdist, built once from the files git tracks, holds everything needed to build and test.
+
+    It is built from a clean copy of those files (no stale build/, .so or
+    egg-info), and must hold no build product.
+    """
     checkout = fresh(WORK / "checkout")
     if (ROOT / ".git").exists():
         listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -404,9 +455,13 @@ def sdist(session: nox.Session) -> None:
 
 @per_version(VERSIONS, requires=["sdist"])
 def wheel(session: nox.Session, label: str) -> None:
-    """This version's wheel, built from the sdist alone (no compiler warning
-    in fastpatch's C files), repaired by auditwheel to a manylinux tag, with
-    its files and metadata checked (no runtime dependency) and twine's check."""
+    """The version's wheel builds from the sdist alone, repairs to manylinux and passes its checks.
+
+    No compiler warning in fastpatch's C files; auditwheel repairs it to a
+    manylinux tag; it carries the package, its compiled extensions, the
+    build-time sequences and fastpatch.pth, no sources, and no runtime
+    dependency; twine's check passes.
+    """
     python = find_python(session, label)
     version, tag = package_version(), wheel_tag(label)
     tree = unpack_sdist(session.name)
@@ -435,10 +490,13 @@ def wheel(session: nox.Session, label: str) -> None:
 
 @per_version(VERSIONS, requires=["wheel-{version}"])
 def tests(session: nox.Session, label: str) -> None:
-    """The whole suite against this version's repaired wheel, installed with
-    the test extra in a fresh venv and run from the sdist's tests/ in an
-    empty directory: the per-version suite and the release check's
-    installed-wheel test in one."""
+    """The whole suite passes against the version's wheel, installed in a fresh venv.
+
+    The repaired wheel with the test extra, the sdist's tests/ run from an
+    empty directory, and tools/fastpatch_origin.py proving that the
+    installed package is tested: the per-version suite and the release
+    check's installed-wheel test in one.
+    """
     python = find_python(session, label)
     wheel_file = repaired_wheel(python.label)
     venv = Venv(session, python, session.name)
@@ -447,11 +505,13 @@ def tests(session: nox.Session, label: str) -> None:
     run_suite(session, venv, tree / "tests", cwd=fresh(WORK / "runs" / session.name), what=wheel_file.name)
 
 
-@per_version(DEBUG_VERSIONS, requires=["sdist"], debug=True)
+@per_version(DEBUG_VERSIONS, requires=["sdist"])
 def debug(session: nox.Session, version: str) -> None:
-    """The whole suite on this version's Py_DEBUG build (the interpreter's
-    assertions and reference counts; the reference-leak test runs only
-    there), fastpatch built from the sdist by that interpreter."""
+    """The whole suite passes on the version's Py_DEBUG build, with the reference-leak test.
+
+    fastpatch is built from the sdist by that interpreter; its assertions
+    and reference counts run, and tests/test_leaks.py runs only there.
+    """
     python = find_python(session, f"{version}d")
     tree = unpack_sdist(session.name)
     venv = Venv(session, python, session.name)
@@ -460,11 +520,14 @@ def debug(session: nox.Session, version: str) -> None:
               what=f"{python.label}, built from the sdist")
 
 
-@nox.session(allow_parallel=MAIN_ON_HOST)
+@nox.session
 def readme(session: nox.Session) -> None:
-    """README.md's two commands, literally, on CPython 3.12 from the checkout:
-    ``pip install ".[test]"`` then ``python -m pytest``, and the main job,
-    ``python examples/our_query.py``."""
+    """README.md's test command and main job work as written, on CPython 3.12.
+
+    ``pip install ".[test]"`` then ``python -m pytest`` from the checkout
+    (pytest's options for the summary come through PYTEST_ADDOPTS), then
+    ``python examples/our_query.py``.
+    """
     python = find_python(session, MAIN)
     venv = Venv(session, python, "readme")
     venv.run("pip", "install", "-q", ".[test]")
@@ -481,12 +544,14 @@ def readme(session: nox.Session) -> None:
     venv.run("python", "examples/our_query.py")
 
 
-@nox.session(requires=[f"wheel-{MAIN}"], allow_parallel=MAIN_ON_HOST)
+@nox.session(requires=[f"wheel-{MAIN}"])
 def pysplicer(session: nox.Session) -> None:
-    """The whole suite with FASTPATCH_SPLICER=python on CPython 3.12's wheel:
-    the Python splicer (the C splicer's reference) splices everything,
-    the import hook's tree walk included; the tests that compare the two
-    splicers still call each by name."""
+    """The whole suite passes with FASTPATCH_SPLICER=python, on CPython 3.12's wheel.
+
+    The Python splicer (the C splicer's reference) splices everything, the
+    import hook's tree walk included; the tests that compare the two
+    splicers still call each by name.
+    """
     python = find_python(session, MAIN)
     venv = Venv(session, python, session.name)
     venv.install(f"{repaired_wheel(MAIN)}[test]")
@@ -495,10 +560,13 @@ def pysplicer(session: nox.Session) -> None:
               env={"FASTPATCH_SPLICER": "python"}, expect="splicer=python", what="FASTPATCH_SPLICER=python")
 
 
-@nox.session(requires=[f"wheel-{MAIN}"], allow_parallel=MAIN_ON_HOST)
+@nox.session(requires=[f"wheel-{MAIN}"])
 def monotonic(session: nox.Session) -> None:
-    """The whole suite with FASTPATCH_CLOCK=monotonic on CPython 3.12's wheel
-    (the default clock is the TSC where the kernel keeps time with it, as here)."""
+    """The whole suite passes with FASTPATCH_CLOCK=monotonic, on CPython 3.12's wheel.
+
+    The default clock is the TSC where the kernel keeps time with it, as on
+    this host; this leg runs everything on CLOCK_MONOTONIC.
+    """
     python = find_python(session, MAIN)
     venv = Venv(session, python, session.name)
     venv.install(f"{repaired_wheel(MAIN)}[test]")
@@ -509,11 +577,13 @@ def monotonic(session: nox.Session) -> None:
 
 @nox.session(requires=["sdist"])
 def sanitizers(session: nox.Session) -> None:
-    """The whole suite with the C extensions built from the sdist under
-    AddressSanitizer and UndefinedBehaviorSanitizer (a warning in any of
-    fastpatch's C files fails the build), on the host's CPython 3.12 with the
-    sanitizer runtimes preloaded and pymalloc off, so that ASan sees every
-    allocation."""
+    """The whole suite passes with the C extensions under ASan and UBSan, on CPython 3.12.
+
+    Built from the sdist with FASTPATCH_SANITIZE=address,undefined (a
+    warning in any of fastpatch's C files fails the build), run on the
+    host's interpreter with the sanitizer runtimes preloaded and pymalloc
+    off, so that ASan sees every allocation.
+    """
     python = find_python(session, MAIN, host_only=True)  # LD_PRELOAD of the host's runtimes
     tree = unpack_sdist(session.name)
     venv = Venv(session, python, session.name)
@@ -533,11 +603,13 @@ def sanitizers(session: nox.Session) -> None:
     })
 
 
-@nox.session(requires=[f"wheel-{MAIN}"], allow_parallel=MAIN_ON_HOST)
+@nox.session(requires=[f"wheel-{MAIN}"])
 def bench(session: nox.Session) -> None:
-    """The benchmarks once, in quick mode, on CPython 3.12's wheel, and their
-    chart and tables: they must not rot. Their own checks (exact call counts,
-    instrumentation in place) can fail; timings never do."""
+    """The benchmarks run once in quick mode, with their checks, chart and tables, on 3.12.
+
+    They must not rot: their own checks (exact call counts, instrumentation
+    in place) can fail; timings never do.
+    """
     python = find_python(session, MAIN)
     venv = Venv(session, python, session.name)
     venv.install(f"{repaired_wheel(MAIN)}[bench]")
@@ -557,9 +629,12 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff over everything; mypy --strict over src/fastpatch, and over this
-    file and tools/; and README.md's Performance tables against
-    benchmarks/results/results.json."""
+    """ruff and mypy --strict pass, and README's Performance tables match results.json.
+
+    ruff over src, tests, benchmarks, examples, tools and this file; mypy
+    --strict over src/fastpatch, and over this file and tools/; README.md's
+    tables against benchmarks/results/results.json (tools/readme_tables.py).
+    """
     python = newest_host_python(session, "3.10")  # mypy 2.x runs on 3.10+
     venv = Venv(session, python, "lint")
     venv.install(RUFF, MYPY, f"nox=={importlib.metadata.version('nox')}", "bytecode>=0.19")
@@ -573,11 +648,14 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(requires=[f"tests-{v}" for v in VERSIONS])
 def release(session: nox.Session) -> None:
-    """What a release needs beyond the wheels each tests-X.Y session built and
-    tested: cibuildwheel's build identifiers (Linux, macOS, Windows) are
-    exactly the supported versions on pyproject.toml's platforms and archs;
-    twine's check of the sdist and every wheel; and import fastpatch without
-    its C extension fails with a message saying why."""
+    """The release: cibuildwheel's identifiers, twine on every file, a clear error without _ext.
+
+    Beyond the wheels each tests-X.Y session built and tested: cibuildwheel's
+    build identifiers (Linux, macOS, Windows) are exactly the supported
+    versions on pyproject.toml's platforms and archs; twine's check of the
+    sdist and every wheel; and import fastpatch without its C extension
+    fails with a message saying why.
+    """
     tools = release_tools(session)
     counts = {}
     for platform in release_checks.CIBW_PLATFORMS:
@@ -627,7 +705,7 @@ if not DEBUG_VERSIONS:
 
 @nox.session(default=False, allow_parallel=False)  # it measures
 def benchmarks(session: nox.Session) -> None:
-    """The full benchmark matrix (not part of CI): every supported version, or those given.
+    """The full benchmark matrix, every supported version or those given (not part of CI).
 
     ``nox -s benchmarks [-- 3.12 3.13] [-- --publish]``: fastpatch[bench]
     from this checkout in a venv per version, pytest-benchmark's JSON per
