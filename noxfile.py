@@ -175,9 +175,11 @@ _newer_ready = False
 def newer_pythons_turn() -> Iterator[None]:
     """Hold the turn to run a command in the newer-pythons root, across the
     sessions ``--parallel`` runs beside each other: each ``newer-pythons
-    run`` mounts the checkout (and /proc) into the root and unmounts them as
-    it ends, under any other command still running there. Sessions on the
-    host never wait for it."""
+    run`` mounts the checkout, /proc and /sys into the root and unmounts
+    what it mounted as it ends, under any other command still running there
+    (which then fails in odd ways: no /sys, no clocksource). Sessions on the
+    host never wait for it. (A newer-pythons run started from another
+    checkout, outside this lock, can still do that to a session here.)"""
     import fcntl
 
     WORK.mkdir(parents=True, exist_ok=True)

@@ -39,8 +39,9 @@ The running version's sequences are assembled into code units with the
 
 Adding a CPython version means adding its recipe here, the version shims in
 ``_compat.h`` and the trove classifiers in ``pyproject.toml``; CI,
-the release check and the benchmarks ask this module which versions exist
-(``python src/fastpatch/_recipes.py``).
+the release check and the benchmarks (``noxfile.py``) read
+``SUPPORTED_VERSIONS`` here, and ``python src/fastpatch/_recipes.py``
+prints them.
 """
 
 from __future__ import annotations
