@@ -4,7 +4,8 @@
 Usage::
 
     python benchmarks/plot.py RUN.json [RUN.json ...] [--png overhead.png]
-        [--markdown overhead.md] [--group trivial] [--stat min] [--all-groups] [--log]
+        [--markdown overhead.md] [--results results.json] [--group trivial]
+        [--stat min] [--all-groups] [--log]
 
 Give one JSON file per Python version (``pytest benchmarks/
 --benchmark-json=FILE``); the version is read from each file's machine_info.
@@ -13,7 +14,10 @@ and version, the time per call minus the bare call's, in nanoseconds, and
 
 * writes a grouped bar chart (PNG, matplotlib's Agg backend), and
 * prints a markdown table of the same numbers (and writes it with --markdown),
-  followed by the patching-cost table when the files contain it.
+  followed by the patching-cost table when the files contain it;
+* with --results, writes every group's numbers per version, with where they
+  come from (commit, date, CPU, kernel, clock source), as the JSON file that
+  README.md's Performance tables are generated from (tools/readme_tables.py).
 
 Per-call times come from each benchmark's round statistic (``--stat``, min by
 default: on a noisy machine the minimum is the least disturbed round) divided
@@ -24,7 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -158,6 +166,75 @@ def patching_markdown(patching: Table, stat: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _clocksource() -> str:
+    try:
+        with open("/sys/devices/system/clocksource/clocksource0/current_clocksource", encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
+def _commit() -> str:
+    """The checkout's commit, ``-dirty`` if tracked files differ from it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def results_document(paths: List[Path], stat: str) -> Dict[str, object]:
+    """Every group's numbers per version (ns per call over the bare call; µs
+    per patching operation) and where they come from: the results.json that
+    tools/readme_tables.py makes README.md's tables from."""
+    calls, patching, sources = load(paths, stat)
+    pythons: Dict[str, object] = {}
+    calls_per_round = set()
+    for version in sorted(calls, key=_version_key):
+        data = json.loads(Path(sources[version]).read_text())
+        for bench in data.get("benchmarks", []):
+            if "calls_per_round" in bench.get("extra_info", {}):
+                calls_per_round.add(bench["extra_info"]["calls_per_round"])
+        overhead = {g: {v: round(x, 2) for v, x in overheads(calls, g)[version].items()}
+                    for g in calls[version] if "bare" in calls[version][g]}
+        pythons[version] = {
+            "python": data.get("machine_info", {}).get("python_version"),
+            "overhead_ns": overhead,
+            "patching_us": {g: {v: round(x, 3) for v, x in ops.items()} for g, ops in patching[version].items()},
+        }
+    return {
+        "format": "fastpatch-benchmark-results",
+        "version": 1,
+        "provenance": {
+            "commit": _commit(),
+            "date": time.strftime("%Y-%m-%d", time.gmtime()),
+            "cpu": _cpu_model(),
+            "cores": os.cpu_count(),
+            "kernel": platform.release(),
+            "clocksource": _clocksource(),
+            "source": "pytest-benchmark JSON: " + ", ".join(sorted(p.name for p in paths)),
+        },
+        "stat": stat,
+        "calls_per_round": max(calls_per_round) if calls_per_round else None,
+        "pythons": pythons,
+    }
+
+
 def bar_chart(calls: Table, group: str, stat: str, png: Path, log: bool) -> None:
     import matplotlib
 
@@ -203,6 +280,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="bar chart to write (default: %(default)s)")
     parser.add_argument("--no-png", action="store_true", help="do not draw the chart")
     parser.add_argument("--markdown", type=Path, help="also write the markdown tables to this file")
+    parser.add_argument("--results", type=Path,
+                        help="also write every number, with its provenance, to this JSON file (results.json)")
     parser.add_argument("--group", default="trivial", help="call group to chart (default: %(default)s)")
     parser.add_argument("--stat", default="min", choices=["min", "median", "mean"],
                         help="round statistic to use (default: %(default)s)")
@@ -222,6 +301,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(text)
     if args.markdown:
         args.markdown.write_text(text)
+    if args.results:
+        document = results_document(args.json, args.stat)
+        args.results.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"results written to {args.results}", file=sys.stderr)
     if not args.no_png:
         bar_chart(calls, args.group, args.stat, args.png, args.log)
         print(f"chart written to {args.png}", file=sys.stderr)

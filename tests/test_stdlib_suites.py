@@ -43,7 +43,9 @@ def test_stdlib_modules_pass_their_own_tests_while_instrumented(suite):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["problems"] == []
+    assert result["modules"] == modules.split(",")
     assert result["tests"] > 100
     assert result["instrumented"] > 50
-    assert result["instrumented_now"] >= result["instrumented"] * 0.9
+    # functions made from one definition share its entry (enum's makes several)
+    assert result["instrumented"] * 0.9 <= result["instrumented_now"] <= result["instrumented"]
     assert result["calls"] > 10_000

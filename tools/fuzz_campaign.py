@@ -32,7 +32,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, TESTS)
-    import test_fuzz  # the machinery and the generator, shared with the tests
+    import test_fuzz  # type: ignore[import-not-found]  # tests/, on sys.path from here on
 
     if test_fuzz.MISSING is not None:
         print(f"fuzz_campaign: cannot run: {test_fuzz.MISSING}", file=sys.stderr)
@@ -40,7 +40,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.log:
         os.environ["FASTPATCH_FUZZ_LOG"] = os.path.abspath(args.log)
 
-    from fuzz_harness import Program, Totals, Verdict, Worker, format_failure
+    from fuzz_harness import Program, Totals, Verdict, Worker, format_failure  # type: ignore[import-not-found]
 
     master_seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     rng = random.Random(master_seed)

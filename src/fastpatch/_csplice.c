@@ -2,7 +2,7 @@
  * fastpatch._csplice -- the splicer's loop in C.
  *
  * The same transformation as fastpatch/_pysplice.py, code unit for code unit
- * and byte for byte (tests/test_splice.py checks the two against each other
+ * and byte for byte (tests/test_splice_c_vs_python.py checks the two against each other
  * over a corpus and whole stdlib modules): the import hook splices every
  * function of every module it reaches, and in Python that costs about as
  * much as the import itself. Read _splice.py for the why of it and

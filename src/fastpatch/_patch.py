@@ -42,7 +42,7 @@ import os
 
 from . import _ext
 from ._resolve import CodeType, resolve_function
-from ._splice import SpliceError, c_splicer, splice
+from ._splice import SpliceError, c_splicer_in_use, splice
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing, threading or weakref at run time: `import fastpatch` must stay cheap
@@ -475,7 +475,7 @@ def patch_module_code(code: CodeType, module: str) -> PatchedTree:
     tree = PatchedTree(code)
     with _lock:
         _install_jump_guard()
-        c = c_splicer()
+        c = c_splicer_in_use()
         if c is not None:
             tree.code = c.patch_tree(code, module, _ext.Probe, _ext.lazy_origin, tree.instrumented, tree.skipped)
         else:

@@ -39,8 +39,9 @@ The running version's sequences are assembled into code units with the
 
 Adding a CPython version means adding its recipe here, the version shims in
 ``_compat.h`` and the trove classifiers in ``pyproject.toml``; CI,
-the release check and the benchmarks ask this module which versions exist
-(``python src/fastpatch/_recipes.py``).
+the release check and the benchmarks (``noxfile.py``) read
+``SUPPORTED_VERSIONS`` here, and ``python src/fastpatch/_recipes.py``
+prints them.
 """
 
 from __future__ import annotations
@@ -380,7 +381,8 @@ def assembled_source(version: Tuple[int, int]) -> str:
 
 def encoded_sequences(recipe: Recipe) -> Dict[str, bytes]:
     """The injected sequences of the running version: from the build-time
-    cache when it is for this interpreter and recipe, else assembled now."""
+    cache when it is for this interpreter and recipe, else assembled now with
+    ``bytecode`` (ImportError saying so where it is not installed)."""
     import importlib
 
     try:
@@ -390,7 +392,17 @@ def encoded_sequences(recipe: Recipe) -> Dict[str, bytes]:
     else:
         if assembled.KEY == _cache_key(recipe):
             return dict(assembled.SEQUENCES)
-    return assemble_sequences(recipe)
+    try:
+        return assemble_sequences(recipe)
+    except ImportError as exc:
+        if exc.name != "bytecode":
+            raise
+        raise ImportError(
+            "fastpatch has no injected sequences assembled for this interpreter (an editable install, or "
+            "a wheel built for another build of this CPython) and cannot assemble them: the bytecode "
+            "package is not installed. Install it (pip install -e '.[dev]' in a checkout), or "
+            "reinstall fastpatch from a wheel built for this interpreter."
+        ) from exc
 
 
 def build_dialect(version: Tuple[int, int]) -> Dialect:

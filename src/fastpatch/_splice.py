@@ -36,8 +36,9 @@ belongs to one side of it, which decides how old offsets map:
 
 The token sits under the function's own stack, so exception-table depths
 after the entry grow by one and ``co_stacksize`` by one.
-``tests/test_splice.py`` checks the result against the same transformation
-done with the ``bytecode`` package.
+``tests/test_splice_*.py`` check the result against the original code
+instruction by instruction, against the same transformation done with the
+``bytecode`` package, and the C splicer against the Python one.
 """
 
 from __future__ import annotations
@@ -55,11 +56,17 @@ class SpliceError(ValueError):
 
 
 _c_module: Any = None  # _csplice once configured; False where it was not built
+_in_use: Any = None  # what splice() runs: the configured _csplice, or False for the Python splicer
+
+#: FASTPATCH_SPLICER's values. "c" (the default) is the C splicer where it was
+#: built; "python" runs the Python one for everything, as the C one's
+#: reference: CI runs the whole suite that way once.
+SPLICERS = ("c", "python")
 
 
 def c_splicer() -> Any:
     """The C splicer (``_csplice.c``), configured for the running version,
-    or None where it was not built."""
+    or None where it was not built. FASTPATCH_SPLICER does not change it."""
     global _c_module
     if _c_module is None:
         try:
@@ -72,16 +79,42 @@ def c_splicer() -> Any:
     return _c_module or None
 
 
+def c_splicer_in_use() -> Any:
+    """The C splicer if ``splice`` runs it, else None: FASTPATCH_SPLICER=python
+    asks for the Python splicer, or the C one was not built.
+
+    FASTPATCH_SPLICER is read at the first call that accepts it: ``c`` (or
+    unset) or ``python``; any other value raises ValueError naming it, and
+    ``c`` where the C splicer was not built raises ImportError.
+    """
+    global _in_use
+    if _in_use is None:
+        import os
+
+        requested = os.environ.get("FASTPATCH_SPLICER", "").strip().lower()
+        if requested and requested not in SPLICERS:
+            raise ValueError(
+                f"FASTPATCH_SPLICER={requested!r} is not a splicer fastpatch knows: "
+                f"{' or '.join(repr(s) for s in SPLICERS)}"
+            )
+        c = None if requested == "python" else c_splicer()
+        if c is None and requested == "c":
+            raise ImportError("FASTPATCH_SPLICER=c: the C splicer (fastpatch._csplice) is not built here")
+        _in_use = c or False
+    return _in_use or None
+
+
 def splice(code: CodeType, probe: object, trailer: Tuple[object, ...] = ()) -> CodeType:
     """Return a copy of ``code`` that times each activation with ``probe``.
 
     The probe is appended to ``co_consts``, followed by ``trailer``. This is
     the C splicer (``_csplice.c``), which does what ``splice_in_python``
     does, byte for byte, many times faster; the Python one is the reference
-    the tests hold it to, and what runs where the C one was not built.
+    the tests hold it to, and what runs where the C one was not built or
+    FASTPATCH_SPLICER=python asks for it.
     """
     current()  # raises UnsupportedPythonError on a version without a recipe
-    c = c_splicer()
+    c = c_splicer_in_use()
     if c is None:
         return splice_in_python(code, probe, trailer)
     result: CodeType = c.splice(code, probe, trailer)
@@ -96,4 +129,4 @@ def splice_in_python(code: CodeType, probe: object, trailer: Tuple[object, ...] 
     return python_splicer(code, probe, trailer)
 
 
-__all__ = ["SpliceError", "c_splicer", "splice", "splice_in_python"]
+__all__ = ["SPLICERS", "SpliceError", "c_splicer", "c_splicer_in_use", "splice", "splice_in_python"]

@@ -1,0 +1,2 @@
+def target():
+    while True: x = yield; y = x.upper()

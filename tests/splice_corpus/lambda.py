@@ -1,0 +1,1 @@
+target = lambda x, y=3: (x * y, [x] * 2)

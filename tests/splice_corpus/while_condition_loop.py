@@ -1,0 +1,4 @@
+def target(n):
+    while n:
+        n -= 1
+    return n

@@ -1,0 +1,8 @@
+def target(it):
+    while True:
+        x = next(it, None)
+        if x is None:
+            return 'done'
+        if x < 0:
+            break
+    return x
