@@ -66,8 +66,11 @@ def test_coverage_reports_the_same_lines_and_branches(tmp_path, monkeypatch, cor
     coverage = pytest.importorskip("coverage")
     monkeypatch.setenv("COVERAGE_CORE", core)
 
+    modules = []  # alive until the stats are read: a loaded module and its functions form a cycle
+
     def measure(name, instrument):
         module, path = _load(tmp_path, name)
+        modules.append(module)
         if instrument:
             for f in (module.classify, module.numbers, module.never_called):
                 fastpatch.instrument(f)
