@@ -47,7 +47,7 @@ from . import _ext
 from ._patch import _nested_qualname, _our_constants, patch_module_code
 from ._recipes import current
 from ._select import Patterns, Selection, is_own_module
-from ._splice import c_splicer
+from ._splice import c_splicer_in_use
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -539,7 +539,7 @@ def _may_select_the_standard_library(patterns: Patterns) -> bool:
 def _load_what_splicing_needs() -> None:
     """Import and build, before a hook whose patterns may select the
     standard library is installed, what the hook's own work imports: the
-    dialect (``opcode``), the C splicer and ``importlib.machinery`` (about a
+    dialect (``opcode``), the splicer in use and ``importlib.machinery`` (about a
     millisecond, which a hook that selects only the program's packages pays
     at its first splice instead). Then a pattern that selects them (``*``)
     finds them imported and walks them, and never splices ``opcode`` while
@@ -547,7 +547,8 @@ def _load_what_splicing_needs() -> None:
     recipe has been validated."""
     with own_work:
         current()
-        c_splicer()
+        if c_splicer_in_use() is None:  # FASTPATCH_SPLICER=python
+            from . import _pysplice  # noqa: F401 - and what it imports
         _loader_kinds()
 
 
