@@ -206,7 +206,7 @@ def test_a_bytecode_patcher_after_fastpatch_keeps_the_probes_running():
     assert fastpatch.is_instrumented(gen)
     fastpatch.instrument(gen)  # already running our probe: nothing to do
     theirs = gen.__code__
-    assert fastpatch._patch._running_definition(theirs).patched() is not theirs
+    assert fastpatch._registry.running_definition(theirs).patched() is not theirs
     # Documented limitation: fastpatch cannot take its probes out of another tool's code.
     with pytest.raises(RuntimeError, match="rewritten by another tool"):
         fastpatch.uninstrument(gen)

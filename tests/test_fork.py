@@ -12,7 +12,7 @@ import time
 import pytest
 
 import fastpatch
-from fastpatch import _patch
+from fastpatch import _registry, _tree
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -68,12 +68,12 @@ def test_a_forked_child_zeroes_what_the_import_hook_spliced_without_registering_
 
     source = "def called():\n    return 1\n\ndef never():\n    return 2\n"
     namespace = {"__name__": "forkmod"}
-    exec(_patch.patch_module_code(compile(source, "<forkmod>", "exec"), "forkmod").code, namespace)
+    exec(_tree.patch_module_code(compile(source, "<forkmod>", "exec"), "forkmod").code, namespace)
     namespace["called"](), namespace["called"]()
 
     def child():
         waiting = {o.qualname for o in _ext.lazy_origins() if o.module == "forkmod"}
-        called = [s.name for s in _patch.called_stats() if s.module == "forkmod"]
+        called = [s.name for s in _registry.called_stats() if s.module == "forkmod"]
         namespace["called"]()
         return [sorted(waiting), called, fastpatch.stats(namespace["called"]).calls]
 
@@ -125,7 +125,7 @@ def test_fork_while_another_thread_holds_the_registry_lock_does_not_deadlock_the
     held = threading.Event()
 
     def busy():
-        with _patch._lock:  # what a thread inside instrument() holds
+        with _registry.lock:  # what a thread inside instrument() holds
             held.set()
             time.sleep(0.3)
 

@@ -139,7 +139,7 @@ def test_reload_splices_the_fresh_code_exactly_once(tree):
     assert type(mod.__loader__) is importlib.machinery.SourceFileLoader
     assert hook.selection.instrumented == [f"{name}.f", f"{name}.f"]
     # Code that already carries a probe is never spliced again.
-    tree_again = fastpatch._patch.patch_module_code(
+    tree_again = fastpatch._tree.patch_module_code(
         compile("def g():\n    pass\n", "<x>", "exec").replace(co_consts=(mod.f.__code__, None)), name
     )
     assert tree_again.instrumented == [] and tree_again.skipped[0][1] == "already carries a fastpatch probe"
@@ -208,6 +208,73 @@ def test_exclusion_by_qualname_wins_over_the_module_and_covers_what_is_nested_in
     assert f"{name}.make_adder.<locals>.adder" not in hook.selection.instrumented
     assert fastpatch.is_instrumented(mod.Shape.unit) and fastpatch.is_instrumented(mod.plain)
     assert mod.make_adder(2)(1) == 3
+
+
+REFUSALS = """
+def outer(n):
+    def inner(x):
+        return x + n
+    return inner
+
+class Shape:
+    def area(self):
+        return 0
+
+    class Inner:
+        def hello(self):
+            return "hi"
+
+def plain():
+    return 1
+"""
+
+
+@pytest.mark.parametrize(
+    "include, exclude, timed, refused",
+    [
+        # the outer function left out, the function nested in it selected
+        (["{m}:outer.<locals>.inner", "{m}:plain"], [], ["outer.<locals>.inner", "plain"], ["outer"]),
+        # a class's methods, nested classes included
+        (["{m}"], ["{m}:Shape"], ["outer.<locals>.inner", "outer", "plain"], ["Shape.area", "Shape.Inner.hello"]),
+    ],
+)
+def test_a_function_the_patterns_leave_out_gets_no_probe_and_no_definition(
+    tree, monkeypatch, include, exclude, timed, refused
+):
+    root, name, hooks = tree
+    _write(root, {f"{name}.py": REFUSALS})
+    # Every probe the walks make goes into an Origin, which one of these two registers.
+    given_an_origin = []
+    lazy_origin, lazy_add = _ext.lazy_origin, _ext.lazy_add
+
+    def counting_lazy_origin(code, probe, module, qualname):
+        given_an_origin.append(qualname)
+        return lazy_origin(code, probe, module, qualname)
+
+    def counting_lazy_add(origin):
+        given_an_origin.append(origin.qualname)
+        return lazy_add(origin)
+
+    monkeypatch.setattr(_ext, "lazy_origin", counting_lazy_origin)
+    monkeypatch.setattr(_ext, "lazy_add", counting_lazy_add)
+    hook = _hook(hooks, [p.format(m=name) for p in include], [p.format(m=name) for p in exclude])
+    mod = importlib.import_module(name)
+    monkeypatch.undo()
+    assert given_an_origin == timed
+    assert hook.selection.instrumented == [f"{name}.{q}" for q in timed]
+    assert hook.selection.skipped == []
+    functions = {
+        "outer": mod.outer, "outer.<locals>.inner": mod.outer(1), "plain": mod.plain,
+        "Shape.area": mod.Shape.area, "Shape.Inner.hello": mod.Shape.Inner.hello,
+    }
+    for qualname in refused:
+        code = functions[qualname].__code__
+        assert [type(c).__name__ for c in code.co_consts if type(c) in (_ext.Probe, _ext.Origin)] == []
+        with pytest.raises(ValueError, match=f"{name}.{qualname} was never instrumented"):
+            fastpatch.stats(functions[qualname])
+    assert sorted(s.qualname for s in fastpatch.all_stats() if s.module == name) == sorted(timed)
+    assert [fastpatch.is_instrumented(functions[q]) for q in timed] == [True] * len(timed)
+    assert mod.outer(2)(1) == 3 and mod.Shape().area() == 0
 
 
 def test_exclusion_of_a_subpackage(tree):
@@ -328,7 +395,7 @@ def test_a_module_the_hook_fails_to_splice_is_imported_and_walked_with_a_warning
     root, name, hooks = tree
     _write(root, {f"{name}.py": "def f():\n    return 1\nRESULT = f()\n"})
 
-    def failing(code, module):
+    def failing(code, module, wanted=None):
         raise RuntimeError("no splice today")
 
     monkeypatch.setattr(fastpatch._hook, "patch_module_code", failing)
@@ -367,7 +434,7 @@ def _run_python(code):
 def test_generator_expressions_and_comprehensions_spliced_by_the_hook_run_and_count():
     got = _run_python('''
         import json, sys, types, fastpatch
-        from fastpatch._patch import patch_module_code
+        from fastpatch._tree import patch_module_code
         source = (
             "def f(xs):\\n"
             "    return list(x * 2 for x in xs), [x for x in xs], {x: 1 for x in xs}, sum(x for x in xs if x)\\n"

@@ -1,4 +1,4 @@
-"""_patch.patch_module_code, the core of the import hook: every function code
+"""_tree.patch_module_code, the core of the import hook: every function code
 object nested in a module body spliced at once, generator expressions,
 comprehensions, lambdas, closures and methods included, registered lazily."""
 
@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import fastpatch
-from fastpatch import _ext, _patch
+from fastpatch import _ext, _registry, _tree
 
 SOURCE = '''
 import asyncio
@@ -83,7 +83,7 @@ def _module(patched: bool, name: str):
     code = compile(SOURCE, f"<{name}>", "exec")
     tree = None
     if patched:
-        tree = _patch.patch_module_code(code, name)
+        tree = _tree.patch_module_code(code, name)
         code = tree.code
     namespace = {"__name__": name}
     exec(code, namespace)
@@ -133,7 +133,7 @@ def test_the_report_at_exit_reads_only_what_was_called_and_registers_nothing_els
     spliced, tree = _module(True, "modcode_called")
     spliced["maker"](2)(3)
     spliced["scale"](1)
-    called = {s.name: s for s in _patch.called_stats() if s.module == "modcode_called"}
+    called = {s.name: s for s in _registry.called_stats() if s.module == "modcode_called"}
     expected = {"modcode_called.maker", "modcode_called.maker.<locals>.add", "modcode_called.<lambda>"}
     if sys.version_info < (3, 12):  # the class body's comprehension ran, as a function of its own
         expected.add("modcode_called.Shape.<listcomp>")
@@ -143,11 +143,11 @@ def test_the_report_at_exit_reads_only_what_was_called_and_registers_nothing_els
     waiting = _ext.lazy_origins()
     lazy_names = {o.qualname for o in waiting if o.module == "modcode_called"}
     assert {"squares", "maker", "maker.<locals>.add"} <= lazy_names
-    assert not any(d.module == "modcode_called" for d in _patch._by_original.values())
+    assert not any(d.module == "modcode_called" for d in _registry._by_original.values())
     # and asking about one registers it, with the same numbers
     assert fastpatch.stats(spliced["maker"]).to_dict() == called["modcode_called.maker"].to_dict()
     assert "maker" not in {o.qualname for o in _ext.lazy_origins() if o.module == "modcode_called"}
-    assert _patch.has_definitions()
+    assert _registry.has_definitions()
     # all_stats() still lists every definition, with the same numbers for the called ones
     every = {s.name: s for s in fastpatch.all_stats() if s.module == "modcode_called"}
     assert len(every) == len(tree.instrumented)

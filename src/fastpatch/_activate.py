@@ -41,7 +41,9 @@ from __future__ import annotations
 import os
 import sys
 
+from ._errors import say
 from ._hook import ImportHook, install_import_hook, own_work, splice_main_when_it_runs, when_imported
+from ._native import signals
 from ._select import split_patterns
 
 TYPE_CHECKING = False
@@ -163,14 +165,14 @@ def activate_from_environment() -> Optional[Activation]:
     output = env.get("FASTPATCH_OUTPUT", "").strip() or None
     fmt = env.get("FASTPATCH_FORMAT", "").strip().lower() or None
     if fmt is not None and fmt not in ("text", "json", "pstats"):
-        _say(f"FASTPATCH_FORMAT={fmt!r} is not text, json or pstats; using the output file's extension")
+        say(f"FASTPATCH_FORMAT={fmt!r} is not text, json or pstats; using the output file's extension")
         fmt = None
     sort = env.get("FASTPATCH_SORT", "").strip().lower() or "total"
     if sort != "total":
         from ._stats import SORT_KEYS  # only then: the stats module is not needed before the exit
 
         if sort not in SORT_KEYS:
-            _say(f"FASTPATCH_SORT={sort!r} is not one of {', '.join(sorted(SORT_KEYS))}; using total")
+            say(f"FASTPATCH_SORT={sort!r} is not one of {', '.join(sorted(SORT_KEYS))}; using total")
             sort = "total"
     activation = activate(include, exclude, output=output, fmt=fmt, sort=sort)
     splice_main_when_it_runs()  # `python SCRIPT` and `-c CODE` run their main code without importing it
@@ -180,14 +182,6 @@ def activate_from_environment() -> Optional[Activation]:
 # --------------------------------------------------------------------------
 # The report at exit
 # --------------------------------------------------------------------------
-
-
-def _say(message: str) -> None:
-    try:
-        sys.stderr.write(f"fastpatch: {message}\n")
-        sys.stderr.flush()
-    except Exception:  # noqa: BLE001 - stderr closed or gone: nothing to tell
-        pass
 
 
 def write_report(activation: Optional[Activation] = None) -> Optional[str]:
@@ -219,7 +213,7 @@ def write_report(activation: Optional[Activation] = None) -> Optional[str]:
                     try:
                         _write(activation, pid)
                     except Exception as exc:  # noqa: BLE001 - the handler's exception is the one to raise
-                        _say(f"could not write the report: {exc}")
+                        say(f"could not write the report: {exc}")
                     except BaseException:  # noqa: BLE001 - interrupted again: the first one goes on
                         pass
                     raise
@@ -230,7 +224,7 @@ def write_report(activation: Optional[Activation] = None) -> Optional[str]:
 
 
 def _write(activation: Activation, pid: int) -> Optional[str]:
-    from ._patch import called_stats, has_definitions
+    from ._registry import called_stats, has_definitions
 
     root = activation.root and pid == activation.pid
     stats = called_stats()  # what a report holds: the definitions called
@@ -258,7 +252,7 @@ def _at_exit(activation: Activation) -> None:
     try:
         path = write_report(activation)
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit
-        _say(f"could not write the report: {exc}")
+        say(f"could not write the report: {exc}")
         return
     if activation.root and os.getpid() == activation.pid:
         if path is not None:
@@ -266,10 +260,10 @@ def _at_exit(activation: Activation) -> None:
                 shown = os.path.relpath(path)
             except ValueError:  # another drive (Windows)
                 shown = path
-            _say(f"report written to {path if shown.startswith('..') else shown}")
+            say(f"report written to {path if shown.startswith('..') else shown}")
         if activation.warn_unmatched:
             for pattern in activation.hook.unmatched():
-                _say(f"warning: pattern {pattern!r} matched nothing")
+                say(f"warning: pattern {pattern!r} matched nothing")
 
 
 # --------------------------------------------------------------------------
@@ -306,18 +300,17 @@ def _write_report_on_sigterm() -> None:
     if setting == "0":
         return
     if setting not in ("", "1"):
-        _say(f"FASTPATCH_SIGTERM={setting!r} is not 0 or 1; writing the report on SIGTERM")
+        say(f"FASTPATCH_SIGTERM={setting!r} is not 0 or 1; writing the report on SIGTERM")
     signal = _c_signal()
     try:
         if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, _on_sigterm):
             return  # the program's (ignored, or a handler): keep it
-        from . import _signals  # noqa: F401 - loaded now (0.1 ms) rather than in the middle of a signal
-
+        signals()  # loaded now (0.1 ms) rather than in the middle of a signal
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread of the main interpreter: signals are not ours to set
         return
     except ImportError as exc:  # a broken install: say so, and leave SIGTERM alone
-        _say(f"no report on SIGTERM: {exc}")
+        say(f"no report on SIGTERM: {exc}")
         return
     global _fork_hooks_registered
     if not _fork_hooks_registered:  # once per process; a forked child inherits them
@@ -349,10 +342,8 @@ def _report_then_die_of_sigterm() -> None:
     SIGTERM's default action. From any thread."""
     import _thread
 
-    from . import _signals
-
     # From here on a second SIGTERM ends the process at once, as without fastpatch.
-    _signals.restore_default(_c_signal().SIGTERM)
+    signals().restore_default(_c_signal().SIGTERM)
     activation = _current
     if activation is not None and activation.writer == _thread.get_ident():
         # The signal interrupted this thread's own write of the report (at
@@ -449,7 +440,7 @@ def _watch_sigterm_in_pool_worker(process: Any) -> None:
         return
     if not hasattr(signal, "pthread_sigmask") or signal.getsignal(signal.SIGTERM) is not _on_sigterm:
         return  # the program handles SIGTERM itself, or FASTPATCH_SIGTERM=0
-    from . import _signals  # noqa: F401 - imported now, not by the watcher while the main thread may hold import locks
+    signals()  # imported now, not by the watcher while the main thread may hold import locks
 
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)  # set_wakeup_fd's condition
@@ -498,7 +489,7 @@ def _patch_multiprocessing_bootstrap(module: Any) -> None:
             try:
                 write_report()
             except Exception as exc:  # noqa: BLE001 - never break the child's exit
-                _say(f"could not write the report: {exc}")
+                say(f"could not write the report: {exc}")
 
     _bootstrap._fastpatch_wraps = original  # type: ignore[attr-defined]
     _bootstrap.__wrapped__ = original  # type: ignore[attr-defined]
@@ -522,7 +513,7 @@ def _patch_multiprocessing_main_fixup(module: Any) -> None:
             try:
                 instrument_selected(main)
             except Exception as exc:  # noqa: BLE001 - never break the child
-                _say(f"could not instrument __mp_main__: {exc}")
+                say(f"could not instrument __mp_main__: {exc}")
         return result
 
     _fixup_main_from_path._fastpatch_wraps = original  # type: ignore[attr-defined]

@@ -236,6 +236,7 @@ def _run(prog: str, args: List[str]) -> int:
 
 
 def _run_program(prog: str, ns: argparse.Namespace, kind: str, target: str, program_args: List[str]) -> int:
+    from ._errors import say
     from ._select import PatternError, Patterns
 
     enabled = os.environ.get("FASTPATCH_ENABLED", "").strip() != "0"
@@ -257,7 +258,7 @@ def _run_program(prog: str, ns: argparse.Namespace, kind: str, target: str, prog
     if not include:
         include, why_none = _default_include(kind, target)
         if why_none:
-            sys.stderr.write(f"fastpatch: {why_none}; choose what to time with -i PATTERN\n")
+            say(f"{why_none}; choose what to time with -i PATTERN")
     if enabled:
         from ._activate import activate
 
@@ -266,7 +267,7 @@ def _run_program(prog: str, ns: argparse.Namespace, kind: str, target: str, prog
             warn_unmatched=bool(ns.include),
         )
     else:
-        sys.stderr.write("fastpatch: FASTPATCH_ENABLED=0: running the program without instrumentation\n")
+        say("FASTPATCH_ENABLED=0: running the program without instrumentation")
     return _execute(kind, target, program_args, splice=enabled)
 
 
@@ -351,17 +352,17 @@ def _is_zip(path: str) -> bool:
         return False
 
 
-def _new_main(attrs: Dict[str, Any]) -> ModuleType:
+def _new_main_module(attrs: Dict[str, Any]) -> ModuleType:
     """A fresh ``__main__`` module in sys.modules, as Python makes one."""
     global _previous_main
     import builtins
 
-    main = type(sys)("__main__")
-    main.__dict__.update(attrs)
-    main.__dict__["__builtins__"] = builtins
+    main_module = type(sys)("__main__")
+    main_module.__dict__.update(attrs)
+    main_module.__dict__["__builtins__"] = builtins
     _previous_main = sys.modules.get("__main__")
-    sys.modules["__main__"] = main
-    return main
+    sys.modules["__main__"] = main_module
+    return main_module
 
 
 def _execute(kind: str, target: str, program_args: List[str], splice: bool) -> int:
@@ -369,11 +370,11 @@ def _execute(kind: str, target: str, program_args: List[str], splice: bool) -> i
 
     try:
         if kind == "module":
-            code, main = _prepare_module(target, program_args)
+            code, main_module = _prepare_module(target, program_args)
         elif kind == "code":
-            code, main = _prepare_code(target, program_args)
+            code, main_module = _prepare_code(target, program_args)
         else:
-            code, main = _prepare_script(target, program_args)
+            code, main_module = _prepare_script(target, program_args)
     except SyntaxError as exc:
         from ._activate import deactivate
 
@@ -386,7 +387,7 @@ def _execute(kind: str, target: str, program_args: List[str], splice: bool) -> i
         # The script runs as __main__; -i SCRIPTNAME selects it too.
         stem = os.path.splitext(os.path.basename(target))[0] if kind == "script" else ""
         code = splice_main(code, stem if stem.isidentifier() else None)
-    return _exec_main(code, main)
+    return _exec_main(code, main_module)
 
 
 def _without_our_frames(tb: Optional[TracebackType]) -> Optional[TracebackType]:
@@ -421,9 +422,11 @@ def _prepare_code(source: str, program_args: List[str]) -> Tuple[CodeType, Modul
 
     sys.argv = ["-c", *program_args]
     _set_path0("")
-    main = _new_main({"__name__": "__main__", "__doc__": None, "__loader__": importlib.machinery.BuiltinImporter,
-                      "__spec__": None, "__package__": None})
-    return compile(source, "<string>", "exec", dont_inherit=True), main
+    main_module = _new_main_module({
+        "__name__": "__main__", "__doc__": None, "__loader__": importlib.machinery.BuiltinImporter, "__spec__": None,
+        "__package__": None,
+    })
+    return compile(source, "<string>", "exec", dont_inherit=True), main_module
 
 
 def _prepare_script(script: str, program_args: List[str]) -> Tuple[CodeType, ModuleType]:
@@ -439,9 +442,11 @@ def _prepare_script(script: str, program_args: List[str]) -> Tuple[CodeType, Mod
         if spec is None or spec.loader is None:
             raise _UsageError(f"can't find '__main__' module in {script!r}")
         code = spec.loader.get_code("__main__")  # type: ignore[attr-defined]
-        main = _new_main({"__name__": "__main__", "__doc__": None, "__file__": spec.origin, "__loader__": spec.loader,
-                          "__spec__": spec, "__package__": "", "__cached__": getattr(spec, "cached", None)})
-        return code, main
+        main_module = _new_main_module({
+            "__name__": "__main__", "__doc__": None, "__file__": spec.origin, "__loader__": spec.loader,
+            "__spec__": spec, "__package__": "", "__cached__": getattr(spec, "cached", None),
+        })
+        return code, main_module
     path = os.path.abspath(script)
     _set_path0(os.path.dirname(os.path.realpath(script)))
     try:
@@ -457,9 +462,11 @@ def _prepare_script(script: str, program_args: List[str]) -> Tuple[CodeType, Mod
     else:
         code = compile(source, path, "exec", dont_inherit=True)
         loader = importlib.machinery.SourceFileLoader("__main__", path)
-    main = _new_main({"__name__": "__main__", "__doc__": None, "__file__": path, "__loader__": loader,
-                      "__spec__": None, "__package__": None, "__cached__": None})
-    return code, main
+    main_module = _new_main_module({
+        "__name__": "__main__", "__doc__": None, "__file__": path, "__loader__": loader, "__spec__": None,
+        "__package__": None, "__cached__": None,
+    })
+    return code, main_module
 
 
 def _prepare_module(name: str, program_args: List[str]) -> Tuple[CodeType, ModuleType]:
@@ -493,19 +500,21 @@ def _prepare_module(name: str, program_args: List[str]) -> Tuple[CodeType, Modul
         raise _UsageError(f"No code object available for {name}", 1)
     if spec.has_location and spec.origin:
         sys.argv[0] = spec.origin
-    main = _new_main({"__name__": "__main__", "__doc__": None, "__file__": spec.origin if spec.has_location else None,
-                      "__loader__": spec.loader, "__spec__": spec, "__package__": spec.parent,
-                      "__cached__": getattr(spec, "cached", None)})
+    main_module = _new_main_module({
+        "__name__": "__main__", "__doc__": None, "__file__": spec.origin if spec.has_location else None,
+        "__loader__": spec.loader, "__spec__": spec, "__package__": spec.parent,
+        "__cached__": getattr(spec, "cached", None),
+    })
     if not spec.has_location:
-        del main.__dict__["__file__"]
-    return code, main
+        del main_module.__dict__["__file__"]
+    return code, main_module
 
 
-def _exec_main(code: CodeType, main: ModuleType) -> int:
+def _exec_main(code: CodeType, main_module: ModuleType) -> int:
     """Run the program; 0 if it returns. Its unhandled exception goes on up
     to the interpreter, which reports it as its own (see ``_ProgramError``)."""
     try:
-        exec(code, main.__dict__)
+        exec(code, main_module.__dict__)
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - re-raised: the interpreter reports it

@@ -14,7 +14,8 @@ wrapped:
   real loader;
 * for the loaders whose ``exec_module`` is "``get_code``, then ``exec``"
   (source and bytecode files, zip archives) it does that itself, splicing
-  the code in between with ``_patch.patch_module_code``. The ``.pyc`` that
+  the code in between with ``_tree.patch_module_code``, which splices only
+  the functions the patterns select. The ``.pyc`` that
   the real ``get_code`` wrote holds the original code: probes are never
   marshalled;
 * ``get_code`` is spliced too, for ``runpy`` (``python -m pkg``), which
@@ -43,11 +44,12 @@ import _thread
 import os
 import sys
 
-from . import _ext
-from ._patch import _nested_qualname, _our_constants, patch_module_code
+from ._errors import say
+from ._native import ext
 from ._recipes import current
 from ._select import Patterns, Selection, is_own_module
 from ._splice import c_splicer_in_use
+from ._tree import patch_module_code
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -405,7 +407,7 @@ class _Finder:
         try:
             return self.splice(code, name, plan), True
         except Exception as exc:  # noqa: BLE001 - the module runs as it is
-            _warn(f"could not splice {name} before it ran ({type(exc).__name__}: {exc}): walking it after")
+            say(f"could not splice {name} before it ran ({type(exc).__name__}: {exc}): walking it after")
             return code, False
 
     def splice(self, code: CodeType, name: str, plan: _Plan) -> CodeType:
@@ -414,20 +416,15 @@ class _Finder:
             return self._splice(code, name, plan)
 
     def _splice(self, code: CodeType, name: str, plan: _Plan) -> CodeType:
-        tree = patch_module_code(code, name)
-        spliced = tree.code
-        instrumented = tree.instrumented
-        if not plan.everything:
-            spliced = _only_wanted(spliced, "", plan.wanted)
-            instrumented = [q for q in instrumented if plan.wanted(q)]
+        tree = patch_module_code(code, name, None if plan.everything else plan.wanted)
         selection = plan.hook.selection
         if plan.whole:
             selection.modules.append(name)
-        selection.add_spliced(name, instrumented)
+        selection.add_spliced(name, tree.instrumented)
         if tree.skipped:
-            selection.skipped += [(f"{name}.{q}", reason) for q, reason in tree.skipped if plan.wanted(q)]
-        self.note_found(name, instrumented)
-        return spliced
+            selection.skipped += [(f"{name}.{q}", reason) for q, reason in tree.skipped]
+        self.note_found(name, tree.instrumented)
+        return tree.code
 
     def note_found(self, name: str, qualnames: List[str]) -> None:
         """Mark the ``module:Qual.name`` patterns that found a function."""
@@ -444,7 +441,7 @@ class _Finder:
                 try:
                     self.walk(module, plan)
                 except Exception as exc:  # noqa: BLE001 - timing must never break the import
-                    _warn(f"could not instrument {module.__name__}: {type(exc).__name__}: {exc}")
+                    say(f"could not instrument {module.__name__}: {type(exc).__name__}: {exc}")
             for callback in self.on_import.pop(module.__name__, ()):
                 callback(module)
 
@@ -496,37 +493,6 @@ class _Finder:
         sys.meta_path.insert(0, self)
 
 
-def _only_wanted(code: CodeType, qualname: str, wanted: Callable[[str], bool]) -> CodeType:
-    """A spliced module tree with the functions ``wanted`` refuses put back
-    to their original bytecode (each function nested in them is decided on
-    its own). Their definitions stay registered, uncalled, and reports leave
-    uncalled definitions out.
-
-    The splicer appends the probe and the Origin (which holds the original
-    code) after the original constants, so the first constants of a spliced
-    function are its nested code objects (spliced), in the original order.
-    """
-    consts = code.co_consts
-    new_consts = list(consts)
-    changed = False
-    for i, const in enumerate(consts):
-        if type(const) is not type(code):
-            continue
-        nested_name = _nested_qualname(code, qualname, const)
-        kept = _only_wanted(const, nested_name, wanted)
-        probe, origin = _our_constants(const)
-        if probe is not None and origin is not None and not wanted(nested_name):
-            original: CodeType = origin.code
-            n = len(original.co_consts)
-            if any(a is not b for a, b in zip(kept.co_consts[:n], original.co_consts)):
-                original = original.replace(co_consts=tuple(kept.co_consts[:n]))
-            kept = original
-        if kept is not const:
-            new_consts[i] = kept
-            changed = True
-    return code.replace(co_consts=tuple(new_consts)) if changed else code
-
-
 def _may_select_the_standard_library(patterns: Patterns) -> bool:
     """Whether ``patterns`` may select a module of the standard library,
     where everything the splicer itself needs lives. (3.9 has no list of
@@ -550,13 +516,6 @@ def _load_what_splicing_needs() -> None:
         if c_splicer_in_use() is None:  # FASTPATCH_SPLICER=python
             from . import _pysplice  # noqa: F401 - and what it imports
         _loader_kinds()
-
-
-def _warn(message: str) -> None:
-    try:
-        sys.stderr.write(f"fastpatch: {message}\n")
-    except Exception:  # noqa: BLE001 - no stderr (pythonw): nothing to tell
-        pass
 
 
 _finder = _Finder()
@@ -602,7 +561,7 @@ def _walk_imported(hook: ImportHook) -> None:
         try:
             _finder.walk(module, plan)
         except Exception as exc:  # noqa: BLE001 - one odd module must not stop the rest
-            _warn(f"could not instrument {name}: {type(exc).__name__}: {exc}")
+            say(f"could not instrument {name}: {type(exc).__name__}: {exc}")
 
 
 def _main_plan(also: Optional[str]) -> Optional[_Plan]:
@@ -623,7 +582,7 @@ def splice_main(code: CodeType, also: Optional[str] = None) -> CodeType:
     try:
         return _finder.splice(code, "__main__", plan)
     except Exception as exc:  # noqa: BLE001 - the program runs as it is
-        _warn(f"could not instrument __main__: {type(exc).__name__}: {exc}")
+        say(f"could not instrument __main__: {type(exc).__name__}: {exc}")
         return code
 
 
@@ -636,7 +595,7 @@ def _script_stem(path: str) -> Optional[str]:
 
 
 def _main_code_compiled(code: CodeType) -> CodeType:
-    """The audit hook's callback (``_ext.splice_main_code``): the main code
+    """The audit hook's callback (``ext.splice_main_code``): the main code
     of ``python SCRIPT`` or ``python -c CODE``, spliced."""
     return splice_main(code, _script_stem(code.co_filename))
 
@@ -645,16 +604,16 @@ def splice_main_when_it_runs() -> bool:
     """At interpreter startup (the environment's activation): if the
     patterns select ``__main__`` (or the script by its file name), splice
     the main code of ``python SCRIPT`` or ``python -c CODE`` once the
-    interpreter has compiled it, before it runs (``_ext.splice_main_code``).
+    interpreter has compiled it, before it runs (``ext.splice_main_code``).
     ``-m`` goes through the hook as an import, and the interactive prompt is
     left alone. Whether it will; a failure is one warning line."""
     argv = getattr(sys, "argv", None) or [""]
     if _main_plan(_script_stem(argv[0])) is None:
         return False
     try:
-        _ext.splice_main_code(_main_code_compiled)
+        ext.splice_main_code(_main_code_compiled)
     except Exception as exc:  # noqa: BLE001 - the rest of the activation stands
-        _warn(f"could not instrument __main__: {type(exc).__name__}: {exc}")
+        say(f"could not instrument __main__: {type(exc).__name__}: {exc}")
         return False
     return True
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from bisect import bisect_right
 from itertools import accumulate
 
+from ._errors import SpliceError
 from ._recipes import ABSOLUTE, FORWARD, Dialect, current
-from ._splice import SpliceError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -206,10 +206,6 @@ RECIPES: Dict[Tuple[int, int], Recipe] = {
 SUPPORTED_VERSIONS: Tuple[Tuple[int, int], ...] = tuple(RECIPES)
 
 
-class UnsupportedPythonError(RuntimeError):
-    """fastpatch has no validated recipe for this interpreter."""
-
-
 # Jump kinds, per opcode.
 NOT_A_JUMP = 0
 ABSOLUTE = 1
@@ -269,11 +265,19 @@ def supported_text() -> str:
     return f"{first[0]}.{first[1]} to {last[0]}.{last[1]}"
 
 
+def _unsupported(message: str) -> Exception:
+    """``UnsupportedPythonError(message)``. Imported here, not at the top:
+    setup.py and the noxfile load this file on its own, without its package."""
+    from ._errors import UnsupportedPythonError
+
+    return UnsupportedPythonError(message)
+
+
 def recipe_for(version: Tuple[int, int]) -> Recipe:
     """The recipe of a CPython minor version, or UnsupportedPythonError naming it."""
     recipe = RECIPES.get(version)
     if recipe is None:
-        raise UnsupportedPythonError(
+        raise _unsupported(
             f"fastpatch has no validated bytecode recipe for CPython "
             f"{version[0]}.{version[1]}; supported: CPython {supported_text()}"
         )
@@ -450,7 +454,7 @@ def current() -> Dialect:
     if _dialect is None:
         impl = sys.implementation.name
         if impl != "cpython":
-            raise UnsupportedPythonError(
+            raise _unsupported(
                 f"fastpatch patches CPython bytecode and cannot run on {impl}; "
                 f"supported: CPython {supported_text()}"
             )
@@ -467,7 +471,6 @@ __all__ = [
     "RECIPES",
     "Recipe",
     "SUPPORTED_VERSIONS",
-    "UnsupportedPythonError",
     "current",
     "recipe_for",
     "supported_text",

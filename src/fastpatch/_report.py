@@ -183,20 +183,22 @@ def build(stats: Optional[Iterable[Stats]] = None) -> Report:
     """
     import time
 
-    import fastpatch
+    from ._clock import clock
+    from ._patch import all_stats
+    from ._version import __version__
 
     if stats is None:
-        stats = fastpatch.all_stats()
+        stats = all_stats()
     functions = [_function_dict(s) for s in _stats.reported(stats)]
     return {
         "format": "fastpatch",
         "version": VERSION,
-        "fastpatch_version": fastpatch.__version__,
+        "fastpatch_version": __version__,
         "report_id": _report_id(),
         "pid": os.getpid(),
         "argv": argv_strings(),
         "python": _python_version(),
-        "clock": fastpatch.clock(),
+        "clock": clock(),
         "created": time.time(),
         "functions": functions,
     }

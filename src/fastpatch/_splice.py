@@ -43,16 +43,14 @@ instruction by instruction, against the same transformation done with the
 
 from __future__ import annotations
 
+from ._errors import SpliceError
+from ._native import c_splicer_module
 from ._recipes import current
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing at run time: `import fastpatch` must stay cheap
     from types import CodeType
     from typing import Any, Tuple
-
-
-class SpliceError(ValueError):
-    """The code object has a shape the splicer does not recognise."""
 
 
 _c_module: Any = None  # _csplice once configured; False where it was not built
@@ -69,13 +67,12 @@ def c_splicer() -> Any:
     or None where it was not built. FASTPATCH_SPLICER does not change it."""
     global _c_module
     if _c_module is None:
-        try:
-            from . import _csplice
-        except ImportError:
+        csplice = c_splicer_module()
+        if csplice is None:
             _c_module = False
         else:
-            _csplice.configure(current(), SpliceError)
-            _c_module = _csplice
+            csplice.configure(current(), SpliceError)
+            _c_module = csplice
     return _c_module or None
 
 

@@ -6,14 +6,14 @@ import math
 import sys
 from itertools import compress
 
-from . import _ext
+from ._native import ext
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing or dataclasses at run time: `import fastpatch` must stay cheap
     from typing import Any, Dict, Iterable, List, Optional, Set, TextIO, Tuple
 
-HIST_BUCKETS: int = _ext.HIST_BUCKETS
-HIST_SHIFT: int = _ext.HIST_SHIFT
+HIST_BUCKETS: int = ext.HIST_BUCKETS
+HIST_SHIFT: int = ext.HIST_SHIFT
 
 # The bucket layout of _ext.c (fp_bucket_of), over u = ns >> HIST_SHIFT:
 # 8 buckets of one unit, then 8 per power of two for u in [8, 64), then 6 per
