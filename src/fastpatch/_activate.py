@@ -15,7 +15,7 @@ Children:
   forkserver, is a new interpreter: it inherits the environment and
   activates itself at startup;
 * a forked child inherits the activation (the hook, the exit handler) and
-  starts with zeroed counters (``_patch``'s fork handler);
+  starts with zeroed counters (``_registry``'s fork handler);
 * multiprocessing's children end with ``os._exit``, so ``atexit`` never runs
   there: ``BaseProcess._bootstrap``, which runs a child from start to end,
   is wrapped to write the report when it returns.

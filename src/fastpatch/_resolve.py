@@ -4,13 +4,9 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
-
-if TYPE_CHECKING:
-    from types import CodeType as CodeType
     from types import FunctionType as FunctionType
     from types import MethodType as MethodType
+    from typing import Any
 else:
     # The types module would be one more import at startup; these are the same objects.
     def _function():
@@ -22,7 +18,6 @@ else:
 
     FunctionType = type(_function)
     MethodType = type(_Method().method)
-    CodeType = type(_function.__code__)
 
 ACCEPTED = "a Python function (def, lambda, generator, coroutine), a bound method, a staticmethod or a classmethod"
 
@@ -45,8 +40,3 @@ def resolve_function(target: Any) -> FunctionType:
     if inner is not None:
         what = f"{what} wrapping {type(inner).__qualname__}"
     raise TypeError(f"fastpatch cannot instrument {what} objects ({target!r:.80}); expected {ACCEPTED}")
-
-
-def default_name(func: FunctionType) -> str:
-    module = func.__module__ or "?"
-    return f"{module}.{func.__qualname__}"

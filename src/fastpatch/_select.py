@@ -294,12 +294,6 @@ class Patterns:
         """Whether anything in module ``name`` is selected (whole or by qualname)."""
         return self.selects_module(name) or bool(self.qualnames_in(name))
 
-    def selects_function(self, module: str, qualname: str) -> bool:
-        """Whether function ``qualname`` of ``module`` is selected."""
-        if qualname in self.excluded_qualnames(module):
-            return False
-        return self.selects_module(module) or qualname in self.qualnames_in(module)
-
     def note_function_found(self, module: str, qualname: str) -> None:
         """Record that the ``module:qualname`` pattern found its function."""
         pattern = f"{module}:{qualname}"
