@@ -14,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def _run(code: str, cwd: str, **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
@@ -59,6 +61,22 @@ def test_fastpatch_splicer_python_splices_functions_and_hooked_modules_in_python
         "pysplice": True,
         "csplice loaded": False,
     }
+
+
+@pytest.mark.parametrize(("splicer", "loaded"), [("c", "fastpatch._csplice"), ("python", "fastpatch._pysplice")])
+def test_a_hook_that_may_select_the_standard_library_loads_only_the_splicer_that_runs(tmp_path, splicer, loaded):
+    proc = _run(
+        """
+        import sys
+        import fastpatch
+
+        with fastpatch.install_import_hook(["*"]):
+            print(sorted(m for m in ("fastpatch._csplice", "fastpatch._pysplice") if m in sys.modules))
+        """,
+        str(tmp_path),
+        FASTPATCH_SPLICER=splicer,
+    )
+    assert (proc.returncode, proc.stdout) == (0, f"['{loaded}']\n"), proc.stderr
 
 
 def test_an_unknown_fastpatch_splicer_is_refused_naming_it_and_nothing_is_instrumented(tmp_path):
