@@ -1,5 +1,6 @@
-"""Which modules and functions a pattern selects: one matcher for the bulk
-API, the import hook, ``python -m fastpatch run`` and the environment.
+"""Which modules and functions a pattern selects: one matcher for the
+import hook, ``python -m fastpatch run`` and the environment; and the
+``Selection`` that the bulk API and the hook fill with what they did.
 
 Pattern syntax (DESIGN.md, "Patterns"):
 

@@ -16,7 +16,7 @@ Each spliced function becomes a definition named ``module.qualname``,
 registered lazily: its ``Origin`` goes to the lazy table (see
 ``_registry``) and nothing else is done for it until something asks.
 
-The C splicer (``_csplice.c``) does the same walk in C (``patch_tree``);
+The C splicer does the same walk in C (``fastpatch._csplice.patch_tree``);
 this one runs where the Python splicer does (FASTPATCH_SPLICER=python, or
 no C splicer built), and is the reference the tests hold the C one to.
 """
