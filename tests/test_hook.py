@@ -19,7 +19,7 @@ import zipimport
 import pytest
 
 import fastpatch
-from fastpatch import _ext
+from fastpatch import _ext, _tree
 from fastpatch._hook import _finder
 from sample_pkgs import EVERYTHING, forget, unique, write_tree, write_zip
 
@@ -139,7 +139,7 @@ def test_reload_splices_the_fresh_code_exactly_once(tree):
     assert type(mod.__loader__) is importlib.machinery.SourceFileLoader
     assert hook.selection.instrumented == [f"{name}.f", f"{name}.f"]
     # Code that already carries a probe is never spliced again.
-    tree_again = fastpatch._tree.patch_module_code(
+    tree_again = _tree.patch_module_code(
         compile("def g():\n    pass\n", "<x>", "exec").replace(co_consts=(mod.f.__code__, None)), name
     )
     assert tree_again.instrumented == [] and tree_again.skipped[0][1] == "already carries a fastpatch probe"
@@ -398,7 +398,7 @@ def test_a_module_the_hook_fails_to_splice_is_imported_and_walked_with_a_warning
     def failing(code, module, wanted=None):
         raise RuntimeError("no splice today")
 
-    monkeypatch.setattr(fastpatch._hook, "patch_module_code", failing)
+    monkeypatch.setattr(_tree, "patch_module_code", failing)
     _hook(hooks, [name])
     mod = importlib.import_module(name)
     assert mod.RESULT == 1  # the module ran, its original code

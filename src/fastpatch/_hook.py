@@ -46,10 +46,7 @@ import sys
 
 from ._errors import say
 from ._native import ext
-from ._recipes import current
 from ._select import Patterns, Selection, is_own_module
-from ._splice import c_splicer_in_use
-from ._tree import patch_module_code
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -416,6 +413,10 @@ class _Finder:
             return self._splice(code, name, plan)
 
     def _splice(self, code: CodeType, name: str, plan: _Plan) -> CodeType:
+        # Imported at the first splice: a process the activation reaches that
+        # imports nothing selected never loads the splicer or the registry.
+        from ._tree import patch_module_code
+
         tree = patch_module_code(code, name, None if plan.everything else plan.wanted)
         selection = plan.hook.selection
         if plan.whole:
@@ -511,6 +512,9 @@ def _load_what_splicing_needs() -> None:
     finds them imported and walks them, and never splices ``opcode`` while
     building the dialect from it. Raises UnsupportedPythonError where no
     recipe has been validated."""
+    from ._recipes import current
+    from ._splice import c_splicer_in_use
+
     with own_work:
         current()
         if c_splicer_in_use() is None:  # FASTPATCH_SPLICER=python
