@@ -100,7 +100,7 @@ _choose_clock(_os.environ.get("FASTPATCH_CLOCK", "").strip().lower())
 
 def report(file: Optional[TextIO] = None, *, sort: str = "total", limit: Optional[int] = None) -> None:
     """Print a table of every instrumented definition's stats."""
-    from ._stats import render
+    from ._reports.table import render
 
     render(all_stats(), file, sort, limit)
 

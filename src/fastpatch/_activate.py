@@ -27,13 +27,15 @@ adds a watcher thread, because ``Pool.terminate()`` sends SIGTERM to workers
 that may be blocked for good on a lock it holds (``_write_report_on_sigterm``,
 ``_watch_sigterm_in_pool_worker``).
 
-Report files: ``{pid}`` in the template becomes the process id. Without
-it, the process that activated from the template (the ``run`` process, or
-the first process the environment activated) writes the exact path and
-hands ``NAME.{pid}.EXT`` to its children (``_report.child_template``); a
-forked child writes ``NAME.<pid>.EXT`` (``_report.resolve_path``).
-Without any output, each process prints its text table to stderr at exit
-(a child only if something it instrumented was called).
+At exit, the activation's exporters get the stats of what was called
+(``_reports.exporter``): the report writer first. Report files: ``{pid}``
+in the template becomes the process id. Without it, the process that
+activated from the template (the ``run`` process, or the first process the
+environment activated) writes the exact path and hands ``NAME.{pid}.EXT``
+to its children (``_reports.output.child_template``); a forked child
+writes ``NAME.<pid>.EXT`` (``_reports.output.resolve_path``). Without any
+output, each process prints its text table to stderr at exit (a child
+only if something it instrumented was called).
 """
 
 from __future__ import annotations
@@ -46,22 +48,29 @@ from ._select import split_patterns
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, Optional, Set
+    from typing import Any, Callable, Iterable, List, Optional, Set
+
+    from ._reports.exporter import Exporter
 
 
 class Activation:
-    """The settings of an activated process and what it has done."""
+    """The settings of an activated process and what it has done.
+
+    ``exporters`` are fed at exit, in order (``_reports.exporter``): the
+    report writer (``report``) first; another sink appends its own.
+    """
 
     def __init__(
         self, hook: ImportHook, output: Optional[str], fmt: Optional[str], sort: str, root: bool, warn_unmatched: bool
     ) -> None:
+        from ._reports.exporter import ReportWriter
+
         self.hook = hook
-        self.output = output
-        self.fmt = fmt
-        self.sort = sort
         self.root = root  # the run process: it always reports, even with nothing instrumented
         self.warn_unmatched = warn_unmatched
         self.pid = os.getpid()
+        self.report = ReportWriter(output, fmt, sort, self.pid if root else None)
+        self.exporters: List[Exporter] = [self.report]
         self.written_in: Optional[int] = None  # the pid that wrote the report (a fork copies this)
         self.writer: Optional[int] = None  # the thread writing the report now
         self.sigterm_pending = False  # SIGTERM came while ``writer`` was writing: end the process after the write
@@ -91,11 +100,11 @@ def activate(
     if _current is not None:
         deactivate()
     if output is not None:
-        from . import _report
+        from ._reports.output import claim
 
         # Absolute now: the program (or a child) may change directory before exit.
         output = os.path.abspath(output)
-        _report.claim(output)
+        claim(output)
     hook = install_import_hook(include, exclude)
     activation = Activation(hook, output, fmt, sort, root, warn_unmatched)
     _current = activation
@@ -116,6 +125,8 @@ def deactivate() -> None:
     if _current is None:
         return
     _current.active = False
+    if _current.written_in != os.getpid():  # closed already by the final export
+        _close_exporters(_current)
     _current.hook.remove()
     _current = None
     _remove_sigterm_handler()
@@ -132,9 +143,9 @@ def _export(
     else:
         env.pop("FASTPATCH_EXCLUDE", None)
     if output is not None:
-        from . import _report
+        from ._reports.output import child_template
 
-        env["FASTPATCH_OUTPUT"] = _report.child_template(output)
+        env["FASTPATCH_OUTPUT"] = child_template(output)
     else:
         env.pop("FASTPATCH_OUTPUT", None)
     if fmt is not None:
@@ -162,12 +173,15 @@ def activate_from_environment() -> Optional[Activation]:
     exclude = split_patterns(env.get("FASTPATCH_EXCLUDE", ""))
     output = env.get("FASTPATCH_OUTPUT", "").strip() or None
     fmt = env.get("FASTPATCH_FORMAT", "").strip().lower() or None
-    if fmt is not None and fmt not in ("text", "json", "pstats"):
-        _say(f"FASTPATCH_FORMAT={fmt!r} is not text, json or pstats; using the output file's extension")
-        fmt = None
+    if fmt is not None:
+        from ._reports import formats  # only then: the formats are not needed before the exit
+
+        if fmt not in formats.names():
+            _say(f"FASTPATCH_FORMAT={fmt!r} is not {formats.names_text('or')}; using the output file's extension")
+            fmt = None
     sort = env.get("FASTPATCH_SORT", "").strip().lower() or "total"
     if sort != "total":
-        from ._stats import SORT_KEYS  # only then: the stats module is not needed before the exit
+        from ._reports.table import SORT_KEYS  # only then: the table is not needed before the exit
 
         if sort not in SORT_KEYS:
             _say(f"FASTPATCH_SORT={sort!r} is not one of {', '.join(sorted(SORT_KEYS))}; using total")
@@ -191,8 +205,9 @@ def _say(message: str) -> None:
 
 
 def write_report(activation: Optional[Activation] = None) -> Optional[str]:
-    """Write this process's report now, once per process; the path written,
-    or None (stderr, or nothing to report)."""
+    """Feed this process's exporters the stats of what was called, once
+    per process, and close them; the path of the report file written, or
+    None (stderr, or nothing to report)."""
     activation = activation or _current
     if activation is None or not activation.active:
         return None
@@ -225,31 +240,31 @@ def write_report(activation: Optional[Activation] = None) -> Optional[str]:
                     raise
             finally:
                 activation.writer = None
+                _close_exporters(activation)
                 if activation.sigterm_pending:
                     _die_of_sigterm()
 
 
 def _write(activation: Activation, pid: int) -> Optional[str]:
-    from ._patch import called_stats, has_definitions
+    from ._patch import called_stats
 
-    root = activation.root and pid == activation.pid
     stats = called_stats()  # what a report holds: the definitions called
-    if not root and not (has_definitions() if activation.output else stats):
-        return None  # a helper process (resource tracker, forkserver) that timed nothing
-    if activation.output is None:
-        from ._stats import write_table  # the table alone: no need for the report module
+    for exporter in activation.exporters:
+        try:
+            exporter.export(stats, True)
+        except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit; the others still run
+            _say(f"could not write {exporter.what}: {exc}")
+    return activation.report.written
 
-        if not root:
-            from ._report import argv_strings  # sys.argv may hold a pathlib.Path, or bytes
 
-            argv = " ".join(argv_strings())
-            sys.stderr.write(f"fastpatch: process {pid} ({argv[:100]})\n")
-        write_table(stats, activation.sort, sys.stderr)
-        sys.stderr.flush()
-        return None
-    from . import _report
-
-    return str(_report.write(activation.output, activation.fmt, stats, sort=activation.sort))
+def _close_exporters(activation: Activation) -> None:
+    """Close the exporters, after the final export or instead of it: once
+    per process (a forked child closes the copies it inherited)."""
+    for exporter in activation.exporters:
+        try:
+            exporter.close()
+        except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit
+            _say(f"could not finish writing {exporter.what}: {exc}")
 
 
 def _at_exit(activation: Activation) -> None:
@@ -262,11 +277,9 @@ def _at_exit(activation: Activation) -> None:
         return
     if activation.root and os.getpid() == activation.pid:
         if path is not None:
-            try:
-                shown = os.path.relpath(path)
-            except ValueError:  # another drive (Windows)
-                shown = path
-            _say(f"report written to {path if shown.startswith('..') else shown}")
+            from ._reports.output import shown
+
+            _say(f"report written to {shown(path)}")
         if activation.warn_unmatched:
             for pattern in activation.hook.unmatched():
                 _say(f"warning: pattern {pattern!r} matched nothing")

@@ -1,0 +1,121 @@
+"""This process's report: what it holds of the Stats (:func:`reported`)
+and the process it describes (:func:`header`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from itertools import compress
+
+from .. import _stats
+from . import schema
+from .merge import Definitions
+from .schema import Report
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterable, List, Optional
+
+    from .._stats import Stats
+    from .schema import Document
+
+
+def python_version() -> str:
+    """As platform.python_version(), without importing platform: "3.13.0", "3.15.0a1"."""
+    v = sys.version_info
+    text = f"{v.major}.{v.minor}.{v.micro}"
+    if v.releaselevel != "final":
+        text += {"alpha": "a", "beta": "b", "candidate": "rc"}.get(v.releaselevel, v.releaselevel) + str(v.serial)
+    return text
+
+
+def argv_strings() -> List[str]:
+    """``sys.argv`` as reports keep it, a list of strings: a path-like entry
+    (a ``pathlib.Path``, which some programs leave there) as ``os.fspath``
+    gives it, bytes decoded as file names are (``os.fsdecode``), anything
+    else as ``str()`` gives it; no list at all (``sys.argv`` deleted or
+    replaced) gives ``[]``."""
+    argv = getattr(sys, "argv", None)
+    return [_arg_text(arg) for arg in argv] if isinstance(argv, (list, tuple)) else []
+
+
+def _arg_text(arg: object) -> str:
+    if isinstance(arg, str):
+        return arg
+    try:
+        if isinstance(arg, os.PathLike):
+            arg = os.fspath(arg)
+        return os.fsdecode(arg) if isinstance(arg, bytes) else str(arg)
+    except Exception:  # noqa: BLE001 - a broken __fspath__ or __str__ must not cost the whole report
+        return object.__repr__(arg)
+
+
+def header() -> Document:
+    """The top level of this process's report, made now: everything but ``"functions"``."""
+    import time
+
+    import fastpatch  # for clock() alone
+
+    return {
+        "format": "fastpatch",
+        "version": schema.VERSION,
+        "fastpatch_version": schema.fastpatch_version(),
+        "report_id": schema.new_report_id(),
+        "pid": os.getpid(),
+        "argv": argv_strings(),
+        "python": python_version(),
+        "clock": fastpatch.clock(),
+        "created": time.time(),
+    }
+
+
+def reported(stats: Iterable[Stats]) -> List[Stats]:
+    """What a report holds of ``stats``.
+
+    Definitions never called (``calls == 0``) are left out, as cProfile
+    leaves out functions that never ran: a whole-program run instruments
+    thousands of definitions and most processes call few of them, and a
+    merge counts a missing function as zero calls anyway, so nothing is
+    lost. Activations still running (``calls > completed``) are kept.
+    Definitions that share module, qualname and first line (two lambdas on
+    one line, a module loaded twice) are one entry, added up as a merge
+    would (``merge.Definitions``); so are ``__mp_main__`` and ``__main__``.
+    Sorted by module, qualname and first line.
+    """
+    called = [s for s in stats if s.calls]
+    keys = [(s.module, s.qualname, s.firstlineno) for s in called]
+    if len(set(keys)) == len(keys) and all(_as_merged(s) for s in called):
+        # nothing to add up (the common case): each is what merging it alone makes
+        return [called[i] for i in sorted(range(len(keys)), key=keys.__getitem__)]
+    definitions = Definitions()
+    for s in called:
+        definitions.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
+            s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns,
+            compress(enumerate(s.histogram), s.histogram), s.clock,
+        )
+    return definitions.stats()
+
+
+def _as_merged(s: Stats) -> bool:
+    """Whether ``s`` is what Definitions makes of it alone."""
+    return (
+        s.module != "__mp_main__" and s.clock in ("tsc", "monotonic") and type(s.histogram) is tuple
+        and len(s.histogram) == _stats.HIST_BUCKETS and (s.completed > 0 or s.min_ns == s.max_ns == 0)
+    )
+
+
+def this_process(stats: Optional[Iterable[Stats]] = None) -> Report:
+    """The Report of ``stats``, by default every instrumented definition of
+    this process (``fastpatch.all_stats()``): :func:`reported` of them,
+    under this process's :func:`header`."""
+    if stats is None:
+        from .._patch import all_stats
+
+        stats = all_stats()
+    return Report(functions=reported(stats), header=header)
+
+
+def build(stats: Optional[Iterable[Stats]] = None) -> Document:
+    """The JSON report (version 1, a dict) of ``stats``, by default every
+    instrumented definition of this process: the document of :func:`this_process`."""
+    return this_process(stats).document
