@@ -26,7 +26,8 @@ import fastpatch
 from fastpatch import _ext, _stats
 from fastpatch._cli import report_main
 from fastpatch._reports import formats, output, schema, table
-from fastpatch._reports.build import build, python_version, reported
+from fastpatch._reports.build import build, python_version
+from fastpatch._reports.definitions import reported
 from fastpatch._reports.exporter import ReportWriter
 from fastpatch._reports.formats import format_for, serialize, to_pstats
 from fastpatch._reports.merge import merge
@@ -111,7 +112,7 @@ def text_table(report, sort="total"):
 
 
 def test_import_fastpatch_does_not_import_the_report_or_stats_modules_and_the_report_costs_only_those():
-    stages = ("build", "exporter", "formats", "merge", "output", "schema", "table")
+    stages = ("build", "definitions", "exporter", "formats", "merge", "output", "schema", "table")
     code = (
         "import sys, fastpatch\n"
         "assert 'fastpatch._reports' not in sys.modules and 'fastpatch._stats' not in sys.modules\n"
@@ -1380,3 +1381,140 @@ def test_the_directory_lock_is_exclusive_and_a_write_never_waits_for_it_past_its
     relocked = output._lock_directory(str(tmp_path))
     assert relocked is not None
     os.close(relocked)
+
+
+# --------------------------------------------------------------------------
+# The seams: one registry entry per format, exporters at exit
+# --------------------------------------------------------------------------
+
+
+def _csv(report, sort):
+    return "".join(f"{s.name},{s.calls},{s.total_ns}\n" for s in report.functions)
+
+
+@pytest.fixture
+def csv_format(monkeypatch):
+    """A throwaway format, registered as a new format would be (and taken out after the test)."""
+    monkeypatch.setattr(formats, "_REGISTRY", dict(formats._REGISTRY))
+    return formats.register(formats.Format("csv", (".csv",), False, _csv))
+
+
+def test_a_format_registered_once_is_an_f_choice_chosen_by_extension_and_printed_by_report(tmp_path, csv_format,
+                                                                                            capsys):
+    from fastpatch._cli import main
+
+    with pytest.raises(SystemExit):
+        main(["report", "-h"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "-f {text,json,pstats,csv}" in help_text
+    assert "(default: from the extension of -o: .json, .pstats/.prof, .csv, else text)" in help_text
+    with pytest.raises(SystemExit):
+        main(["run", "-h"])
+    assert "[-f text|json|pstats|csv]" in capsys.readouterr().out
+
+    files = _two_files(tmp_path)
+    assert main(["report", "-o", str(tmp_path / "all.csv"), *files]) == 0
+    assert (tmp_path / "all.csv").read_text() == "app.a,2,300\napp.b,1,300\napp.shared,3,21\n"
+    assert main(["report", "-f", "csv", *files]) == 0
+    assert capsys.readouterr() == ("app.a,2,300\napp.b,1,300\napp.shared,3,21\n", "")
+    assert format_for(str(tmp_path / "X.CSV")) == "csv"
+
+
+def test_a_registered_binary_format_needs_an_output_file(tmp_path, csv_format, capsys):
+    formats.register(formats.Format("blob", (".blob",), True, lambda report, sort: b"\0" * len(report.functions)))
+    files = _two_files(tmp_path)
+    assert report_main(files, fmt="blob") == 2
+    assert capsys.readouterr() == ("", "fastpatch: error: blob is a binary format: give an output file with -o\n")
+    assert report_main(files, output=str(tmp_path / "all.blob")) == 0
+    assert (tmp_path / "all.blob").read_bytes() == b"\0\0\0"
+
+
+REGISTERS_CSV_THEN_RUNS = '''
+import sys
+
+from fastpatch import _activate
+from fastpatch._reports import formats
+
+
+def csv(report, sort):
+    return "".join(f"{s.name},{s.calls}\\n" for s in report.functions)
+
+
+formats.register(formats.Format("csv", (".csv",), False, csv))
+_activate.activate(["work"], output=sys.argv[1])
+import work
+
+for i in range(3):
+    work.produce(i)
+work.consume(1)
+'''
+
+
+def test_a_registered_format_is_written_at_exit_by_its_extension(tmp_path):
+    (tmp_path / "work.py").write_text(WORK)
+    out, err = _finished(_fastpatch("python", "-c", REGISTERS_CSV_THEN_RUNS, "out.csv", cwd=tmp_path))
+    assert (out, err) == ("", "")
+    assert (tmp_path / "out.csv").read_text() == "work.consume,1\nwork.produce,3\n"
+
+
+EXPORTERS_AT_EXIT = '''
+import sys
+
+from fastpatch import _activate
+from fastpatch._reports.exporter import Exporter
+
+
+class Broken(Exporter):
+    what = "the broken sink"
+
+    def export(self, stats, final):
+        raise RuntimeError("disk on fire")
+
+    def close(self):
+        print("broken closed", flush=True)
+
+
+class Seen(Exporter):
+    def export(self, stats, final):
+        print("seen", final, sorted((s.name, s.calls) for s in stats), flush=True)
+
+    def close(self):
+        print("seen closed", flush=True)
+
+
+activation = _activate.activate(["work"], output=sys.argv[1])
+activation.exporters += [Broken(), Seen()]
+import work
+
+work.produce(1)
+work.produce(2)
+'''
+
+
+def test_exporters_run_at_exit_and_one_that_raises_costs_one_line_and_not_the_others(tmp_path):
+    (tmp_path / "work.py").write_text(WORK)
+    out, err = _finished(_fastpatch("python", "-c", EXPORTERS_AT_EXIT, "out.json", cwd=tmp_path))
+    assert err == "fastpatch: could not write the broken sink: disk on fire\n"
+    assert out == "seen True [('work.produce', 2)]\nbroken closed\nseen closed\n"
+    report = load(str(tmp_path / "out.json"))
+    assert [(fn["name"], fn["calls"]) for fn in report["functions"]] == [("work.produce", 2)]
+
+
+def test_the_table_on_stderr_at_exit_loads_no_format_no_output_code_and_no_other_stdlib_module(tmp_path):
+    (tmp_path / "work.py").write_text(WORK)
+    code = (
+        "import atexit, sys\n"
+        "from fastpatch import _activate\n"
+        "atexit.register(lambda: print(sorted(set(sys.modules) - before)))  # after fastpatch's: atexit is LIFO\n"
+        "_activate.activate(['work'], root=True)\n"
+        "import work\n"
+        "work.produce(1)\n"
+        "before = set(sys.modules)\n"
+    )
+    out, err = _finished(_fastpatch("python", "-c", code, cwd=tmp_path))
+    assert err.splitlines()[1].split()[0::8] == ["1", "work.produce"]
+    loaded = set(json.loads(out.replace("'", '"')))
+    ours = {m for m in loaded if m.startswith("fastpatch")}
+    assert ours == {"fastpatch._reports", "fastpatch._stats", *(f"fastpatch._reports.{stage}" for stage in (
+        "definitions", "exporter", "table"))}
+    assert {m.split(".")[0].lstrip("_") for m in loaded - ours} <= {"math", "math_integer", "itertools"}

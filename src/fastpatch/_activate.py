@@ -27,8 +27,8 @@ adds a watcher thread, because ``Pool.terminate()`` sends SIGTERM to workers
 that may be blocked for good on a lock it holds (``_write_report_on_sigterm``,
 ``_watch_sigterm_in_pool_worker``).
 
-At exit, the activation's exporters get the stats of what was called
-(``_reports.exporter``): the report writer first. Report files: ``{pid}``
+At exit, the report writer and then the activation's other exporters get
+the stats of what was called (``_reports.exporter``). Report files: ``{pid}``
 in the template becomes the process id. Without it, the process that
 activated from the template (the ``run`` process, or the first process the
 environment activated) writes the exact path and hands ``NAME.{pid}.EXT``
@@ -50,27 +50,29 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, List, Optional, Set
 
-    from ._reports.exporter import Exporter
+    from ._reports.exporter import Exporter, ReportWriter
 
 
 class Activation:
     """The settings of an activated process and what it has done.
 
-    ``exporters`` are fed at exit, in order (``_reports.exporter``): the
-    report writer (``report``) first; another sink appends its own.
+    At exit, the report writer (:meth:`report_writer`) and then
+    ``exporters``, in order, get the stats of what was called
+    (``_reports.exporter``): another sink appends its own exporter there.
     """
 
     def __init__(
         self, hook: ImportHook, output: Optional[str], fmt: Optional[str], sort: str, root: bool, warn_unmatched: bool
     ) -> None:
-        from ._reports.exporter import ReportWriter
-
         self.hook = hook
+        self.output = output
+        self.fmt = fmt
+        self.sort = sort
         self.root = root  # the run process: it always reports, even with nothing instrumented
         self.warn_unmatched = warn_unmatched
         self.pid = os.getpid()
-        self.report = ReportWriter(output, fmt, sort, self.pid if root else None)
-        self.exporters: List[Exporter] = [self.report]
+        self.exporters: List[Exporter] = []
+        self._report_writer: Optional[ReportWriter] = None
         self.written_in: Optional[int] = None  # the pid that wrote the report (a fork copies this)
         self.writer: Optional[int] = None  # the thread writing the report now
         self.sigterm_pending = False  # SIGTERM came while ``writer`` was writing: end the process after the write
@@ -78,6 +80,18 @@ class Activation:
         import _thread
 
         self.lock = _thread.RLock()
+
+    def report_writer(self) -> ReportWriter:
+        """The report at exit, made when first needed: activating imports none of the report code."""
+        if self._report_writer is None:
+            from ._reports.exporter import ReportWriter
+
+            self._report_writer = ReportWriter(self.output, self.fmt, self.sort, self.pid if self.root else None)
+        return self._report_writer
+
+    def all_exporters(self) -> List[Exporter]:
+        """What the exit handler feeds, in order: the report writer, then ``exporters``."""
+        return [self.report_writer(), *self.exporters]
 
 
 _current: Optional[Activation] = None
@@ -249,18 +263,18 @@ def _write(activation: Activation, pid: int) -> Optional[str]:
     from ._patch import called_stats
 
     stats = called_stats()  # what a report holds: the definitions called
-    for exporter in activation.exporters:
+    for exporter in activation.all_exporters():
         try:
             exporter.export(stats, True)
         except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit; the others still run
             _say(f"could not write {exporter.what}: {exc}")
-    return activation.report.written
+    return activation.report_writer().written
 
 
 def _close_exporters(activation: Activation) -> None:
     """Close the exporters, after the final export or instead of it: once
     per process (a forked child closes the copies it inherited)."""
-    for exporter in activation.exporters:
+    for exporter in activation.all_exporters():
         try:
             exporter.close()
         except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit

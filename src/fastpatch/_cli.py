@@ -142,7 +142,8 @@ def report_main(files: Sequence[str], output: Optional[str] = None, fmt: Optiona
     reading anything), a file that cannot be read, is not a fastpatch
     report or is given twice. 1 if stdout was closed early (``| head``).
     """
-    from ._reports import formats, merge, output as out
+    from ._reports import formats, merge
+    from ._reports import output as out
     from ._reports.schema import ReportError
 
     try:

@@ -4,7 +4,9 @@
   process it describes);
 * ``schema``: the JSON report (version 1), checking it and reading it from
   a file, and the ``Report`` that carries a report to a format;
-* ``merge``: adding definitions and reports up exactly;
+* ``definitions``: one definition per module, qualname and first line,
+  added up exactly from any number of Stats;
+* ``merge``: adding the reports of many processes up exactly;
 * ``table``: the table of ``fastpatch.report()``, the one renderer of every
   table;
 * ``formats``: the registry of report formats (text, json, pstats);

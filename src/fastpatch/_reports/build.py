@@ -1,15 +1,13 @@
-"""This process's report: what it holds of the Stats (:func:`reported`)
-and the process it describes (:func:`header`)."""
+"""This process's report: what it holds of the Stats
+(``definitions.reported``) and the process it describes (:func:`header`)."""
 
 from __future__ import annotations
 
 import os
 import sys
-from itertools import compress
 
-from .. import _stats
 from . import schema
-from .merge import Definitions
+from .definitions import reported
 from .schema import Report
 
 TYPE_CHECKING = False
@@ -69,44 +67,9 @@ def header() -> Document:
     }
 
 
-def reported(stats: Iterable[Stats]) -> List[Stats]:
-    """What a report holds of ``stats``.
-
-    Definitions never called (``calls == 0``) are left out, as cProfile
-    leaves out functions that never ran: a whole-program run instruments
-    thousands of definitions and most processes call few of them, and a
-    merge counts a missing function as zero calls anyway, so nothing is
-    lost. Activations still running (``calls > completed``) are kept.
-    Definitions that share module, qualname and first line (two lambdas on
-    one line, a module loaded twice) are one entry, added up as a merge
-    would (``merge.Definitions``); so are ``__mp_main__`` and ``__main__``.
-    Sorted by module, qualname and first line.
-    """
-    called = [s for s in stats if s.calls]
-    keys = [(s.module, s.qualname, s.firstlineno) for s in called]
-    if len(set(keys)) == len(keys) and all(_as_merged(s) for s in called):
-        # nothing to add up (the common case): each is what merging it alone makes
-        return [called[i] for i in sorted(range(len(keys)), key=keys.__getitem__)]
-    definitions = Definitions()
-    for s in called:
-        definitions.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
-            s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns,
-            compress(enumerate(s.histogram), s.histogram), s.clock,
-        )
-    return definitions.stats()
-
-
-def _as_merged(s: Stats) -> bool:
-    """Whether ``s`` is what Definitions makes of it alone."""
-    return (
-        s.module != "__mp_main__" and s.clock in ("tsc", "monotonic") and type(s.histogram) is tuple
-        and len(s.histogram) == _stats.HIST_BUCKETS and (s.completed > 0 or s.min_ns == s.max_ns == 0)
-    )
-
-
 def this_process(stats: Optional[Iterable[Stats]] = None) -> Report:
     """The Report of ``stats``, by default every instrumented definition of
-    this process (``fastpatch.all_stats()``): :func:`reported` of them,
+    this process (``fastpatch.all_stats()``): ``definitions.reported`` of them,
     under this process's :func:`header`."""
     if stats is None:
         from .._patch import all_stats

@@ -90,10 +90,12 @@ class ReportWriter(Exporter):
 
     def _table(self, stats: List[Stats], root: bool, pid: int) -> None:
         """The table on stderr; in a child, under a line naming the process."""
-        from .build import argv_strings, reported
+        from .definitions import reported
         from .table import NO_CALLS_TEXT, render
 
         if not root:
+            from .build import argv_strings
+
             argv = " ".join(argv_strings())  # sys.argv may hold a pathlib.Path, or bytes
             sys.stderr.write(f"fastpatch: process {pid} ({argv[:100]})\n")
         render(reported(stats), sys.stderr, self.sort, None, empty=NO_CALLS_TEXT)

@@ -1,94 +1,17 @@
-"""Adding definitions up exactly: within one process (``build.reported``)
-and across the reports of many (:func:`combine`, :func:`read`).
-
-One definition is one module, qualname and first line, as DESIGN.md says
-(``__mp_main__``, multiprocessing's name for the parent's main script in a
-spawned child, counts as ``__main__``): calls, errors, completed and
-total_ns are summed, min_ns is the least min_ns of the entries that
-completed anything, max_ns the greatest, and histograms are added bucket by
-bucket, so every percentile is the one a single process making all the
-calls would report.
-"""
+"""Adding the reports of many processes up exactly (:func:`combine`,
+:func:`read`), definition by definition (``definitions.Definitions``)."""
 
 from __future__ import annotations
 
-from .. import _stats
 from . import schema
+from .definitions import Definitions
 from .schema import MAX_INTEGER, MAX_TEXT, Report, ReportError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, Iterable, List, Sequence, Set, Tuple
+    from typing import Any, Dict, List, Sequence, Tuple
 
-    from .._stats import Stats
     from .schema import Document
-
-
-class _Merged:
-    """One definition's counters, added up from any number of sources."""
-
-    __slots__ = ("name", "module", "qualname", "filename", "firstlineno", "calls", "errors", "completed",
-                 "total_ns", "min_ns", "max_ns", "histogram", "clocks")
-
-    def __init__(self, name: str, module: str, qualname: str, filename: str, firstlineno: int) -> None:
-        self.name = name
-        self.module = module
-        self.qualname = qualname
-        self.filename = filename
-        self.firstlineno = firstlineno
-        self.calls = self.errors = self.completed = self.total_ns = self.min_ns = self.max_ns = 0
-        self.histogram = [0] * _stats.HIST_BUCKETS
-        self.clocks: Set[str] = set()
-
-    def add(self, calls: int, errors: int, completed: int, total_ns: int, min_ns: int, max_ns: int,
-            counts: Iterable[Tuple[int, int]], clock: str) -> None:
-        if completed:
-            self.min_ns = min_ns if not self.completed else min(self.min_ns, min_ns)
-            self.max_ns = max(self.max_ns, max_ns)
-        self.calls += calls
-        self.errors += errors
-        self.completed += completed
-        self.total_ns += total_ns
-        hist = self.histogram
-        for index, count in counts:
-            hist[index] += count
-        self.clocks.add(clock)
-
-    def stats(self) -> Stats:
-        clock = next(iter(self.clocks)) if len(self.clocks) == 1 else "mixed" if self.clocks else "monotonic"
-        return _stats.Stats(
-            name=self.name, calls=self.calls, errors=self.errors, total_ns=self.total_ns, min_ns=self.min_ns,
-            max_ns=self.max_ns, completed=self.completed, histogram=tuple(self.histogram), clock=clock,
-            module=self.module, qualname=self.qualname, filename=self.filename, firstlineno=self.firstlineno,
-        )
-
-
-class Definitions:
-    """Definitions keyed as DESIGN.md says: module, qualname and first line.
-    Name and filename come from the first source that has the definition."""
-
-    def __init__(self) -> None:
-        self.by_key: Dict[Tuple[str, str, int], _Merged] = {}
-
-    def entry(self, name: str, module: str, qualname: str, filename: str, firstlineno: int) -> _Merged:
-        if module == "__mp_main__":
-            if name == f"{module}.{qualname}":
-                name = f"__main__.{qualname}"
-            module = "__main__"
-        key = (module, qualname, firstlineno)
-        merged = self.by_key.get(key)
-        if merged is None:
-            merged = self.by_key[key] = _Merged(name, module, qualname, filename, firstlineno)
-        return merged
-
-    def stats(self) -> List[Stats]:
-        """One Stats per definition, sorted by module, qualname and first line."""
-        return [self.by_key[key].stats() for key in sorted(self.by_key)]
-
-
-# --------------------------------------------------------------------------
-# Reports of many processes
-# --------------------------------------------------------------------------
 
 
 def processes(document: Document) -> List[Dict[str, Any]]:
@@ -109,8 +32,8 @@ def identity(process: Dict[str, Any]) -> Tuple[Any, ...]:
 
 
 def combine(documents: Sequence[Document]) -> Report:
-    """The Report that adds ``documents`` up exactly (see the module's
-    docstring); its document is a valid version-1 report.
+    """The Report that adds ``documents`` up exactly (see
+    ``definitions``); its document is a valid version-1 report.
 
     Its top level describes the first report: its ``pid``, ``argv``,
     ``python`` and ``created``. ``"processes"`` lists every process merged
@@ -133,13 +56,13 @@ def combine(documents: Sequence[Document]) -> Report:
     for i, document in enumerate(documents):
         schema.validate(document, f"report #{i + 1}")
         for process in processes(document):
-            key = identity(process)
-            if key in seen:
+            who = identity(process)
+            if who in seen:
                 raise ReportError(
                     f"report #{i + 1} repeats the report of process {process['pid']} already in report "
-                    f"#{seen[key] + 1}; merging it again would count its calls twice"
+                    f"#{seen[who] + 1}; merging it again would count its calls twice"
                 )
-            seen[key] = i
+            seen[who] = i
             merged_processes.append(process)
         if document["clock"] not in clocks:
             clocks.append(document["clock"])
@@ -195,12 +118,12 @@ def read(paths: Sequence[str]) -> Report:
     for path in paths:
         document = schema.load(path)
         for process in processes(document):
-            key = identity(process)
-            if key in sources:
+            who = identity(process)
+            if who in sources:
                 raise ReportError(
                     f"{path} repeats the report of process {process['pid']} already read from "
-                    f"{sources[key]}; merging it again would count its calls twice"
+                    f"{sources[who]}; merging it again would count its calls twice"
                 )
-            sources[key] = path
+            sources[who] = path
         documents.append(document)
     return combine(documents)
