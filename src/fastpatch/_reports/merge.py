@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from .schema import Document
 
 
-def processes(document: Document) -> List[Dict[str, Any]]:
+def _processes(document: Document) -> List[Dict[str, Any]]:
     """The processes a (validated) report covers: its own list if it is
     merged, else one entry made from its top level."""
     if "processes" in document:
@@ -25,10 +25,28 @@ def processes(document: Document) -> List[Dict[str, Any]]:
     return [entry]
 
 
-def identity(process: Dict[str, Any]) -> Tuple[Any, ...]:
+def _identity(process: Dict[str, Any]) -> Tuple[Any, ...]:
     """What tells one process's report from another's, in any merge."""
     rid = process.get("report_id")
     return ("id", rid) if rid else ("pid", process["pid"], process["created"])
+
+
+def _new_processes(document: Document, source: str, seen: Dict[Tuple[Any, ...], str],
+                   already: str) -> List[Dict[str, Any]]:
+    """The processes of ``document`` (from ``source``), noted in ``seen`` as
+    ``source``'s; :class:`ReportError` for a process already ``seen``,
+    whose calls would be counted twice (``already``: how the message says
+    where it was seen, "in" or "read from")."""
+    found = _processes(document)
+    for process in found:
+        who = _identity(process)
+        if who in seen:
+            raise ReportError(
+                f"{source} repeats the report of process {process['pid']} already {already} {seen[who]}; "
+                "merging it again would count its calls twice"
+            )
+        seen[who] = source
+    return found
 
 
 def combine(documents: Sequence[Document]) -> Report:
@@ -51,19 +69,12 @@ def combine(documents: Sequence[Document]) -> Report:
         raise ReportError("no reports to merge")
     definitions = Definitions()
     merged_processes: List[Dict[str, Any]] = []
-    seen: Dict[Tuple[Any, ...], int] = {}
+    seen: Dict[Tuple[Any, ...], str] = {}
     clocks: List[str] = []
     for i, document in enumerate(documents):
-        schema.validate(document, f"report #{i + 1}")
-        for process in processes(document):
-            who = identity(process)
-            if who in seen:
-                raise ReportError(
-                    f"report #{i + 1} repeats the report of process {process['pid']} already in report "
-                    f"#{seen[who] + 1}; merging it again would count its calls twice"
-                )
-            seen[who] = i
-            merged_processes.append(process)
+        source = f"report #{i + 1}"
+        schema.validate(document, source)
+        merged_processes += _new_processes(document, source, seen, "in")
         if document["clock"] not in clocks:
             clocks.append(document["clock"])
         for fn in document["functions"]:
@@ -114,16 +125,9 @@ def read(paths: Sequence[str]) -> Report:
     :func:`combine` refuses.
     """
     documents = []
-    sources: Dict[Tuple[Any, ...], str] = {}
+    seen: Dict[Tuple[Any, ...], str] = {}
     for path in paths:
         document = schema.load(path)
-        for process in processes(document):
-            who = identity(process)
-            if who in sources:
-                raise ReportError(
-                    f"{path} repeats the report of process {process['pid']} already read from "
-                    f"{sources[who]}; merging it again would count its calls twice"
-                )
-            sources[who] = path
+        _new_processes(document, path, seen, "read from")
         documents.append(document)
     return combine(documents)

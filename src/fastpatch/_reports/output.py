@@ -392,15 +392,14 @@ def write(path_template: str, fmt: Optional[str] = None, stats: Optional[Iterabl
     """
     from . import formats
     from .build import this_process
-    from .schema import Report
 
     if report is not None and stats is not None:
         raise TypeError("write() takes stats or report, not both")
     formats.check_sort(sort)
-    chosen = formats.get(formats.format_for(path_template, fmt))
+    chosen = formats.format_for(path_template, fmt)
     claim(path_template)
     path = resolve_path(path_template)
-    data = chosen.file_bytes(Report.of(report) if report is not None else this_process(stats), sort)
+    data = formats.serialize(report if report is not None else this_process(stats), chosen, sort)
     mine = keep_others and path == path_template and _claims.get(path_template) == os.getpid()
     try:
         written, state = write_atomic(path, data, _claimed_states.get(path_template) if mine else None)
