@@ -1518,3 +1518,12 @@ def test_the_table_on_stderr_at_exit_loads_no_format_no_output_code_and_no_other
     assert ours == {"fastpatch._reports", "fastpatch._stats", *(f"fastpatch._reports.{stage}" for stage in (
         "definitions", "exporter", "table"))}
     assert {m.split(".")[0].lstrip("_") for m in loaded - ours} <= {"math", "math_integer", "itertools"}
+
+
+def test_undoing_the_activation_closes_its_exporters_without_an_export_and_nothing_is_written_at_exit(tmp_path):
+    (tmp_path / "work.py").write_text(WORK)
+    code = EXPORTERS_AT_EXIT.replace("activation.exporters += [Broken(), Seen()]", "activation.exporters.append(Seen())")
+    code += "_activate.deactivate()\nprint('undone', flush=True)\n"
+    out, err = _finished(_fastpatch("python", "-c", code, "out.json", cwd=tmp_path))
+    assert (out, err) == ("seen closed\nundone\n", "")
+    assert not (tmp_path / "out.json").exists()

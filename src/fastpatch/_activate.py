@@ -273,8 +273,10 @@ def _write(activation: Activation, pid: int) -> Optional[str]:
 
 def _close_exporters(activation: Activation) -> None:
     """Close the exporters, after the final export or instead of it: once
-    per process (a forked child closes the copies it inherited)."""
-    for exporter in activation.all_exporters():
+    per process (a forked child closes the copies it inherited). A report
+    writer never made has nothing to close, and is not made for it."""
+    writer = activation._report_writer
+    for exporter in ([writer] if writer is not None else []) + activation.exporters:
         try:
             exporter.close()
         except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit
