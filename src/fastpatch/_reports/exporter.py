@@ -1,15 +1,17 @@
 """Exporters: where an activated process's numbers go when it ends.
 
-The exit handler (``fastpatch._activate``) keeps a list of exporters on the
-activation, the report writer first. When the process ends (``atexit``,
-SIGTERM, the end of a multiprocessing child) it reads the stats of the
-definitions called once, hands them to every exporter in turn, and then
-closes them; an exporter that raises gets one line on stderr (``could not
-write WHAT: ...``) and the others still run.
+The exit handler (``fastpatch._activate``) feeds the report writer
+(:class:`ReportWriter`, made when the process ends) and then the exporters
+appended to the activation's ``exporters`` list. When the process ends
+(``atexit``, SIGTERM, the end of a multiprocessing child) it reads the
+stats of the definitions called once, hands them to every exporter in
+turn, and then closes them; an exporter that raises gets one line on
+stderr (``could not write WHAT: ...``) and the others still run.
 
-This module is imported at activation: it imports nothing at module level
-that is not loaded already, and an exporter loads what it needs when it
-exports.
+A new sink is a subclass of :class:`Exporter` in a module of its own, and
+one line that appends an instance to ``activation.exporters`` where it is
+switched on. This module imports nothing at module level that is not
+loaded already: an exporter loads what it needs when it exports.
 """
 
 from __future__ import annotations

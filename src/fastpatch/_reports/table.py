@@ -2,8 +2,8 @@
 program prints, the text report file, the table ``report`` prints and the
 one on stderr at exit.
 
-It imports nothing at module level: the report at exit on stderr needs no
-more than this and the definitions it renders.
+It imports only ``sys`` at module level: the report at exit on stderr
+needs no more than this and the definitions it renders.
 """
 
 from __future__ import annotations
