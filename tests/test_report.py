@@ -1522,7 +1522,8 @@ def test_the_table_on_stderr_at_exit_loads_no_format_no_output_code_and_no_other
 
 def test_undoing_the_activation_closes_its_exporters_without_an_export_and_nothing_is_written_at_exit(tmp_path):
     (tmp_path / "work.py").write_text(WORK)
-    code = EXPORTERS_AT_EXIT.replace("activation.exporters += [Broken(), Seen()]", "activation.exporters.append(Seen())")
+    only_seen = "activation.exporters.append(Seen())"
+    code = EXPORTERS_AT_EXIT.replace("activation.exporters += [Broken(), Seen()]", only_seen)
     code += "_activate.deactivate()\nprint('undone', flush=True)\n"
     out, err = _finished(_fastpatch("python", "-c", code, "out.json", cwd=tmp_path))
     assert (out, err) == ("seen closed\nundone\n", "")
