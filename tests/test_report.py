@@ -1520,11 +1520,26 @@ def test_the_table_on_stderr_at_exit_loads_no_format_no_output_code_and_no_other
     assert {m.split(".")[0].lstrip("_") for m in loaded - ours} <= {"math", "math_integer", "itertools"}
 
 
+ONLY_SEEN_AT_EXIT = EXPORTERS_AT_EXIT.replace(
+    "activation.exporters += [Broken(), Seen()]", "activation.exporters.append(Seen())"
+)
+
+
 def test_undoing_the_activation_closes_its_exporters_without_an_export_and_nothing_is_written_at_exit(tmp_path):
     (tmp_path / "work.py").write_text(WORK)
-    only_seen = "activation.exporters.append(Seen())"
-    code = EXPORTERS_AT_EXIT.replace("activation.exporters += [Broken(), Seen()]", only_seen)
-    code += "_activate.deactivate()\nprint('undone', flush=True)\n"
+    code = ONLY_SEEN_AT_EXIT + "_activate.deactivate()\nprint('undone', flush=True)\n"
     out, err = _finished(_fastpatch("python", "-c", code, "out.json", cwd=tmp_path))
     assert (out, err) == ("seen closed\nundone\n", "")
     assert not (tmp_path / "out.json").exists()
+
+
+def test_a_report_that_cannot_be_written_at_exit_costs_one_line_and_the_other_exporters_still_run(tmp_path):
+    (tmp_path / "work.py").write_text(WORK)
+    (tmp_path / "gone").mkdir()
+    code = ONLY_SEEN_AT_EXIT + "import os\nos.rmdir('gone')  # the report's directory, checked when the run began\n"
+    target = tmp_path / "gone" / "out.json"
+    out, err = _finished(_fastpatch("python", "-c", code, str(target), cwd=tmp_path))
+    assert out == "seen True [('work.produce', 2)]\nseen closed\n"
+    assert err == (
+        f"fastpatch: could not write the report: cannot write the report to {target}: {os.strerror(errno.ENOENT)}\n"
+    )

@@ -89,10 +89,6 @@ class Activation:
             self._report_writer = ReportWriter(self.output, self.fmt, self.sort, self.pid if self.root else None)
         return self._report_writer
 
-    def all_exporters(self) -> List[Exporter]:
-        """What the exit handler feeds, in order: the report writer, then ``exporters``."""
-        return [self.report_writer(), *self.exporters]
-
 
 _current: Optional[Activation] = None
 
@@ -263,12 +259,16 @@ def _write(activation: Activation, pid: int) -> Optional[str]:
     from ._patch import called_stats
 
     stats = called_stats()  # what a report holds: the definitions called
-    for exporter in activation.all_exporters():
-        try:
-            exporter.export(stats, True)
-        except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit; the others still run
-            _say(f"could not write {exporter.what}: {exc}")
-    return activation.report_writer().written
+    writer = activation.report_writer()
+    try:
+        writer.export(stats, True)  # a failure is the caller's to say, in its one line
+    finally:
+        for exporter in activation.exporters:
+            try:
+                exporter.export(stats, True)
+            except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit; the others still run
+                _say(f"could not write {exporter.what}: {exc}")
+    return writer.written
 
 
 def _close_exporters(activation: Activation) -> None:

@@ -6,7 +6,9 @@ appended to the activation's ``exporters`` list. When the process ends
 (``atexit``, SIGTERM, the end of a multiprocessing child) it reads the
 stats of the definitions called once, hands them to every exporter in
 turn, and then closes them; an exporter that raises gets one line on
-stderr (``could not write WHAT: ...``) and the others still run.
+stderr (``could not write WHAT: ...``; the report writer's failure is
+said as it always was, ``could not write the report: ...``) and the
+others still run.
 
 A new sink is a subclass of :class:`Exporter` in a module of its own, and
 one line that appends an instance to ``activation.exporters`` where it is
