@@ -77,7 +77,7 @@ EXTENSIONS = {
     # The splicer: the module and its dialect, the splice's phases, the line
     # and exception tables, and the walk over a module's tree of code objects
     # (the import hook splices every function it reaches).
-    "_csplice": ["_csplice.c"],
+    "_csplice": ["_csplice.c", "_csplice_phases.c", "_csplice_tables.c", "_ctree.c"],
     # The debugger-jump guard, on no call's path.
     "_jumps": ["_jumps.c"],
     # SIGTERM's default action put back from a Pool worker's watcher thread, on no call's path.

@@ -120,18 +120,17 @@ fp_restore_function_version(PyObject *func, PyObject *code)
  * instruction a line event stops before) and the value stack, whose depth
  * is f_stacktop - f_valuestack while a trace function runs (3.9) or
  * f_stackdepth (3.10). From 3.11 frames are opaque and the guard only
- * refuses jumps, before CPython makes them.
+ * refuses jumps, before CPython makes them. (What the entry and the
+ * prologue look like comes from the dialect, at install.)
  */
 #if PY_VERSION_HEX < 0x030B0000
 #  include <frameobject.h>
-#  include <opcode.h>
 #  define FP_FRAME_STACK_EDITABLE 1
 #  if PY_VERSION_HEX >= 0x030A0000
 #    define FP_FRAME_LASTI(f) ((f)->f_lasti)
 #    define FP_FRAME_SET_LASTI(f, unit) ((f)->f_lasti = (unit))
 #    define FP_FRAME_DEPTH(f) ((f)->f_stackdepth)
 #    define FP_FRAME_SET_DEPTH(f, d) ((f)->f_stackdepth = (d))
-#    define FP_GENERATOR_START GEN_START
 #  else
 #    define FP_FRAME_LASTI(f) ((f)->f_lasti / 2)
 #    define FP_FRAME_SET_LASTI(f, unit) ((f)->f_lasti = 2 * (unit))
@@ -179,8 +178,9 @@ fp_new_ref(PyObject *o)
 #  define Py_NewRef(o) fp_new_ref((PyObject *)(o))
 #endif
 
-/* Code objects, for the C splicer (_csplice.c): new references to the raw
-   bytecode and the line table, and the exception table (3.11+) borrowed.
+/* Code objects, for the C splicer (_csplice*.c, _ctree.c): new references
+   to the raw bytecode and the line table, and the exception table (3.11+)
+   borrowed.
    3.11+ run a code object's own copy of its code units, which they
    specialise (and 3.12+ instrument) in place; co_code is a deoptimised copy
    made on first access and then kept. FP_CODE_ADAPTIVE borrows the code
