@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 import fastpatch
-from fastpatch import _splice
+from fastpatch import _ext, _splice
 from splice_harness import CORPUS_CODES, PY, STDLIB_MODULES, c_splicer, python_splice, same_code, stdlib_codes
 
 
@@ -170,7 +170,7 @@ def test_the_c_tree_walk_splices_only_what_wanted_accepts_and_decides_each_neste
 
     spliced, full = dict(_functions(top)), dict(_functions(everything))
     for name, code in _functions(original):
-        ours = [const for const in spliced[name].co_consts if type(const) in (fastpatch._ext.Probe, fastpatch._ext.Origin)]
+        ours = [const for const in spliced[name].co_consts if type(const) in (_ext.Probe, _ext.Origin)]
         if name in REFUSED:
             assert ours == [] and spliced[name].co_code == code.co_code
         else:

@@ -2,7 +2,7 @@
 _csplice.h lists): the splicer, and the walk over a module's code objects, in C."""
 
 from types import CodeType
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Tuple
 
 def configure(dialect: object, splice_error: type, /) -> None:
     """Use the running CPython's _recipes.Dialect; splice errors raise ``splice_error``."""
@@ -12,7 +12,7 @@ def splice(code: CodeType, probe: object, trailer: Tuple[object, ...], /) -> Cod
 
 def patch_tree(
     code: CodeType, module: str, probe_type: type, lazy_origin: Callable[[CodeType, object, str, str], object],
-    instrumented: List[str], skipped: List[Tuple[str, str]], wanted: Optional[Callable[[str], object]] = None, /,
+    instrumented: List[str], skipped: List[Tuple[str, str]], wanted: Callable[[str], object] | None = None, /,
 ) -> CodeType:
     """``code`` (a module body) with every function nested in it spliced, each
     with ``probe_type()`` and ``lazy_origin(code, probe, module, qualname)``,

@@ -187,7 +187,7 @@ def splice_in_python(code: CodeType, probe: object, trailer: Tuple[object, ...] 
     insertions, offsets = lay_out_until_jumps_fit(d, ops, fixed, jumps)
     write_jump_arguments(d, units, jumps, insertions)
     tables = rewrite_tables(d, code, insertions, offsets, entry)
-    return code.replace(  # type: ignore[no-any-return]
+    return code.replace(
         co_code=emit(units, insertions),
         co_consts=consts + (probe,) + trailer,
         co_stacksize=max(code.co_stacksize + 1, 2),
