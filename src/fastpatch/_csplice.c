@@ -9,14 +9,24 @@
  * costs about as much as the import itself. This file is the module: the
  * dialect (what the running CPython's code objects look like and what is
  * injected, from _recipes.Dialect once, through configure()) and the entry
- * points; _csplice.h lists the other files.
+ * points. The other files:
+ *
+ *   _ctree.c, .h             the walk over a module's tree of code objects
+ *   _csplice_phases.c, .h    the splice of one code object, in the six
+ *                            phases _pysplice.py names, with their names
+ *   _csplice_tables.c, .h    its line table and exception table
+ *   _csplice_insertions.h    the insertions a splice makes and the offset
+ *                            map they define
+ *   _csplice_dialect.h       the dialect as configure() copied it
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
 
-#include "_csplice.h"
+#include "_csplice_dialect.h"
+#include "_csplice_phases.h"
+#include "_ctree.h"
 
 static int
 check_configured(const cs_state *st)

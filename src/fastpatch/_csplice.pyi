@@ -1,5 +1,5 @@
-"""Type stub of fastpatch._csplice (src/fastpatch/_csplice.c, and the files
-_csplice.h lists): the splicer, and the walk over a module's code objects, in C."""
+"""Type stub of fastpatch._csplice (src/fastpatch/_csplice.c, and the files it
+lists): the splicer, and the walk over a module's code objects, in C."""
 
 from types import CodeType
 from typing import Callable, List, Tuple

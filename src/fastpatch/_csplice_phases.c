@@ -15,7 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "_csplice.h"
+#include "_csplice_dialect.h"
+#include "_csplice_insertions.h"
+#include "_csplice_phases.h"
+#include "_csplice_tables.h"
 
 /* A jump, as scan_returns_and_jumps finds it and the later phases move it. */
 typedef struct {

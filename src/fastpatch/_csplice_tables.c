@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "_csplice.h"
+#include "_csplice_tables.h"
 
 /* ------------------------------------------------------------------ */
 /* Line tables                                                         */

@@ -17,7 +17,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include "_csplice.h"
+#include "_csplice_phases.h"
+#include "_ctree.h"
 
 typedef struct {
     cs_state *st;
