@@ -3,8 +3,8 @@
  *
  * The same transformation as fastpatch/_pysplice.py, code unit for code unit
  * and byte for byte (tests/test_splice_c_vs_python.py checks the two
- * against each other over a corpus and whole stdlib modules), and the same
- * walk over a module's code objects as fastpatch/_tree.py: the import hook
+ * against each other over a corpus and whole stdlib modules), and the walk
+ * over a module's code objects that the import hook makes with it: the hook
  * splices every function of every module it reaches, and in Python that
  * costs about as much as the import itself. This file is the module: the
  * dialect (what the running CPython's code objects look like and what is
@@ -225,7 +225,7 @@ static PyMethodDef cs_methods[] = {
      "splice(code, probe, trailer) -> code: as fastpatch._splice.splice."},
     {"patch_tree", (PyCFunction)(void (*)(void))cs_patch_tree, METH_FASTCALL,
      "patch_tree(code, module, probe_type, lazy_origin, instrumented, skipped, wanted=None) -> code: "
-     "every function nested in a module body spliced, as fastpatch._tree's walk."},
+     "every function nested in a module body spliced (wanted: None, or wanted(qualname) -> bool)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -280,7 +280,7 @@ static PyModuleDef_Slot cs_slots[] = {
 static struct PyModuleDef cs_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "fastpatch._csplice",
-    .m_doc = "The splicer in C: the same transformation as fastpatch._pysplice, and the tree walk of fastpatch._tree.",
+    .m_doc = "The splicer in C: the same transformation as fastpatch._pysplice, and the walk over a module's code.",
     .m_size = sizeof(cs_state),
     .m_methods = cs_methods,
     .m_slots = cs_slots,

@@ -4,8 +4,9 @@
  * functions first), each with a new probe and an Origin listed in the lazy
  * table, so that the functions and closures the module creates run
  * instrumented from their first call. The import hook walks every module
- * it splices this way (patch_tree(), in _csplice.c); fastpatch._tree is the
- * same walk in Python, with the same results.
+ * it splices this way (patch_tree(), in _csplice.c); with the Python
+ * splicer, a Python walk does the same (tests/test_splice_c_vs_python.py
+ * compares the two).
  *
  * `wanted` (None for every function) is asked once about each function
  * code object, by its qualified name: a function it refuses gets no probe
