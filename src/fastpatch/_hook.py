@@ -45,7 +45,7 @@ import sys
 
 from . import _ext
 from ._patch import _nested_qualname, _our_constants, patch_module_code
-from ._recipes import current
+from ._recipes import running_dialect
 from ._select import Patterns, Selection, is_own_module
 from ._splice import c_splicer_in_use
 
@@ -546,7 +546,7 @@ def _load_what_splicing_needs() -> None:
     building the dialect from it. Raises UnsupportedPythonError where no
     recipe has been validated."""
     with own_work:
-        current()
+        running_dialect()
         if c_splicer_in_use() is None:  # FASTPATCH_SPLICER=python
             from . import _pysplice  # noqa: F401 - and what it imports
         _loader_kinds()

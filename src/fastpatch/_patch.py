@@ -282,12 +282,14 @@ _jump_guard_installed = False
 
 def _install_jump_guard() -> None:
     """Guard debugger jumps in this interpreter (_jumps.c), once, when the
-    first code is instrumented."""
+    first code is instrumented: in code that carries our probes, whose entry
+    the running dialect describes."""
     global _jump_guard_installed
     if not _jump_guard_installed:
         from . import _jumps
+        from ._recipes import running_dialect
 
-        _jumps.install()
+        _jumps.install(_ext.Probe, running_dialect())
         _jump_guard_installed = True
 
 
