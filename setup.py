@@ -69,20 +69,32 @@ if sys.platform != "win32":
         extra_compile_args = ["-O1", "-g", "-Wall", "-Wextra", "-std=c99", *flags]
         extra_link_args = flags
 
+# Each extension module and its C files (in src/fastpatch/); every header is
+# a dependency of each (a change to one rebuilds them all).
+EXTENSIONS = {
+    # The probes. _ext_probe.c holds the whole hot path in one translation unit.
+    "_ext": ["_ext.c", "_ext_clock.c", "_ext_probe.c", "_ext_origin.c", "_ext_code.c", "_ext_testing.c"],
+    # The splicer: the module and its dialect, the splice's phases, the line
+    # and exception tables, and the walk over a module's tree of code objects
+    # (the import hook splices every function it reaches).
+    "_csplice": ["_csplice.c", "_csplice_phases.c", "_csplice_tables.c", "_ctree.c"],
+    # The debugger-jump guard, on no call's path.
+    "_jumps": ["_jumps.c"],
+    # SIGTERM's default action put back from a Pool worker's watcher thread, on no call's path.
+    "_signals": ["_signals.c"],
+}
+HEADERS = sorted(glob.glob(os.path.join("src", "fastpatch", "*.h")))
+
 setup(
     cmdclass={"build_py": BuildPy},
     ext_modules=[
         Extension(
             f"fastpatch.{name}",
-            sources=[f"src/fastpatch/{name}.c"],
-            depends=["src/fastpatch/_compat.h"],
+            sources=[f"src/fastpatch/{source}" for source in sources],
+            depends=HEADERS,
             extra_compile_args=extra_compile_args,
             extra_link_args=extra_link_args,
         )
-        # _ext: the probes, the hot path. _csplice: the splicer's loop (the
-        # import hook splices every function it reaches). _jumps: the
-        # debugger-jump guard, on no call's path. _signals: SIGTERM's default
-        # action put back from a Pool worker's watcher thread, on no call's path.
-        for name in ("_ext", "_csplice", "_jumps", "_signals")
+        for name, sources in EXTENSIONS.items()
     ],
 )

@@ -38,6 +38,7 @@ from fastpatch._recipes import RECIPES
 PY = sys.version_info[:2]
 JUMP_OPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
 RECIPE = RECIPES[PY]
+PROLOGUE = RECIPE.prologue
 CORPUS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "splice_corpus")
 
 
@@ -52,7 +53,7 @@ def sig_of(name: str, arg: int) -> Tuple[str, Any]:
 
 # The injected sequences, from the recipe: the entry after its LOAD_CONST, and the exit.
 ENTRY_SIGS = [sig_of(name, arg) for name, arg in RECIPE.entry]
-EXIT_SIGS = [sig_of(name, arg) for name, arg in RECIPE.exit]
+EXIT_SIGS = [sig_of(name, arg) for name, arg in RECIPE.exit_sequence]
 
 
 def count_sequence(sigs: List[Tuple[str, Any]], sequence: List[Tuple[str, Any]]) -> int:
@@ -424,48 +425,50 @@ def _line_of_offsets(code: types.CodeType) -> Dict[int, Optional[int]]:
     return out
 
 
-def _function_start(view: View) -> int:
-    """3.11+: index of the RESUME where the function itself starts (its argument, masked, is 0)."""
+def entry_index(instrs: List[Tuple[str, Any]]) -> int:
+    """Index, among ``(name, arg)`` instructions, of the one the entry goes
+    before, as the recipe's prologue says: the first ``entry_before`` whose
+    argument has no "where" bits (3.11+: the function's own RESUME), else
+    the first instruction."""
+    if PROLOGUE.entry_before is None:
+        return 0
     return next(
-        k for k, i in enumerate(view.instrs) if i.opname == "RESUME" and i.arg & RECIPE.entry_before_mask == 0
+        k for k, (name, arg) in enumerate(instrs) if name == PROLOGUE.entry_before and arg & PROLOGUE.where_mask == 0
     )
+
+
+def stacked(instrs: List[Tuple[str, Any]]) -> bool:
+    """Whether the prologue has left values on the stack where the entry goes,
+    as the recipe's prologue says: the first of its marker, up to the
+    instruction the entry goes before, has the marked "where" (a 3.10
+    generator's first send under GEN_START, a 3.15 generator expression's
+    iterator after RESUME 4)."""
+    if PROLOGUE.stacked_marker is None:
+        return False
+    for name, arg in instrs[: entry_index(instrs) + 1]:
+        if name == PROLOGUE.stacked_marker:
+            return bool(arg & PROLOGUE.where_mask == PROLOGUE.stacked_where)
+    return False
+
+
+def _instrs(view: View) -> List[Tuple[str, Any]]:
+    return [(i.opname, i.arg) for i in view.instrs]
 
 
 def first_body_index(view: View) -> int:
-    """Index of the first instruction of the body, after the prologue."""
-    names = [i.opname for i in view.instrs]
-    if PY >= (3, 11):
-        return _function_start(view) + 1
-    if PY == (3, 10) and names[0] == "GEN_START":
-        return 1
-    return 0
-
-
-def _entry_index(view: View) -> int:
-    """Index of the instruction the entry goes before, as the recipe says:
-    the function's own RESUME on 3.11+, else the first instruction."""
-    if PY >= (3, 11):
-        return _function_start(view)
-    return 0
-
-
-def stacked(names: List[str], first_resume_arg: Optional[int]) -> bool:
-    """The prologue leaves values on the stack where the entry goes: a 3.10
-    generator's first send (GEN_START), a 3.15 generator expression's iterator."""
-    if PY == (3, 10):
-        return bool(names) and names[0] == "GEN_START"
-    return (
-        RECIPE.genexpr_start is not None
-        and first_resume_arg is not None
-        and first_resume_arg & RECIPE.entry_before_mask == RECIPE.genexpr_start
-    )
+    """Index of the first instruction of the body, after the prologue: after
+    the instruction the entry goes before where the prologue names one, after
+    a marker the entry goes before (3.10's GEN_START) where it does not."""
+    instrs = _instrs(view)
+    if PROLOGUE.entry_before is not None:
+        return entry_index(instrs) + 1
+    return 1 if stacked(instrs) else 0
 
 
 def _entry_tail_sigs(view: View) -> List[Tuple[str, Any]]:
     """The entry after its LOAD_CONST: the recipe's, and its stacked tail where the prologue leaves values."""
-    first = next((i for i in view.instrs if i.opname == "RESUME"), None)
-    if stacked([i.opname for i in view.instrs], first.arg if first is not None else None):
-        return ENTRY_SIGS + [sig_of(name, arg) for name, arg in RECIPE.stacked_entry]
+    if stacked(_instrs(view)):
+        return ENTRY_SIGS + [sig_of(name, arg) for name, arg in PROLOGUE.stacked_entry]
     return ENTRY_SIGS
 
 
@@ -483,7 +486,7 @@ class Layout:
 
     def __init__(self, orig: View) -> None:
         self.orig = orig
-        self.entry = e = _entry_index(orig)
+        self.entry = e = entry_index(_instrs(orig))
         self.entry_tail = _entry_tail_sigs(orig)
         entry = [("entry_load", e)] + [(f"entry_tail:{i}", e) for i in range(len(self.entry_tail))]
         kinds: List[Tuple[str, int]] = []

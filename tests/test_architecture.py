@@ -24,13 +24,21 @@ BOUNDARY = "fastpatch._native"
 
 
 def _modules() -> Dict[str, str]:
-    """Dotted name -> path of every Python module of the package."""
+    """Dotted name -> path of every Python module of the package, its subpackages' included."""
     found = {}
-    for entry in sorted(os.listdir(SOURCE)):
-        if entry.endswith(".py"):
-            stem = entry[:-3]
-            found[PACKAGE if stem == "__init__" else f"{PACKAGE}.{stem}"] = os.path.join(SOURCE, entry)
+    for directory, dirs, files in os.walk(SOURCE):
+        dirs[:] = sorted(d for d in dirs if os.path.exists(os.path.join(directory, d, "__init__.py")))
+        relative = os.path.relpath(directory, SOURCE)
+        package = PACKAGE if relative == "." else ".".join([PACKAGE, *relative.split(os.sep)])
+        for entry in files:
+            if entry.endswith(".py"):
+                stem = entry[:-3]
+                found[package if stem == "__init__" else f"{package}.{stem}"] = os.path.join(directory, entry)
     return found
+
+
+def _is_package(name: str, modules: Dict[str, str]) -> bool:
+    return os.path.basename(modules[name]) == "__init__.py"
 
 
 def _c_extensions() -> Set[str]:
@@ -45,11 +53,11 @@ def _is_type_checking(test: ast.expr) -> bool:
     return isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
 
 
-def _imports(tree: ast.Module, name: str, submodules: Set[str]) -> Set[str]:
-    """The modules of the package that module ``name`` imports: a name taken
-    from the package itself (``from fastpatch import x``, ``from . import x``
-    where ``x`` is no module) is an import of the face, ``fastpatch``."""
-    package = name if name == PACKAGE else name.rpartition(".")[0]
+def _imports(tree: ast.Module, name: str, package: str, submodules: Set[str]) -> Set[str]:
+    """The modules of the package that module ``name`` (of ``package``)
+    imports: a name taken from the package itself (``from fastpatch import
+    x``, ``from . import x`` where ``x`` is no module) is an import of the
+    face, ``fastpatch``."""
     targets: Set[str] = set()
     stack: List[ast.AST] = [tree]
     while stack:
@@ -62,7 +70,8 @@ def _imports(tree: ast.Module, name: str, submodules: Set[str]) -> Set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(filter(None, [package, base]))
+                parent = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(filter(None, [*parent, base]))
             for alias in node.names:
                 submodule = f"{base}.{alias.name}"
                 targets.add(submodule if submodule in submodules else base)
@@ -75,8 +84,9 @@ def _graph() -> Dict[str, Set[str]]:
     submodules = set(modules) | _c_extensions()
     graph = {}
     for name, path in modules.items():
+        package = name if _is_package(name, modules) else name.rpartition(".")[0]
         with open(path, encoding="utf-8") as fh:
-            graph[name] = _imports(ast.parse(fh.read(), path), name, submodules) - {name}
+            graph[name] = _imports(ast.parse(fh.read(), path), name, package, submodules) - {name}
     return graph
 
 
@@ -108,6 +118,8 @@ def test_the_graph_is_read_from_every_module_of_the_package():
     assert {PACKAGE, BOUNDARY, "fastpatch._patch", "fastpatch._hook", "fastpatch._cli"} <= set(graph)
     assert {"fastpatch._ext", "fastpatch._csplice", "fastpatch._jumps", "fastpatch._signals"} <= _c_extensions()
     assert "fastpatch._clock" in graph[PACKAGE] and "fastpatch._registry" in graph["fastpatch._patch"]
+    assert "fastpatch._stats" in graph["fastpatch._reports.definitions"]  # `from .. import _stats`
+    assert "fastpatch._reports.schema" in graph["fastpatch._reports.build"]
 
 
 def test_no_import_cycle_among_fastpatchs_modules():

@@ -244,7 +244,7 @@ def test_a_single_string_is_not_taken_for_a_list_of_patterns():
 def test_import_fastpatch_loads_none_of_the_whole_program_machinery():
     code = (
         "import sys\n"
-        "heavy = ['fastpatch._bulk', 'fastpatch._hook', 'fastpatch._cli', 'fastpatch._report', 'fastpatch._select',\n"
+        "heavy = ['fastpatch._bulk', 'fastpatch._hook', 'fastpatch._cli', 'fastpatch._reports', 'fastpatch._select',\n"
         "         'fastpatch._activate', 'importlib.util', 'typing', 're', 'fnmatch', 'threading', 'argparse']\n"
         "before = set(sys.modules)  # 3.15's site module loads importlib.util and re itself (.start files)\n"
         "import fastpatch\n"

@@ -212,7 +212,9 @@ def test_the_guard_is_installed_once_per_interpreter_and_only_in_instrumenting_p
 
     fastpatch.instrument(_target)
     try:
-        assert _jumps.install() is False  # already guarded
+        from fastpatch._recipes import running_dialect
+
+        assert _jumps.install(fastpatch._ext.Probe, running_dialect()) is False  # already guarded
     finally:
         fastpatch.uninstrument(_target)
 
@@ -287,7 +289,7 @@ def test_executing_finds_the_same_node_at_every_instruction_the_source_produced(
 
     from fastpatch._recipes import RECIPES
 
-    exit_ops = {dis.opmap[name] for name, _ in RECIPES[PY].exit}
+    exit_ops = {dis.opmap[name] for name, _ in RECIPES[PY].exit_sequence}
     kept = [(line, node) for _event, line, instr, node in events if not (instr in exit_ops and node is None)]
     assert kept == plain
 

@@ -558,7 +558,7 @@ def test_the_hook_loads_no_module_it_does_not_need(tree):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     loaded = set(json.loads(out))
     assert {"fastpatch._hook", "fastpatch._csplice", name} <= loaded
-    unwanted = {"fastpatch._pysplice", "fastpatch._report", "fastpatch._stats", "fastpatch._bulk", "bisect"}
+    unwanted = {"fastpatch._pysplice", "fastpatch._reports", "fastpatch._stats", "fastpatch._bulk", "bisect"}
     if importlib.util.find_spec("fastpatch._assembled") is not None:
         unwanted |= {"bytecode", "typing", "re", "dis", "inspect"}
     assert not unwanted & loaded, sorted(unwanted & loaded)

@@ -113,7 +113,7 @@ def test_reset_drops_a_return_not_yet_folded_in():
 
 
 def test_probe_state_fits_in_1_kib():
-    assert _ext.probe_size() <= 1024
+    assert _ext._testing_probe_size() <= 1024
 
 
 def test_a_probe_allocates_its_histogram_at_its_first_call():
@@ -169,9 +169,9 @@ def test_steady_state_allocates_no_tokens_spare_slot_or_free_list(ending):
     for f in (returns, raises, gen):
         fastpatch.instrument(f)
     run()
-    idle = _ext.idle_tokens()
+    idle = _ext._testing_idle_tokens()
     for _ in range(1000):
         run()
-    assert _ext.idle_tokens() == idle
+    assert _ext._testing_idle_tokens() == idle
     target = {"return": returns, "raise": raises, "close": gen}[ending]
     assert fastpatch.stats(target).completed == 1001

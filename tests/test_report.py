@@ -1,4 +1,4 @@
-"""Reports that leave the process (fastpatch._report): the JSON format, exact
+"""Reports that leave the process (fastpatch._reports): the JSON format, exact
 merges across processes (fork included), pstats, atomic writes, output paths
 with and without {pid}, and the messages for bad input."""
 
@@ -23,8 +23,16 @@ import traceback
 import pytest
 
 import fastpatch
-from fastpatch import _ext, _report, _stats
-from fastpatch._report import ReportError
+from fastpatch import _ext, _stats
+from fastpatch._cli import report_main
+from fastpatch._reports import formats, output, table
+from fastpatch._reports import merge as merge_module
+from fastpatch._reports.build import build, python_version
+from fastpatch._reports.definitions import reported
+from fastpatch._reports.exporter import ReportWriter
+from fastpatch._reports.formats import format_for, serialize, to_pstats
+from fastpatch._reports.merge import load, merge
+from fastpatch._reports.schema import MAX_INTEGER, Report, ReportError, to_stats, validate
 
 B = _ext.HIST_BUCKETS
 
@@ -39,7 +47,7 @@ def synthetic(durations, *, module="app", qualname="work", firstlineno=10, filen
     """Stats of a definition that recorded exactly ``durations`` (ns)."""
     hist = [0] * B
     for ns in durations:
-        hist[_ext.bucket_index(ns)] += 1
+        hist[_ext._testing_bucket_index(ns)] += 1
     return fastpatch.Stats(
         name=name or f"{module}.{qualname}", calls=len(durations) if calls is None else calls, errors=errors,
         total_ns=sum(durations), min_ns=min(durations, default=0), max_ns=max(durations, default=0),
@@ -94,33 +102,39 @@ def write_json(path, obj):
     return str(path)
 
 
+def text_table(report, sort="total"):
+    """The text format of ``report`` (a document), as text."""
+    return formats.get("text").text(Report.of(report), sort)
+
+
 # --------------------------------------------------------------------------
 # the module itself
 # --------------------------------------------------------------------------
 
 
 def test_import_fastpatch_does_not_import_the_report_or_stats_modules_and_the_report_costs_only_those():
+    stages = ("build", "definitions", "exporter", "formats", "merge", "output", "schema", "table")
     code = (
         "import sys, fastpatch\n"
-        "assert 'fastpatch._report' not in sys.modules and 'fastpatch._stats' not in sys.modules\n"
+        "assert 'fastpatch._reports' not in sys.modules and 'fastpatch._stats' not in sys.modules\n"
         "before = set(sys.modules)\n"
-        "import fastpatch._report\n"
+        f"import {', '.join(f'fastpatch._reports.{stage}' for stage in stages)}\n"
         "print(sorted(set(sys.modules) - before))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = set(json.loads(out.replace("'", '"')))
     ours = {m for m in loaded if m.startswith("fastpatch")}
     # and math (with math.integer on 3.15), itertools: C modules of the standard library
-    assert ours == {"fastpatch._report", "fastpatch._stats"}
+    assert ours == {"fastpatch._reports", "fastpatch._stats", *(f"fastpatch._reports.{stage}" for stage in stages)}
     assert {m.split(".")[0].lstrip("_") for m in loaded - ours} <= {"math", "math_integer", "itertools"}
 
 
 def test_python_version_is_written_as_platform_spells_it():
-    assert _report._python_version() == platform.python_version()
+    assert python_version() == platform.python_version()
 
 
 def test_the_histogram_layout_is_computed_from_the_bucket_bounds(monkeypatch):
-    layout = _report.histogram_layout()
+    layout = _stats.histogram_layout()
     kind, unit, buckets, crc = layout.split("-")
     assert kind == f"log{len(_stats._SIXTH_CELLS) - 1}"
     assert unit == f"{1 << _stats.HIST_SHIFT}ns"
@@ -130,9 +144,9 @@ def test_the_histogram_layout_is_computed_from_the_bucket_bounds(monkeypatch):
     real = _stats.bucket_bounds
     monkeypatch.setattr(_stats, "bucket_bounds", lambda i: real(i) if i != 100 else (real(i)[0], real(i)[1] + 1))
     monkeypatch.setattr(_stats, "_layout", None)
-    assert _report.histogram_layout() != layout
+    assert _stats.histogram_layout() != layout
     monkeypatch.undo()
-    assert _report.histogram_layout() == layout
+    assert _stats.histogram_layout() == layout
 
 
 # --------------------------------------------------------------------------
@@ -154,7 +168,7 @@ def test_build_has_every_field_of_the_schema_with_the_values_of_the_stats():
     for _ in range(2):
         with pytest.raises(ValueError):
             fails()
-    report = _report.build()
+    report = build()
 
     assert report["format"] == "fastpatch"
     assert report["version"] == 1
@@ -179,7 +193,7 @@ def test_build_has_every_field_of_the_schema_with_the_values_of_the_stats():
         for key in ("calls", "errors", "completed", "total_ns", "min_ns", "max_ns"):
             assert fn[key] == getattr(s, key), key
             assert type(fn[key]) is int
-        assert fn["histogram"]["layout"] == _report.histogram_layout()
+        assert fn["histogram"]["layout"] == _stats.histogram_layout()
         counts = fn["histogram"]["counts"]
         assert counts == {str(i): n for i, n in enumerate(s.histogram) if n}
         assert all(type(k) is str and type(v) is int and v > 0 for k, v in counts.items())
@@ -198,10 +212,10 @@ def test_json_round_trip_is_exact(tmp_path):
 
     fastpatch.instrument(f)
     f()
-    report = _report.build()
-    assert json.loads(_report.serialize(report, "json")) == report
-    path = _report.write(str(tmp_path / "r.json"), report=report)
-    assert _report.load(path) == report
+    report = build()
+    assert json.loads(serialize(report, "json")) == report
+    path = output.write(str(tmp_path / "r.json"), report=report)
+    assert load(path) == report
     # One function per line.
     lines = (tmp_path / "r.json").read_text().splitlines()
     assert sum(1 for line in lines if line.lstrip().startswith('{"name"')) == len(report["functions"])
@@ -219,12 +233,12 @@ def test_build_leaves_out_definitions_never_called_and_keeps_activations_in_flig
     fastpatch.instrument(gen)
     g = gen()
     next(g)  # started, suspended: calls 1, completed 0
-    report = _report.build()
+    report = build()
     assert functions_named(report, "never") == []
     (fn,) = functions_named(report, "gen")
     assert (fn["calls"], fn["completed"], fn["min_ns"], fn["max_ns"], fn["histogram"]["counts"]) == (1, 0, 0, 0, {})
     g.close()
-    (fn,) = functions_named(_report.build(), "gen")
+    (fn,) = functions_named(build(), "gen")
     assert (fn["calls"], fn["completed"]) == (1, 1)
 
 
@@ -234,7 +248,7 @@ def test_definitions_with_the_same_module_qualname_and_line_are_one_entry():
     fastpatch.instrument(one)
     fastpatch.instrument(two)
     one(), two(), two()
-    (fn,) = functions_named(_report.build(), "<lambda>")
+    (fn,) = functions_named(build(), "<lambda>")
     assert fn["calls"] == 3
     s1, s2 = fastpatch.stats(one), fastpatch.stats(two)
     assert fn["total_ns"] == s1.total_ns + s2.total_ns
@@ -252,11 +266,11 @@ def test_argv_entries_that_are_not_strings_are_written_as_strings(tmp_path, monk
     odd = Unprintable()
     monkeypatch.setattr(sys, "argv", ["app.py", pathlib.Path("data", "in.csv"), b"raw-\xff", 7, odd])
     expected = ["app.py", os.path.join("data", "in.csv"), os.fsdecode(b"raw-\xff"), "7", object.__repr__(odd)]
-    report = _report.build([synthetic([10])])
+    report = build([synthetic([10])])
     assert report["argv"] == expected
-    assert _report.load(_report.write(str(tmp_path / "r.json"), report=report))["argv"] == expected
+    assert load(output.write(str(tmp_path / "r.json"), report=report))["argv"] == expected
     monkeypatch.setattr(sys, "argv", None)
-    assert _report.build([])["argv"] == []
+    assert build([])["argv"] == []
 
 
 @needs_fork
@@ -283,10 +297,10 @@ def test_a_forked_childs_table_on_stderr_names_its_argv_when_it_holds_a_path(tmp
 def test_multiprocessing_main_module_counts_as_main():
     child = synthetic([100, 200], module="__mp_main__", qualname="work")
     parent = synthetic([300], module="__main__", qualname="work")
-    report = _report.build([child])
+    report = build([child])
     (fn,) = report["functions"]
     assert (fn["module"], fn["name"]) == ("__main__", "__main__.work")
-    (fn,) = _report.merge([_report.build([parent]), report])["functions"]
+    (fn,) = merge([build([parent]), report])["functions"]
     assert fn["calls"] == 3
 
 
@@ -304,13 +318,13 @@ def test_merging_two_reports_equals_the_report_of_all_the_calls_in_one_process()
     idle = synthetic([], qualname="pending", firstlineno=40, calls=2)  # in flight: min 0 must not win
     pending_done = synthetic([70_000], qualname="pending", firstlineno=40)
 
-    whole = _report.build([
+    whole = build([
         synthetic(durations, errors=7, calls=len(durations) + 1), other,
         synthetic([70_000], qualname="pending", firstlineno=40, calls=3),
     ])
-    merged = _report.merge([
-        _report.build([synthetic(first, errors=3, calls=len(first) + 1), idle]),
-        _report.build([synthetic(second, errors=4), other, pending_done]),
+    merged = merge([
+        build([synthetic(first, errors=3, calls=len(first) + 1), idle]),
+        build([synthetic(second, errors=4), other, pending_done]),
     ])
     assert merged["functions"] == whole["functions"]
     (work,) = functions_named(merged, "work")
@@ -321,8 +335,8 @@ def test_merging_two_reports_equals_the_report_of_all_the_calls_in_one_process()
     (pending,) = functions_named(merged, "pending")
     assert (pending["calls"], pending["completed"], pending["min_ns"]) == (3, 1, 70_000)
 
-    merged_stats = {s.qualname: s for s in _report.to_stats(merged)}
-    whole_stats = {s.qualname: s for s in _report.to_stats(whole)}
+    merged_stats = {s.qualname: s for s in to_stats(merged)}
+    whole_stats = {s.qualname: s for s in to_stats(whole)}
     for qualname in ("work", "other", "pending"):
         m, w = merged_stats[qualname], whole_stats[qualname]
         assert m == w and m.histogram == w.histogram
@@ -335,56 +349,56 @@ def test_merging_two_reports_equals_the_report_of_all_the_calls_in_one_process()
 
 
 def test_a_merged_report_is_a_valid_version_1_report_listing_its_processes(tmp_path):
-    a = _report.build([synthetic([10], qualname="a")])
-    b = _report.build([synthetic([20], qualname="b")])
+    a = build([synthetic([10], qualname="a")])
+    b = build([synthetic([20], qualname="b")])
     b["pid"], b["argv"], b["created"] = 99999, ["worker"], 1.5
-    merged = _report.merge([a, b])
-    assert _report.validate(merged) is merged
+    merged = merge([a, b])
+    assert validate(merged) is merged
     assert (merged["pid"], merged["argv"], merged["created"], merged["python"]) == (
         a["pid"], a["argv"], a["created"], a["python"])
     assert [p["pid"] for p in merged["processes"]] == [a["pid"], 99999]
     assert [p["report_id"] for p in merged["processes"]] == [a["report_id"], b["report_id"]]
     assert merged["report_id"] not in (a["report_id"], b["report_id"])
-    assert _report.load(_report.write(str(tmp_path / "m.json"), report=merged)) == merged
+    assert load(output.write(str(tmp_path / "m.json"), report=merged)) == merged
     # Merging a merged report flattens its processes.
-    c = _report.build([synthetic([30], qualname="a")])
-    again = _report.merge([merged, c])
+    c = build([synthetic([30], qualname="a")])
+    again = merge([merged, c])
     assert [p["pid"] for p in again["processes"]] == [a["pid"], 99999, c["pid"]]
     (fa,) = functions_named(again, "a")
     assert fa["calls"] == 2
 
 
 def test_merge_refuses_the_same_process_twice():
-    a = _report.build([synthetic([10])])
-    b = _report.build([synthetic([20])])
+    a = build([synthetic([10])])
+    b = build([synthetic([20])])
     with pytest.raises(ReportError, match=r"report #2 repeats the report of process \d+ already in report #1"):
-        _report.merge([a, a])
+        merge([a, a])
     with pytest.raises(ReportError, match="report #3 repeats .* report #1; .*its calls twice"):
-        _report.merge([a, b, _report.merge([a])])
+        merge([a, b, merge([a])])
     with pytest.raises(ReportError, match="no reports to merge"):
-        _report.merge([])
+        merge([])
 
 
 def test_merge_keeps_a_common_clock_and_says_mixed_otherwise():
-    tsc = _report.build([synthetic([10], clock="tsc")])
-    mono = _report.build([synthetic([20], clock="monotonic")])
+    tsc = build([synthetic([10], clock="tsc")])
+    mono = build([synthetic([20], clock="monotonic")])
     tsc["clock"], mono["clock"] = "tsc", "monotonic"
-    assert _report.merge([tsc, _report.build([synthetic([5], clock="tsc")]) | {"clock": "tsc"}])["clock"] == "tsc"
-    merged = _report.merge([tsc, mono])
+    assert merge([tsc, build([synthetic([5], clock="tsc")]) | {"clock": "tsc"}])["clock"] == "tsc"
+    merged = merge([tsc, mono])
     assert merged["clock"] == "mixed"
     assert merged["functions"][0]["clock"] == "mixed"
 
 
 def test_readers_ignore_keys_they_do_not_know(tmp_path):
-    report = _report.build([synthetic([10, 20])])
+    report = build([synthetic([10, 20])])
     report["from_the_future"] = {"anything": [1, 2]}
     report["functions"][0]["flame"] = "later"
     report["functions"][0]["histogram"]["sum_of_squares"] = 500
     path = write_json(tmp_path / "r.json", report)
-    loaded = _report.load(path)
-    merged = _report.merge([loaded])
+    loaded = load(path)
+    merged = merge([loaded])
     assert "from_the_future" not in merged and "flame" not in merged["functions"][0]
-    assert _report.to_stats(merged)[0] == synthetic([10, 20])
+    assert to_stats(merged)[0] == synthetic([10, 20])
 
 
 # --------------------------------------------------------------------------
@@ -399,27 +413,27 @@ def test_parent_and_forked_child_write_their_own_files_and_the_merge_counts_each
 
     fastpatch.instrument(f)
     template = str(tmp_path / "out.json")
-    _report.check_writable(template)  # at start, as `run` does: this process owns the plain name
+    output.check_writable(template)  # at start, as `run` does: this process owns the plain name
     for _ in range(3):
         f()
 
     def child():
         for _ in range(5):
             f()
-        assert _report.write(template) == str(tmp_path / f"out.{os.getpid()}.json")
+        assert output.write(template) == str(tmp_path / f"out.{os.getpid()}.json")
 
     child_pid, status = run_forked(child)
     assert status == 0
     f()
-    assert _report.write(template) == template
+    assert output.write(template) == template
     assert sorted(os.listdir(tmp_path)) == sorted(["out.json", f"out.{child_pid}.json"])
 
-    parent_report = _report.load(template)
-    child_report = _report.load(str(tmp_path / f"out.{child_pid}.json"))
+    parent_report = load(template)
+    child_report = load(str(tmp_path / f"out.{child_pid}.json"))
     assert (parent_report["pid"], child_report["pid"]) == (os.getpid(), child_pid)
     assert functions_named(parent_report, ".f")[0]["calls"] == 4
     assert functions_named(child_report, ".f")[0]["calls"] == 5  # the child started from zero
-    (fn,) = functions_named(_report.merge([parent_report, child_report]), ".f")
+    (fn,) = functions_named(merge([parent_report, child_report]), ".f")
     assert (fn["calls"], fn["completed"], sum(fn["histogram"]["counts"].values())) == (9, 9, 9)
     per_bucket = {}
     for rep in (parent_report, child_report):
@@ -436,12 +450,12 @@ def test_a_child_forked_after_the_parent_wrote_does_not_overwrite_the_parents_fi
     fastpatch.instrument(g)
     g()
     template = str(tmp_path / "report.txt")
-    assert _report.write(template) == template  # writing claims the name
+    assert output.write(template) == template  # writing claims the name
     before = (tmp_path / "report.txt").read_bytes()
 
     def child():
         g()
-        _report.write(template)
+        output.write(template)
 
     child_pid, status = run_forked(child)
     assert status == 0
@@ -457,56 +471,56 @@ def test_with_pid_in_the_template_every_process_writes_its_own_file(tmp_path):
 
     fastpatch.instrument(h)
     template = str(tmp_path / "out-{pid}.json")
-    _report.check_writable(template)
+    output.check_writable(template)
     h()
-    child_pid, status = run_forked(lambda: (h(), h(), _report.write(template)))
+    child_pid, status = run_forked(lambda: (h(), h(), output.write(template)))
     assert status == 0
-    mine = _report.write(template)
+    mine = output.write(template)
     assert mine == str(tmp_path / f"out-{os.getpid()}.json")
-    child = _report.load(str(tmp_path / f"out-{child_pid}.json"))
-    (fn,) = functions_named(_report.merge([_report.load(mine), child]), ".h")
+    child = load(str(tmp_path / f"out-{child_pid}.json"))
+    (fn,) = functions_named(merge([load(mine), child]), ".h")
     assert fn["calls"] == 3
 
 
 def test_pid_substitution_and_the_paths_of_other_processes(tmp_path, monkeypatch):
     pid = os.getpid()
-    assert _report.resolve_path("/x/{pid}/a-{pid}.json") == f"/x/{pid}/a-{pid}.json"
-    assert _report.resolve_path("/x/{other}.json") == "/x/{other}.json"  # not a placeholder
+    assert output.resolve_path("/x/{pid}/a-{pid}.json") == f"/x/{pid}/a-{pid}.json"
+    assert output.resolve_path("/x/{other}.json") == "/x/{other}.json"  # not a placeholder
     # Nobody claimed it: this process writes the plain name.
-    assert _report.resolve_path(str(tmp_path / "free.json")) == str(tmp_path / "free.json")
+    assert output.resolve_path(str(tmp_path / "free.json")) == str(tmp_path / "free.json")
     # Claimed by another process (this one's parent, after a fork).
-    monkeypatch.setitem(_report._claims, "/x/out.json", pid + 1)
-    monkeypatch.setitem(_report._claims, "/x/out", pid + 1)
-    monkeypatch.setitem(_report._claims, "/x.d/.hidden", pid + 1)
-    monkeypatch.setitem(_report._claims, "out.tar.prof", pid + 1)
-    assert _report.resolve_path("/x/out.json") == f"/x/out.{pid}.json"
-    assert _report.resolve_path("/x/out") == f"/x/out.{pid}"
-    assert _report.resolve_path("/x.d/.hidden") == f"/x.d/.hidden.{pid}"
-    assert _report.resolve_path("out.tar.prof") == f"out.tar.{pid}.prof"
-    assert _report.format_for(_report.resolve_path("out.tar.prof")) == "pstats"
+    monkeypatch.setitem(output._claims, "/x/out.json", pid + 1)
+    monkeypatch.setitem(output._claims, "/x/out", pid + 1)
+    monkeypatch.setitem(output._claims, "/x.d/.hidden", pid + 1)
+    monkeypatch.setitem(output._claims, "out.tar.prof", pid + 1)
+    assert output.resolve_path("/x/out.json") == f"/x/out.{pid}.json"
+    assert output.resolve_path("/x/out") == f"/x/out.{pid}"
+    assert output.resolve_path("/x.d/.hidden") == f"/x.d/.hidden.{pid}"
+    assert output.resolve_path("out.tar.prof") == f"out.tar.{pid}.prof"
+    assert format_for(output.resolve_path("out.tar.prof")) == "pstats"
     # A claim is kept by the first claimant.
-    _report.claim("/x/out.json")
-    assert _report._claims["/x/out.json"] == pid + 1
-    assert _report.child_template("/x/out.json") == "/x/out.{pid}.json"
-    assert _report.child_template("/x/{pid}.json") == "/x/{pid}.json"
-    assert _report.child_template("report") == "report.{pid}"
+    output.claim("/x/out.json")
+    assert output._claims["/x/out.json"] == pid + 1
+    assert output.child_template("/x/out.json") == "/x/out.{pid}.json"
+    assert output.child_template("/x/{pid}.json") == "/x/{pid}.json"
+    assert output.child_template("report") == "report.{pid}"
 
 
 def test_write_substitutes_pid_and_picks_the_format_from_the_extension(tmp_path):
-    report = _report.build([synthetic([100, 200])])
+    report = build([synthetic([100, 200])])
     cases = {"a.json": "json", "a.JSON": "json", "a.pstats": "pstats", "a.prof": "pstats", "a.txt": "text",
              "a": "text", "a.json.bak": "text"}
     for name, fmt in cases.items():
-        path = _report.write(str(tmp_path / name), report=report)
+        path = output.write(str(tmp_path / name), report=report)
         data = (tmp_path / name).read_bytes()
-        assert data == _report.serialize(report, fmt), name
+        assert data == serialize(report, fmt), name
         assert path == str(tmp_path / name)
     # -f wins over the extension.
-    _report.write(str(tmp_path / "forced.json"), "text", report=report)
+    output.write(str(tmp_path / "forced.json"), "text", report=report)
     assert (tmp_path / "forced.json").read_text().startswith("calls")
-    path = _report.write(str(tmp_path / "p{pid}.out"), "json", report=report)
+    path = output.write(str(tmp_path / "p{pid}.out"), "json", report=report)
     assert path == str(tmp_path / f"p{os.getpid()}.out")
-    assert _report.load(path) == report
+    assert load(path) == report
 
 
 # --------------------------------------------------------------------------
@@ -524,18 +538,22 @@ def test_the_text_format_is_the_table_of_fastpatch_report():
     fastpatch.instrument(t1)
     fastpatch.instrument(t2)
     t2(), t2()
-    report = _report.build()
-    for sort in _report.SORT_KEYS:
+    report = build()
+    for sort in table.SORT_KEYS:
         expected = io.StringIO()
         called = sorted((s for s in fastpatch.all_stats() if s.calls), key=lambda s: (s.module, s.qualname))
-        _stats.render(called, expected, sort, None)
-        assert _report.serialize(report, "text", sort).decode() == expected.getvalue()
-    assert _report.SORT_KEYS == tuple(sorted(("total", "calls", "mean", "max", "errors", "name")))
+        table.render(called, expected, sort, None)
+        assert serialize(report, "text", sort).decode() == expected.getvalue()
+    assert sorted(table.SORT_KEYS) == sorted(("total", "calls", "mean", "max", "errors", "name"))
 
 
-def test_the_table_at_exit_is_the_text_table_of_the_report():
+def test_the_table_at_exit_is_the_text_table_of_the_report(capsys):
     # The report at exit writes its table from the stats, without building
     # the report: the same rows, merged the same way (two lambdas on one line).
+    def table_at_exit(stats, sort):
+        ReportWriter(None, None, sort, os.getpid()).export(stats, True)  # run's own process: no line above it
+        return capsys.readouterr().err
+
     pair = [lambda: 1, lambda: 2]  # noqa: E731 - one line, one definition key
     for f in pair:
         fastpatch.instrument(f)
@@ -544,23 +562,17 @@ def test_the_table_at_exit_is_the_text_table_of_the_report():
     distinct = [synthetic([40, 90], calls=3, module="b"), synthetic([7], module="a"), synthetic([], calls=1)]
     mp_main = [synthetic([5, 6], module="__mp_main__", name="__mp_main__.work")]
     for group in (stats, distinct, mp_main):
-        for sort in _report.SORT_KEYS:
-            table = io.StringIO()
-            _report.write_table(group, sort, table)
-            assert table.getvalue() == _report.text_table(_report.build(group), sort)
-    table = io.StringIO()
-    _report.write_table(stats, "total", table)
-    merged = [line for line in table.getvalue().splitlines() if "<lambda>" in line]
+        for sort in table.SORT_KEYS:
+            assert table_at_exit(group, sort) == text_table(build(group), sort)
+    merged = [line for line in table_at_exit(stats, "total").splitlines() if "<lambda>" in line]
     assert len(merged) == 1 and merged[0].split()[0] == "3"
-    assert [s.module for s in _stats.reported(distinct)] == ["a", "app", "b"]  # in report order
-    assert _stats.reported(mp_main)[0].name == "__main__.work"
-    empty = io.StringIO()
-    _report.write_table([synthetic([], calls=0)], "total", empty)
-    assert empty.getvalue() == _report.text_table(_report.build([synthetic([], calls=0)]))
+    assert [s.module for s in reported(distinct)] == ["a", "app", "b"]  # in report order
+    assert reported(mp_main)[0].name == "__main__.work"
+    assert table_at_exit([synthetic([], calls=0)], "total") == text_table(build([synthetic([], calls=0)]))
 
 
 def test_the_text_table_of_a_report_without_calls_says_so():
-    text = _report.text_table(_report.build([synthetic([], calls=0)]))
+    text = text_table(build([synthetic([], calls=0)]))
     assert text.splitlines() == [text.splitlines()[0], "(no instrumented function was called)"]
     assert text.split()[0] == "calls"
 
@@ -579,7 +591,7 @@ def test_pstats_is_read_by_pstats_with_cprofiles_keys_and_fastpatchs_counts_and_
     fastpatch.instrument(Handler.handle)
     for n in range(20):
         Handler().handle(n)
-    path = _report.write(str(tmp_path / "out.pstats"))
+    path = output.write(str(tmp_path / "out.pstats"))
     leaf_stats, handle_stats = fastpatch.stats(leaf), fastpatch.stats(Handler.handle)
 
     loaded = pstats.Stats(path)
@@ -607,14 +619,14 @@ def test_pstats_is_read_by_pstats_with_cprofiles_keys_and_fastpatchs_counts_and_
 
 
 def test_pstats_adds_up_definitions_with_one_key_and_has_a_placeholder_when_nothing_ran(tmp_path):
-    report = _report.build([
+    report = build([
         synthetic([1000, 3000], module="a", qualname="C.f", filename="/s.py", firstlineno=5),
         synthetic([2000], module="b", qualname="f", filename="/s.py", firstlineno=5),  # same file, line, co_name
         synthetic([], calls=4, qualname="stuck", firstlineno=9),  # nothing completed: left out
     ])
-    assert _report.to_pstats(report) == {("/s.py", 5, "f"): (3, 3, 6e-06, 6e-06, {})}
-    empty = _report.build([])
-    path = _report.write(str(tmp_path / "empty.prof"), report=empty)
+    assert to_pstats(to_stats(report)) == {("/s.py", 5, "f"): (3, 3, 6e-06, 6e-06, {})}
+    empty = build([])
+    path = output.write(str(tmp_path / "empty.prof"), report=empty)
     loaded = pstats.Stats(path)
     assert list(loaded.stats.values()) == [(0, 0, 0.0, 0.0, {})]
     pstats.Stats(path, stream=io.StringIO()).sort_stats("cumulative").print_stats()
@@ -623,8 +635,8 @@ def test_pstats_adds_up_definitions_with_one_key_and_has_a_placeholder_when_noth
 
 def test_snakeviz_table_reads_the_pstats_file(tmp_path):
     snakeviz_stats = pytest.importorskip("snakeviz.stats")
-    report = _report.build([synthetic([1000, 3000], qualname="Cls.method"), synthetic([500], qualname="f")])
-    path = _report.write(str(tmp_path / "out.prof"), report=report)
+    report = build([synthetic([1000, 3000], qualname="Cls.method"), synthetic([500], qualname="f")])
+    path = output.write(str(tmp_path / "out.prof"), report=report)
     rows = snakeviz_stats.table_rows(pstats.Stats(path))
     assert sorted(row[-1] for row in rows) == ["/src/app.py:10(f)", "/src/app.py:10(method)"]
     assert sorted(row[0][1] for row in rows) == [1, 2]
@@ -639,10 +651,10 @@ def test_snakeviz_table_reads_the_pstats_file(tmp_path):
 @pytest.mark.parametrize("failure", ["replace", "write", "fsync-interrupt"])
 def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path, monkeypatch, failure):
     target = tmp_path / "out.json"
-    old = _report.build([synthetic([1])])
-    _report.write(str(target), report=old)
+    old = build([synthetic([1])])
+    output.write(str(target), report=old)
     before = target.read_bytes()
-    new = _report.build([synthetic([2] * 5000)])
+    new = build([synthetic([2] * 5000)])
 
     if failure == "replace":
         def broken(src, dst):
@@ -667,7 +679,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path, monk
         expected = KeyboardInterrupt
 
     with pytest.raises(expected) as info:
-        _report.write(str(target), report=new)
+        output.write(str(target), report=new)
     monkeypatch.undo()
     if failure == "write":
         assert str(info.value) == f"cannot write the report to {target}: {os.strerror(errno.ENOSPC)}"
@@ -678,12 +690,12 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path, monk
 def test_a_reader_never_sees_a_partial_file(tmp_path):
     target = tmp_path / "big.json"
     reports = [
-        _report.build([synthetic([i, i * 7 + 1], qualname=f"f{i}", firstlineno=i) for i in range(1, 2500)]),
-        _report.build([synthetic([i + 5], qualname=f"g{i}", firstlineno=i) for i in range(1, 2000)]),
+        build([synthetic([i, i * 7 + 1], qualname=f"f{i}", firstlineno=i) for i in range(1, 2500)]),
+        build([synthetic([i + 5], qualname=f"g{i}", firstlineno=i) for i in range(1, 2000)]),
     ]
-    blobs = [_report.serialize(r, "json") for r in reports]
+    blobs = [serialize(r, "json") for r in reports]
     assert min(len(b) for b in blobs) > 500_000
-    _report.write(str(target), report=reports[0])
+    output.write(str(target), report=reports[0])
     stop = threading.Event()
     seen = {"reads": 0, "bad": []}
 
@@ -698,7 +710,7 @@ def test_a_reader_never_sees_a_partial_file(tmp_path):
     thread.start()
     try:
         for i in range(24):
-            _report.write(str(target), report=reports[i % 2])
+            output.write(str(target), report=reports[i % 2])
     finally:
         stop.set()
         thread.join()
@@ -710,7 +722,7 @@ def test_a_reader_never_sees_a_partial_file(tmp_path):
 def test_written_files_get_the_usual_permissions(tmp_path):
     old = os.umask(0o022)
     try:
-        _report.write(str(tmp_path / "plain.txt"), report=_report.build([]))
+        output.write(str(tmp_path / "plain.txt"), report=build([]))
     finally:
         os.umask(old)
     assert (tmp_path / "plain.txt").stat().st_mode & 0o777 == 0o644
@@ -723,11 +735,11 @@ def test_a_symlink_at_the_output_path_is_replaced_and_the_file_it_points_to_is_l
     real.chmod(0o600)
     link = tmp_path / "out.json"
     link.symlink_to(real)
-    _report.check_writable(str(link))
-    report = _report.build([synthetic([9])])
-    assert _report.write(str(link), report=report) == str(link)
+    output.check_writable(str(link))
+    report = build([synthetic([9])])
+    assert output.write(str(link), report=report) == str(link)
     assert not link.is_symlink()
-    assert _report.load(str(link)) == report
+    assert load(str(link)) == report
     assert (real.read_text(), stat.S_IMODE(real.stat().st_mode)) == ("precious", 0o600)
     assert os.listdir(real.parent) == ["precious.json"]
     assert sorted(os.listdir(tmp_path)) == ["elsewhere", "out.json"]
@@ -741,8 +753,8 @@ def test_a_symlink_that_cannot_be_followed_is_refused_and_nothing_is_created_thr
         f"cannot write the report to {link}: it is a symbolic link that cannot be followed "
         f"({os.strerror(errno.ENOENT)}); a report is never written through a link, nor replaces one it cannot follow"
     )
-    for attempt in (lambda: _report.check_writable(str(link)),
-                    lambda: _report.write(str(link), report=_report.build([synthetic([9])]))):
+    for attempt in (lambda: output.check_writable(str(link)),
+                    lambda: output.write(str(link), report=build([synthetic([9])]))):
         with pytest.raises(ReportError) as info:
             attempt()
         assert str(info.value) == message
@@ -758,9 +770,9 @@ def test_dev_stderr_of_a_process_whose_stderr_is_closed_is_left_alone(tmp_path):
     link = tmp_path / "stderr"
     link.symlink_to("/proc/self/fd/2")
     code = (
-        "import os, sys\nfrom fastpatch import _report\nos.close(2)\n"
-        "for check in (_report.check_writable, lambda p: _report.write(p, report=_report.build([]))):\n"
-        "    try:\n        check(sys.argv[1])\n    except _report.ReportError as exc:\n        print(exc)\n"
+        "import os, sys\nfrom fastpatch._reports import build, output, schema\nos.close(2)\n"
+        "for check in (output.check_writable, lambda p: output.write(p, report=build.build([]))):\n"
+        "    try:\n        check(sys.argv[1])\n    except schema.ReportError as exc:\n        print(exc)\n"
     )
     out, _ = _finished(_fastpatch("python", "-c", code, str(link), cwd=tmp_path))
     refused = (
@@ -799,20 +811,20 @@ def test_another_users_link_in_a_sticky_directory_is_refused_and_nothing_is_writ
             os.setuid(nobody.pw_uid)
             refused = f"cannot write the report to {link}: it is a symbolic link, which this process may not replace"
             with pytest.raises(ReportError) as info:
-                _report.check_writable(link)
+                output.check_writable(link)
             assert str(info.value) == (
                 f"{refused} (another user's, in the sticky directory {sticky}), and a report is never written "
                 "through a link"
             )
             with pytest.raises(ReportError) as info:
-                _report.write(link, report=_report.build([synthetic([5])]))
+                output.write(link, report=build([synthetic([5])]))
             assert str(info.value) == (
                 f"{refused} ({os.strerror(errno.EPERM)}), and a report is never written through a link"
             )
             with pytest.raises(ReportError, match=r"/app\.\d+\.json: it is a symbolic link, which this process"):
-                _report.write(os.path.join(sticky, "app.{pid}.json"), report=_report.build([synthetic([5])]))
+                output.write(os.path.join(sticky, "app.{pid}.json"), report=build([synthetic([5])]))
             with pytest.raises(ReportError) as info:
-                _report.check_writable(theirs)
+                output.check_writable(theirs)
             assert str(info.value) == (
                 f"cannot write the report to {theirs}: it is another user's file, in the sticky directory {sticky}, "
                 "where only its owner may replace it"
@@ -868,17 +880,17 @@ def test_a_named_pipe_or_device_is_written_in_place_not_replaced(tmp_path):
     # -o /dev/stderr or /dev/null: os.replace would put a regular file where the device was.
     fifo = tmp_path / "pipe.json"
     os.mkfifo(fifo)
-    _report.check_writable(str(fifo))  # does not open it: that would block without a reader
+    output.check_writable(str(fifo))  # does not open it: that would block without a reader
     received = []
     reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
     reader.start()
-    report = _report.build([synthetic([42])])
-    assert _report.write(str(fifo), report=report) == str(fifo)
+    report = build([synthetic([42])])
+    assert output.write(str(fifo), report=report) == str(fifo)
     reader.join(10)
-    assert received == [_report.serialize(report, "json")]
+    assert received == [serialize(report, "json")]
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert os.listdir(tmp_path) == ["pipe.json"]
-    _report.check_writable(os.devnull)
+    output.check_writable(os.devnull)
 
 
 # --------------------------------------------------------------------------
@@ -887,12 +899,12 @@ def test_a_named_pipe_or_device_is_written_in_place_not_replaced(tmp_path):
 
 
 def test_check_writable_accepts_a_writable_path_and_leaves_nothing_behind(tmp_path):
-    _report.check_writable(str(tmp_path / "out.json"))
-    _report.check_writable(str(tmp_path / "out-{pid}.prof"), "pstats")
-    _report.check_writable(str(tmp_path / "exists.txt"))
+    output.check_writable(str(tmp_path / "out.json"))
+    output.check_writable(str(tmp_path / "out-{pid}.prof"), "pstats")
+    output.check_writable(str(tmp_path / "exists.txt"))
     assert os.listdir(tmp_path) == []
     (tmp_path / "exists.txt").write_text("old")
-    _report.check_writable(str(tmp_path / "exists.txt"))
+    output.check_writable(str(tmp_path / "exists.txt"))
     assert os.listdir(tmp_path) == ["exists.txt"]
     assert (tmp_path / "exists.txt").read_text() == "old"
 
@@ -911,7 +923,7 @@ def test_check_writable_names_the_path_and_the_problem(tmp_path, monkeypatch):
     ]
     for path, fmt, message in cases:
         with pytest.raises(ReportError) as info:
-            _report.check_writable(path, fmt)
+            output.check_writable(path, fmt)
         assert str(info.value) == message
 
     def refused(path, flags, mode=0o777):
@@ -919,7 +931,7 @@ def test_check_writable_names_the_path_and_the_problem(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "open", refused)
     with pytest.raises(ReportError) as info:
-        _report.check_writable(str(tmp_path / "out.json"))
+        output.check_writable(str(tmp_path / "out.json"))
     assert str(info.value) == (
         f"cannot write the report to {tmp_path / 'out.json'}: cannot create a file in {tmp_path}: "
         f"{os.strerror(errno.EACCES)}"
@@ -933,7 +945,7 @@ def test_check_writable_refuses_a_read_only_directory(tmp_path):
     ro.chmod(0o555)
     try:
         with pytest.raises(ReportError, match="cannot create a file in .*ro: Permission denied"):
-            _report.check_writable(str(ro / "out.json"))
+            output.check_writable(str(ro / "out.json"))
     finally:
         ro.chmod(0o755)
 
@@ -944,7 +956,7 @@ def test_check_writable_refuses_a_read_only_directory(tmp_path):
 
 
 def _valid():
-    return _report.build([synthetic([10, 20])])
+    return build([synthetic([10, 20])])
 
 
 def _with(change):
@@ -991,7 +1003,7 @@ BAD_FILES = [
      "'histogram' must be an object with 'layout' and 'counts'"),
     ("layout", _fn(lambda f: f["histogram"].update(layout="log8-1ns-300-00000000")),
      "its histogram has bucket layout 'log8-1ns-300-00000000' and this fastpatch's is "
-     rf"'{_report.histogram_layout()}'; "
+     rf"'{_stats.histogram_layout()}'; "
      "read the report with the fastpatch version that wrote it"),
     ("bucket index", _fn(lambda f: f["histogram"]["counts"].update({str(B): 1})), f"not a bucket index below {B}"),
     ("bucket word", _fn(lambda f: f["histogram"]["counts"].update({"x": 1})), "not a bucket index"),
@@ -1030,7 +1042,7 @@ def test_load_refuses_bad_files_with_a_message_naming_the_file(tmp_path, content
     path = tmp_path / "in.json"
     path.write_text(content)
     with pytest.raises(ReportError, match=message) as info:
-        _report.load(str(path))
+        load(str(path))
     text = str(info.value)
     assert text.startswith(f"{path}: ")
     assert "\n" not in text
@@ -1038,21 +1050,21 @@ def test_load_refuses_bad_files_with_a_message_naming_the_file(tmp_path, content
 
 def test_load_refuses_missing_unreadable_and_binary_files(tmp_path):
     with pytest.raises(ReportError, match=r"nope.json: no such file$"):
-        _report.load(str(tmp_path / "nope.json"))
+        load(str(tmp_path / "nope.json"))
     with pytest.raises(ReportError, match=r": is a directory, not a report file$"):
-        _report.load(str(tmp_path))
-    prof = _report.write(str(tmp_path / "out.pstats"), report=_report.build([synthetic([10])]))
+        load(str(tmp_path))
+    prof = output.write(str(tmp_path / "out.pstats"), report=build([synthetic([10])]))
     with pytest.raises(ReportError, match=r"a binary file, not JSON \(a pstats file\? `report` reads fastpatch JSON"):
-        _report.load(prof)
+        load(prof)
 
 
 def test_validate_rejects_the_python_objects_a_caller_might_pass():
     report = _valid()
     report["functions"][0]["histogram"]["counts"] = {3: 1}  # int keys: not what JSON gives
     with pytest.raises(ReportError, match="not a bucket index"):
-        _report.validate(report, "mine")
+        validate(report, "mine")
     with pytest.raises(ReportError, match="^mine: not a fastpatch report"):
-        _report.validate(None, "mine")
+        validate(None, "mine")
 
 
 # --------------------------------------------------------------------------
@@ -1061,32 +1073,32 @@ def test_validate_rejects_the_python_objects_a_caller_might_pass():
 
 
 def _two_files(tmp_path):
-    a = _report.build([synthetic([100, 200], qualname="a"), synthetic([5], qualname="shared", firstlineno=50)])
-    b = _report.build([synthetic([300], qualname="b"), synthetic([7, 9], qualname="shared", firstlineno=50)])
+    a = build([synthetic([100, 200], qualname="a"), synthetic([5], qualname="shared", firstlineno=50)])
+    b = build([synthetic([300], qualname="b"), synthetic([7, 9], qualname="shared", firstlineno=50)])
     b["pid"] = a["pid"] + 1
-    return [_report.write(str(tmp_path / "a.json"), report=a), _report.write(str(tmp_path / "b.json"), report=b)]
+    return [output.write(str(tmp_path / "a.json"), report=a), output.write(str(tmp_path / "b.json"), report=b)]
 
 
 def test_report_main_prints_the_merged_table(tmp_path, capsys):
     files = _two_files(tmp_path)
-    assert _report.report_main(files, sort="calls") == 0
+    assert report_main(files, sort="calls") == 0
     out, err = capsys.readouterr()
     assert err == ""
-    merged = _report.merge([_report.load(f) for f in files])
-    assert out == _report.text_table(merged, "calls")
+    merged = merge([load(f) for f in files])
+    assert out == text_table(merged, "calls")
     lines = out.splitlines()
     assert lines[1].split()[0] == "3" and lines[1].endswith("app.shared")
 
 
 def test_report_main_converts_to_json_and_pstats(tmp_path, capsys):
     files = _two_files(tmp_path)
-    expected = _report.merge([_report.load(f) for f in files])["functions"]
-    assert _report.report_main(files, output=str(tmp_path / "all.json")) == 0
-    assert _report.load(str(tmp_path / "all.json"))["functions"] == expected
-    assert _report.report_main(files, output=str(tmp_path / "all.out"), fmt="pstats") == 0
+    expected = merge([load(f) for f in files])["functions"]
+    assert report_main(files, output=str(tmp_path / "all.json")) == 0
+    assert load(str(tmp_path / "all.json"))["functions"] == expected
+    assert report_main(files, output=str(tmp_path / "all.out"), fmt="pstats") == 0
     loaded = pstats.Stats(str(tmp_path / "all.out"))
     assert loaded.stats[("/src/app.py", 50, "shared")][:2] == (3, 3)
-    assert _report.report_main(files, fmt="json") == 0
+    assert report_main(files, fmt="json") == 0
     assert json.loads(capsys.readouterr().out)["functions"] == expected
 
 
@@ -1095,7 +1107,7 @@ def test_report_main_converts_to_json_and_pstats(tmp_path, capsys):
 def test_report_main_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, case):
     files = _two_files(tmp_path)
     foreign = write_json(tmp_path / "trace.json", {"traceEvents": []})
-    newer = _report.load(files[0])
+    newer = load(files[0])
     newer["version"] = 7
     newer_file = write_json(tmp_path / "newer.json", newer)
     kwargs, message = {
@@ -1112,7 +1124,7 @@ def test_report_main_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, c
         "pstats to stdout": ({"files": files, "fmt": "pstats"}, "pstats is a binary format: give an output file"),
         "newer": ({"files": [newer_file]}, "written by a newer fastpatch (report version 7)"),
     }[case]
-    assert _report.report_main(**kwargs) == 2
+    assert report_main(**kwargs) == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith("fastpatch: error: ") and err.endswith("\n") and err.count("\n") == 1
@@ -1123,31 +1135,31 @@ def test_report_main_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, c
 
 def _extreme_report():
     """A valid report whose every integer is MAX_INTEGER (2**96 - 1): the largest a file may hold."""
-    top = _report.MAX_INTEGER
-    report = _report.build([synthetic([10, 20])])
+    top = MAX_INTEGER
+    report = build([synthetic([10, 20])])
     report["pid"] = report["created"] = top
     report["functions"][0].update(
         calls=top, errors=top, completed=top, total_ns=top, min_ns=1, max_ns=top, firstlineno=top,
-        histogram={"layout": _report.histogram_layout(), "counts": {str(i): top for i in range(B)}},
+        histogram={"layout": _stats.histogram_layout(), "counts": {str(i): top for i in range(B)}},
     )
     return report
 
 
 def test_a_report_at_the_bounds_is_read_printed_and_converted(tmp_path, capsys):
     path = write_json(tmp_path / "top.json", _extreme_report())
-    assert _report.report_main([path]) == 0
+    assert report_main([path]) == 0
     row = capsys.readouterr().out.splitlines()[1].split()
-    assert row[0] == row[1] == str(_report.MAX_INTEGER)
+    assert row[0] == row[1] == str(MAX_INTEGER)
     assert row[-1] == "app.work"
-    assert _report.report_main([path], output=str(tmp_path / "top.prof")) == 0
+    assert report_main([path], output=str(tmp_path / "top.prof")) == 0
     ((key, value),) = pstats.Stats(str(tmp_path / "top.prof")).stats.items()
-    assert key == ("/src/app.py", _report.MAX_INTEGER, "work")
-    assert value == (_report.MAX_INTEGER, _report.MAX_INTEGER, _report.MAX_INTEGER / 1e9, _report.MAX_INTEGER / 1e9, {})
-    assert _report.report_main([path], output=str(tmp_path / "top.out.json")) == 0
-    (fn,) = _report.load(str(tmp_path / "top.out.json"))["functions"]
+    assert key == ("/src/app.py", MAX_INTEGER, "work")
+    assert value == (MAX_INTEGER, MAX_INTEGER, MAX_INTEGER / 1e9, MAX_INTEGER / 1e9, {})
+    assert report_main([path], output=str(tmp_path / "top.out.json")) == 0
+    (fn,) = load(str(tmp_path / "top.out.json"))["functions"]
     # Every bucket holds as many calls: the median is in the middle one (of 231), p99 in the 229th.
     assert (fn["total_ns"], fn["mean_ns"], fn["p50_ns"], fn["p99_ns"]) == (
-        _report.MAX_INTEGER, 1.0, _stats.bucket_value(B // 2), _stats.bucket_value(B - 3))
+        MAX_INTEGER, 1.0, _stats.bucket_value(B // 2), _stats.bucket_value(B - 3))
 
 
 def test_merging_past_the_bounds_is_refused_with_one_line(tmp_path, capsys):
@@ -1155,7 +1167,7 @@ def test_merging_past_the_bounds_is_refused_with_one_line(tmp_path, capsys):
     second = _extreme_report()
     second["report_id"] = "another process"
     files = [write_json(tmp_path / "a.json", first), write_json(tmp_path / "b.json", second)]
-    assert _report.report_main(files) == 2
+    assert report_main(files) == 2
     assert capsys.readouterr().err == (
         "fastpatch: error: merging these reports gives app.work more than 2**96 calls, more than any real "
         "processes could count (a corrupt report)\n"
@@ -1168,7 +1180,7 @@ def test_report_of_a_file_with_numbers_out_of_range_is_one_line_and_exit_status_
     content, message = {name: rest for name, *rest in BAD_FILES}[case]
     path = tmp_path / "in.json"
     path.write_text(content)
-    assert _report.report_main([str(path)], output=output and str(tmp_path / output)) == 2
+    assert report_main([str(path)], output=output and str(tmp_path / output)) == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert err.startswith(f"fastpatch: error: {path}: ") and err.count("\n") == 1
@@ -1187,7 +1199,7 @@ def test_the_report_command_refuses_a_counter_of_10_to_the_400_with_one_line_and
 
 
 def test_report_prints_and_writes_names_that_utf_8_cannot_encode(tmp_path):
-    report = _report.build([synthetic([10], qualname="work\ud800")])
+    report = build([synthetic([10], qualname="work\ud800")])
     path = write_json(tmp_path / "odd.json", report)
     out, err = _finished(_fastpatch("report", path, cwd=tmp_path, env={"PYTHONIOENCODING": "utf-8"}))
     assert err == ""
@@ -1198,7 +1210,7 @@ def test_report_prints_and_writes_names_that_utf_8_cannot_encode(tmp_path):
 
 def test_report_main_checks_the_output_before_reading_anything(tmp_path, capsys):
     # The output problem is reported even though the input is bad too.
-    assert _report.report_main([str(tmp_path / "gone.json")], output=str(tmp_path / "x" / "y.json")) == 2
+    assert report_main([str(tmp_path / "gone.json")], output=str(tmp_path / "x" / "y.json")) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -1259,7 +1271,7 @@ def test_the_report_at_exit_is_complete_when_the_collector_frees_definitions_whi
     assert err == "fastpatch: report written to out.json\n"
     left = int(out.split(":")[1])
     assert left > 0  # the collector was still freeing definitions while the report was built
-    report = _report.load(str(tmp_path / "out.json"))
+    report = load(str(tmp_path / "out.json"))
     calls = {(fn["module"], fn["qualname"]): fn["calls"] for fn in report["functions"]}
     for i in range(200):
         assert calls.pop(("made", f"f{i}")) == 1
@@ -1311,20 +1323,20 @@ def test_unrelated_processes_given_one_output_file_keep_each_others_reports(pipe
     )
     assert sorted(f for f in os.listdir(pipeline) if f.endswith(".json")) == sorted(
         ["prof.json", f"prof.{consumer.pid}.json"])
-    first, second = (_report.load(str(pipeline / name)) for name in ("prof.json", f"prof.{consumer.pid}.json"))
+    first, second = (load(str(pipeline / name)) for name in ("prof.json", f"prof.{consumer.pid}.json"))
     assert (first["pid"], second["pid"]) == (producer.pid, consumer.pid)
-    merged = _report.merge([first, second])
+    merged = merge([first, second])
     assert {fn["name"]: fn["calls"] for fn in merged["functions"]} == {"work.produce": 5, "work.consume": 7}
 
 
 def test_a_report_left_by_an_earlier_run_is_replaced(pipeline):
-    earlier = _report.build([synthetic([10], module="work", qualname="produce")])
+    earlier = build([synthetic([10], module="work", qualname="produce")])
     earlier["pid"] = 1
-    _report.write(str(pipeline / "prof.json"), report=earlier)
+    output.write(str(pipeline / "prof.json"), report=earlier)
     producer = _activated("prod.py", pipeline)
     assert _finished(producer) == ("", "")
     assert sorted(f for f in os.listdir(pipeline) if f.endswith(".json")) == ["prof.json"]
-    report = _report.load(str(pipeline / "prof.json"))
+    report = load(str(pipeline / "prof.json"))
     assert report["pid"] == producer.pid
     assert [(fn["name"], fn["calls"]) for fn in report["functions"]] == [("work.produce", 5)]
 
@@ -1332,41 +1344,203 @@ def test_a_report_left_by_an_earlier_run_is_replaced(pipeline):
 def test_report_output_replaces_a_file_written_there_while_it_reads(tmp_path, monkeypatch, capsys):
     files = _two_files(tmp_path)
     output = tmp_path / "all.json"
-    real_load = _report.load
+    real_load = merge_module.load
 
     def load_while_another_process_writes_the_output(path):
         output.write_text("written meanwhile")
         return real_load(path)
 
-    monkeypatch.setattr(_report, "load", load_while_another_process_writes_the_output)
-    assert _report.report_main(files, output=str(output)) == 0
+    monkeypatch.setattr(merge_module, "load", load_while_another_process_writes_the_output)
+    assert report_main(files, output=str(output)) == 0
     monkeypatch.undo()
     assert capsys.readouterr() == ("", "")
-    assert _report.load(str(output))["functions"] == _report.merge([_report.load(f) for f in files])["functions"]
+    assert load(str(output))["functions"] == merge([load(f) for f in files])["functions"]
     assert sorted(os.listdir(tmp_path)) == ["a.json", "all.json", "b.json"]
 
 
 def test_the_directory_lock_is_exclusive_and_a_write_never_waits_for_it_past_its_limit(tmp_path, monkeypatch,
                                                                                         capsys):
     pytest.importorskip("fcntl")
-    held = _report._lock_directory(str(tmp_path))
+    held = output._lock_directory(str(tmp_path))
     assert held is not None
-    monkeypatch.setattr(_report, "_LOCK_WAIT", 0.0)
+    monkeypatch.setattr(output, "_LOCK_WAIT", 0.0)
     try:
-        assert _report._lock_directory(str(tmp_path)) is None
+        assert output._lock_directory(str(tmp_path)) is None
         # Without the lock, the write goes on, and still keeps another process's report.
         template = str(tmp_path / "out.json")
-        _report.claim(template)
+        output.claim(template)
         (tmp_path / "out.json").write_text("another process's report")
-        assert _report.write(template, report=_report.build([synthetic([3])])) == str(
+        assert output.write(template, report=build([synthetic([3])])) == str(
             tmp_path / f"out.{os.getpid()}.json")
     finally:
         os.close(held)
     assert capsys.readouterr().err == (
-        f"fastpatch: {_report._shown(str(tmp_path / 'out.json'))} was written by another process while this "
-        f"one ran; report written to {_report._shown(str(tmp_path / f'out.{os.getpid()}.json'))}\n"
+        f"fastpatch: {output.shown(str(tmp_path / 'out.json'))} was written by another process while this "
+        f"one ran; report written to {output.shown(str(tmp_path / f'out.{os.getpid()}.json'))}\n"
     )
     assert (tmp_path / "out.json").read_text() == "another process's report"
-    relocked = _report._lock_directory(str(tmp_path))
+    relocked = output._lock_directory(str(tmp_path))
     assert relocked is not None
     os.close(relocked)
+
+
+# --------------------------------------------------------------------------
+# The seams: one registry entry per format, exporters at exit
+# --------------------------------------------------------------------------
+
+
+def _csv(report, sort):
+    return "".join(f"{s.name},{s.calls},{s.total_ns}\n" for s in report.functions)
+
+
+@pytest.fixture
+def csv_format(monkeypatch):
+    """A throwaway format, registered as a new format would be (and taken out after the test)."""
+    monkeypatch.setattr(formats, "_REGISTRY", dict(formats._REGISTRY))
+    return formats.register(formats.Format("csv", (".csv",), False, _csv))
+
+
+def test_a_format_registered_once_is_an_f_choice_chosen_by_extension_and_printed_by_report(tmp_path, csv_format,
+                                                                                            capsys):
+    from fastpatch._cli import main
+
+    with pytest.raises(SystemExit):
+        main(["report", "-h"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "-f {text,json,pstats,csv}" in help_text
+    assert "(default: from the extension of -o: .json, .pstats/.prof, .csv, else text)" in help_text
+    with pytest.raises(SystemExit):
+        main(["run", "-h"])
+    assert "[-f text|json|pstats|csv]" in capsys.readouterr().out
+
+    files = _two_files(tmp_path)
+    assert main(["report", "-o", str(tmp_path / "all.csv"), *files]) == 0
+    assert (tmp_path / "all.csv").read_text() == "app.a,2,300\napp.b,1,300\napp.shared,3,21\n"
+    assert main(["report", "-f", "csv", *files]) == 0
+    assert capsys.readouterr() == ("app.a,2,300\napp.b,1,300\napp.shared,3,21\n", "")
+    assert format_for(str(tmp_path / "X.CSV")) == "csv"
+
+
+def test_a_registered_binary_format_needs_an_output_file(tmp_path, csv_format, capsys):
+    formats.register(formats.Format("blob", (".blob",), True, lambda report, sort: b"\0" * len(report.functions)))
+    files = _two_files(tmp_path)
+    assert report_main(files, fmt="blob") == 2
+    assert capsys.readouterr() == ("", "fastpatch: error: blob is a binary format: give an output file with -o\n")
+    assert report_main(files, output=str(tmp_path / "all.blob")) == 0
+    assert (tmp_path / "all.blob").read_bytes() == b"\0\0\0"
+
+
+REGISTERS_CSV_THEN_RUNS = '''
+import sys
+
+from fastpatch import _activate
+from fastpatch._reports import formats
+
+
+def csv(report, sort):
+    return "".join(f"{s.name},{s.calls}\\n" for s in report.functions)
+
+
+formats.register(formats.Format("csv", (".csv",), False, csv))
+_activate.activate(["work"], output=sys.argv[1])
+import work
+
+for i in range(3):
+    work.produce(i)
+work.consume(1)
+'''
+
+
+def test_a_registered_format_is_written_at_exit_by_its_extension(tmp_path):
+    (tmp_path / "work.py").write_text(WORK)
+    out, err = _finished(_fastpatch("python", "-c", REGISTERS_CSV_THEN_RUNS, "out.csv", cwd=tmp_path))
+    assert (out, err) == ("", "")
+    assert (tmp_path / "out.csv").read_text() == "work.consume,1\nwork.produce,3\n"
+
+
+EXPORTERS_AT_EXIT = '''
+import sys
+
+from fastpatch import _activate
+from fastpatch._reports.exporter import Exporter
+
+
+class Broken(Exporter):
+    what = "the broken sink"
+
+    def export(self, stats, final):
+        raise RuntimeError("disk on fire")
+
+    def close(self):
+        print("broken closed", flush=True)
+
+
+class Seen(Exporter):
+    def export(self, stats, final):
+        print("seen", final, sorted((s.name, s.calls) for s in stats), flush=True)
+
+    def close(self):
+        print("seen closed", flush=True)
+
+
+activation = _activate.activate(["work"], output=sys.argv[1])
+activation.exporters += [Broken(), Seen()]
+import work
+
+work.produce(1)
+work.produce(2)
+'''
+
+
+def test_exporters_run_at_exit_and_one_that_raises_costs_one_line_and_not_the_others(tmp_path):
+    (tmp_path / "work.py").write_text(WORK)
+    out, err = _finished(_fastpatch("python", "-c", EXPORTERS_AT_EXIT, "out.json", cwd=tmp_path))
+    assert err == "fastpatch: could not write the broken sink: disk on fire\n"
+    assert out == "seen True [('work.produce', 2)]\nbroken closed\nseen closed\n"
+    report = load(str(tmp_path / "out.json"))
+    assert [(fn["name"], fn["calls"]) for fn in report["functions"]] == [("work.produce", 2)]
+
+
+def test_the_table_on_stderr_at_exit_loads_no_format_no_output_code_and_no_other_stdlib_module(tmp_path):
+    (tmp_path / "work.py").write_text(WORK)
+    code = (
+        "import atexit, sys\n"
+        "from fastpatch import _activate\n"
+        "atexit.register(lambda: print(sorted(set(sys.modules) - before)))  # after fastpatch's: atexit is LIFO\n"
+        "_activate.activate(['work'], root=True)\n"
+        "import work\n"
+        "work.produce(1)\n"
+        "before = set(sys.modules)\n"
+    )
+    out, err = _finished(_fastpatch("python", "-c", code, cwd=tmp_path))
+    assert err.splitlines()[1].split()[0::8] == ["1", "work.produce"]
+    loaded = set(json.loads(out.replace("'", '"')))
+    ours = {m for m in loaded if m.startswith("fastpatch")}
+    assert ours == {"fastpatch._reports", "fastpatch._stats", *(f"fastpatch._reports.{stage}" for stage in (
+        "definitions", "exporter", "table"))}
+    assert {m.split(".")[0].lstrip("_") for m in loaded - ours} <= {"math", "math_integer", "itertools"}
+
+
+ONLY_SEEN_AT_EXIT = EXPORTERS_AT_EXIT.replace(
+    "activation.exporters += [Broken(), Seen()]", "activation.exporters.append(Seen())"
+)
+
+
+def test_undoing_the_activation_closes_its_exporters_without_an_export_and_nothing_is_written_at_exit(tmp_path):
+    (tmp_path / "work.py").write_text(WORK)
+    code = ONLY_SEEN_AT_EXIT + "_activate.deactivate()\nprint('undone', flush=True)\n"
+    out, err = _finished(_fastpatch("python", "-c", code, "out.json", cwd=tmp_path))
+    assert (out, err) == ("seen closed\nundone\n", "")
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_a_report_that_cannot_be_written_at_exit_costs_one_line_and_the_other_exporters_still_run(tmp_path):
+    (tmp_path / "work.py").write_text(WORK)
+    (tmp_path / "gone").mkdir()
+    code = ONLY_SEEN_AT_EXIT + "import os\nos.rmdir('gone')  # the report's directory, checked when the run began\n"
+    target = tmp_path / "gone" / "out.json"
+    out, err = _finished(_fastpatch("python", "-c", code, str(target), cwd=tmp_path))
+    assert out == "seen True [('work.produce', 2)]\nseen closed\n"
+    assert err == (
+        f"fastpatch: could not write the report: cannot write the report to {target}: {os.strerror(errno.ENOENT)}\n"
+    )

@@ -355,11 +355,11 @@ def test_a_sigterm_during_the_report_at_exit_lets_it_finish_and_then_ends_the_pr
         import os
         import signal
 
-        import fastpatch._report
+        import fastpatch._reports.output
 
         from worker import work
 
-        write = fastpatch._report.write
+        write = fastpatch._reports.output.write
 
 
         def write_after_sigterm(*args, **kwargs):
@@ -367,7 +367,7 @@ def test_a_sigterm_during_the_report_at_exit_lets_it_finish_and_then_ends_the_pr
             return write(*args, **kwargs)
 
 
-        fastpatch._report.write = write_after_sigterm
+        fastpatch._reports.output.write = write_after_sigterm
         for i in range(10):
             work(i)
     '''})
@@ -381,7 +381,7 @@ def test_a_second_sigterm_while_the_report_is_written_ends_the_process_at_once(p
     write_tree(str(program), {"slow.py": '''
         import os
 
-        import fastpatch._report
+        import fastpatch._reports.output
 
         from worker import block, work
 
@@ -392,7 +392,7 @@ def test_a_second_sigterm_while_the_report_is_written_ends_the_process_at_once(p
             os.read(never_r, 1)  # a report that takes for ever to write
 
 
-        fastpatch._report.write = slow_write
+        fastpatch._reports.output.write = slow_write
         for i in range(10):
             work(i)
         block()
@@ -418,11 +418,11 @@ def test_a_childs_own_handler_raising_in_the_middle_of_its_report_still_leaves_t
         import signal
         import sys
 
-        import fastpatch._report
+        import fastpatch._reports.output
 
         from worker import work
 
-        write = fastpatch._report.write
+        write = fastpatch._reports.output.write
         signalled = []
 
 
@@ -439,7 +439,7 @@ def test_a_childs_own_handler_raising_in_the_middle_of_its_report_still_leaves_t
 
         def child():
             signal.signal(signal.SIGTERM, stop)
-            fastpatch._report.write = write_after_sigterm
+            fastpatch._reports.output.write = write_after_sigterm
             for i in range(4):
                 work(i)
 

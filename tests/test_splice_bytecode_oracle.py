@@ -17,11 +17,13 @@ from splice_harness import (
     CORPUS_IDS,
     ENTRY_SIGS,
     EXIT_SIGS,
+    PROLOGUE,
     PY,
     RECIPE,
     Layout,
     View,
     count_sequence,
+    entry_index,
     stacked,
     takes_arg,
 )
@@ -44,11 +46,12 @@ def _bytecode_instrument(code: types.CodeType, probe: object) -> types.CodeType:
     items = list(bc)
     instr_at = [k for k, it in enumerate(items) if isinstance(it, Instr)]
 
-    # Where the entry goes: right before the first RESUME (3.11+; before any
-    # TryBegin opening there, so no range covers it), else at the start
-    # (before a 3.10 generator's GEN_START).
-    if PY >= (3, 11):
-        pos = next(k for k in instr_at if items[k].name == "RESUME" and items[k].arg & RECIPE.entry_before_mask == 0)
+    # Where the entry goes, as the recipe's prologue says: right before the
+    # function's own RESUME (3.11+; before any TryBegin opening there, so no
+    # range covers it), else at the start (before a 3.10 generator's GEN_START).
+    instrs = [(items[k].name, items[k].arg) for k in instr_at]
+    if PROLOGUE.entry_before is not None:
+        pos = instr_at[entry_index(instrs)]
         while pos and isinstance(items[pos - 1], TryBegin):
             pos -= 1
     else:
@@ -61,9 +64,8 @@ def _bytecode_instrument(code: types.CodeType, probe: object) -> types.CodeType:
     else:
         loc = InstrLocation(None, None, None, None) if PY >= (3, 11) else None
     tail = list(RECIPE.entry)
-    first_resume = next((items[k] for k in instr_at if items[k].name == "RESUME"), None)
-    if stacked([items[k].name for k in instr_at], first_resume.arg if first_resume is not None else None):
-        tail += RECIPE.stacked_entry
+    if stacked(instrs):
+        tail += PROLOGUE.stacked_entry
     entry = [_instr("LOAD_CONST", probe, loc)] + [_instr(name, arg, loc) for name, arg in tail]
 
     # A range still open here covers the prologue and the body (the 3.12+
@@ -88,11 +90,11 @@ def _bytecode_instrument(code: types.CodeType, probe: object) -> types.CodeType:
     out: List[Any] = []
     for it in new_items:
         if isinstance(it, Instr) and it.name == "RETURN_VALUE":
-            out += [_instr(name, arg, it.location) for name, arg in RECIPE.exit]
+            out += [_instr(name, arg, it.location) for name, arg in RECIPE.exit_sequence]
             out.append(it)
         elif isinstance(it, Instr) and it.name == "RETURN_CONST":
             out.append(Instr("LOAD_CONST", it.arg, location=it.location))
-            out += [_instr(name, arg, it.location) for name, arg in RECIPE.exit]
+            out += [_instr(name, arg, it.location) for name, arg in RECIPE.exit_sequence]
             out.append(Instr("RETURN_VALUE", location=it.location))
         else:
             out.append(it)

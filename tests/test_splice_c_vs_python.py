@@ -7,12 +7,12 @@ from __future__ import annotations
 import dis
 import os
 import types
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
 import fastpatch
-from fastpatch import _splice, _tree
+from fastpatch import _ext, _splice, _tree
 from sample_pkgs import unique
 from splice_harness import CORPUS_CODES, PY, STDLIB_MODULES, c_splicer, python_splice, same_code, stdlib_codes
 
@@ -65,13 +65,11 @@ def _walk_both(source: str, wanted: Optional[Callable[[str], bool]] = None) -> L
         top = compile(source, "<walked>", "exec")
         module = unique(f"walked_{walk}")
         tree = _tree.PatchedTree(top)
+        ask = None if wanted is None else asking
         if walk == "c":
-            extra = () if wanted is None else (asking,)
-            tree.code = c.patch_tree(
-                top, module, fastpatch._ext.Probe, fastpatch._ext.lazy_origin, tree.instrumented, tree.skipped, *extra
-            )
+            tree.code = c.patch_tree(top, module, _ext.Probe, _ext.lazy_origin, tree.instrumented, tree.skipped, ask)
         else:
-            tree.code = _tree._Walk(module, None if wanted is None else asking, tree).consts_spliced(top, "")
+            tree.code = _tree._Walk(module, ask, tree).consts_spliced(top, "")
         results.append((tree, module, asked))
     return results
 
@@ -120,35 +118,112 @@ def test_the_c_tree_walk_gives_the_python_walks_result():
     assert _lazy_qualnames(got_module) == _lazy_qualnames(want_module) == sorted(want.instrumented)
 
 
-REFUSALS = """
-def outer(n):
-    def inner(x):
-        return [x + n for _ in range(1)]
-    return inner
+WANTED_SOURCE = '''
+def kept(x):
+    def refused_inside(y):
+        def kept_deeper(z):
+            return z
+        return kept_deeper(y)
+    return refused_inside(x) + 1
 
-class Refused:
-    def method(self):
-        return 1
+def refused(x):
+    def kept_inside(y):
+        return y * 2
+    return kept_inside(x) + sum(v for v in range(x))
 
-    class Nested:
-        def deep(self):
-            return 2
+def refused_alone(x):
+    return x
 
-class Mixed:
-    def timed(self):
-        return 3
+class Shape:
+    def kept_method(self):
+        return [n for n in range(3)]
 
-    def untimed(self):
-        return lambda: 4
-"""
+    def refused_method(self):
+        return 4
+'''
+
+REFUSED = {"kept.<locals>.refused_inside", "refused", "refused_alone", "Shape.refused_method"}
 
 
-REFUSED = {"outer", "Refused.method", "Refused.Nested.deep", "Mixed.untimed"}
-REFUSALS_FUNCTIONS = [
-    "outer", "outer.<locals>.inner", "Refused.method", "Refused.Nested.deep", "Mixed.timed", "Mixed.untimed",
-    "Mixed.untimed.<locals>.<lambda>",
-] + (["outer.<locals>.inner.<locals>.<listcomp>"] if PY < (3, 12) else [])  # a function of its own before 3.12
-TIMED = sorted(set(REFUSALS_FUNCTIONS) - REFUSED)
+def _functions(code: types.CodeType, qualname: str = "") -> List[Tuple[str, types.CodeType]]:
+    """(qualname, code) of every function code object nested in ``code``, as the walk names them."""
+    out = []
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            if PY >= (3, 11):
+                name = const.co_qualname
+            elif code.co_flags & 1:  # CO_OPTIMIZED: a function's locals
+                name = f"{qualname}.<locals>.{const.co_name}"
+            else:
+                name = f"{qualname}.{const.co_name}" if qualname else const.co_name
+            out += _functions(const, name)
+            if const.co_flags & 1:
+                out.append((name, const))
+    return out
+
+
+def test_the_c_tree_walk_splices_only_what_wanted_accepts_and_decides_each_nested_function_on_its_own():
+    c = c_splicer()
+    original = compile(WANTED_SOURCE, "wanted.py", "exec")
+    asked: List[str] = []
+    made: List[Any] = []
+
+    def wanted(qualname: str) -> bool:
+        asked.append(qualname)
+        return qualname not in REFUSED
+
+    def lazy_origin(*args: Any) -> Any:
+        made.append(fastpatch._ext.lazy_origin(*args))
+        return made[-1]
+
+    instrumented: List[str] = []
+    skipped: List[Tuple[str, str]] = []
+    top = c.patch_tree(original, "m", fastpatch._ext.Probe, lazy_origin, instrumented, skipped, wanted)
+    everything = c.patch_tree(original, "m", fastpatch._ext.Probe, fastpatch._ext.lazy_origin, [], [], None)
+
+    names = [name for name, _code in _functions(original)]
+    assert set(names) >= REFUSED | {
+        "kept", "kept.<locals>.refused_inside.<locals>.kept_deeper", "refused.<locals>.kept_inside",
+        "refused.<locals>.<genexpr>", "Shape.kept_method",
+    }
+    assert sorted(asked) == sorted(names) and len(asked) == len(set(asked))  # once per function
+    accepted = [name for name in names if name not in REFUSED]
+    assert instrumented == accepted and skipped == []
+    assert [origin.qualname for origin in made] == accepted  # no probe, no Origin for a refused function
+
+    spliced, full = dict(_functions(top)), dict(_functions(everything))
+    for name, code in _functions(original):
+        ours = [const for const in spliced[name].co_consts if type(const) in (_ext.Probe, _ext.Origin)]
+        if name in REFUSED:
+            assert ours == [] and spliced[name].co_code == code.co_code
+        else:
+            assert len(ours) == 2 and spliced[name].co_code == full[name].co_code
+    # A refused function is rebuilt only to hold a nested function that changed.
+    originals = dict(_functions(original))
+    assert spliced["refused_alone"] is originals["refused_alone"]
+    assert spliced["refused"] is not originals["refused"]
+
+    namespace: Dict[str, Any] = {"__name__": "m"}
+    exec(top, namespace)
+    assert (namespace["kept"](3), namespace["refused"](3), namespace["Shape"]().kept_method()) == (4, 9, [0, 1, 2])
+    assert [fastpatch.is_instrumented(namespace[name]) for name in ("kept", "refused", "refused_alone")] == [
+        True, False, False,
+    ]
+
+
+def test_the_c_tree_walk_refuses_a_wanted_that_is_not_callable_and_lets_wanteds_error_through():
+    c = c_splicer()
+    code = compile(WANTED_SOURCE, "wanted.py", "exec")
+    with pytest.raises(TypeError, match="^patch_tree\\(\\) wanted must be None or a callable, not int$"):
+        c.patch_tree(code, "m", fastpatch._ext.Probe, fastpatch._ext.lazy_origin, [], [], 3)
+
+    def wanted(qualname: str) -> bool:
+        raise LookupError(qualname)
+
+    instrumented: List[str] = []
+    with pytest.raises(LookupError, match="^kept.<locals>.refused_inside.<locals>.kept_deeper$"):
+        c.patch_tree(code, "m", fastpatch._ext.Probe, fastpatch._ext.lazy_origin, instrumented, [], wanted)
+    assert instrumented == []
 
 
 def _not_refused(qualname: str) -> bool:
@@ -156,35 +231,30 @@ def _not_refused(qualname: str) -> bool:
 
 
 def test_both_tree_walks_leave_what_wanted_refuses_as_it_is_and_splice_what_is_nested_in_it():
-    if not _tree._c_walk_takes_wanted(c_splicer()):
-        pytest.skip("this build's C walk takes no `wanted`")
-    (got, got_module, got_asked), (want, want_module, want_asked) = _walk_both(REFUSALS, _not_refused)
+    names = [name for name, _code in _functions(compile(WANTED_SOURCE, "<walked>", "exec"))]
+    timed = sorted(name for name in names if name not in REFUSED)
+    (got, got_module, got_asked), (want, want_module, want_asked) = _walk_both(WANTED_SOURCE, _not_refused)
     for tree, module, asked in ((got, got_module, got_asked), (want, want_module, want_asked)):
-        assert sorted(asked) == sorted(REFUSALS_FUNCTIONS)  # once per function; never a class body
-        assert sorted(tree.instrumented) == TIMED
+        assert sorted(asked) == sorted(names)  # once per function; never a class body
+        assert sorted(tree.instrumented) == timed
         assert tree.skipped == []
-        assert _lazy_qualnames(module) == TIMED  # an Origin for each spliced function, and none for the others
-        if PY >= (3, 11):
-            by_name = {c.co_qualname: c for c in _nested_codes(tree.code)}
-            assert sorted(q for q, c in by_name.items() if _carries_a_probe(c)) == TIMED
-            assert not _carries_a_probe(by_name["outer"]) and _carries_a_probe(by_name["outer.<locals>.inner"])
+        assert _lazy_qualnames(module) == timed  # an Origin for each spliced function, and none for the others
+        assert sorted(name for name, code in _functions(tree.code) if _carries_a_probe(code)) == timed
     assert got.instrumented == want.instrumented
     _same_trees(got.code, want.code)
 
 
 def test_neither_tree_walk_lists_a_function_wanted_refuses_as_already_spliced():
     c = c_splicer()
-    if not _tree._c_walk_takes_wanted(c):
-        pytest.skip("this build's C walk takes no `wanted`")
-    once = _tree.patch_module_code(compile(REFUSALS, "<walked>", "exec"), unique("walked_once")).code
+    once = _tree.patch_module_code(compile(WANTED_SOURCE, "<walked>", "exec"), unique("walked_once")).code
+    timed = sorted(name for name, _code in _functions(once) if name not in REFUSED)
     for walk in ("c", "python"):
         tree = _tree.PatchedTree(once)
         if walk == "c":
             tree.code = c.patch_tree(
-                once, "again", fastpatch._ext.Probe, fastpatch._ext.lazy_origin, tree.instrumented, tree.skipped,
-                _not_refused,
+                once, "again", _ext.Probe, _ext.lazy_origin, tree.instrumented, tree.skipped, _not_refused
             )
         else:
             tree.code = _tree._Walk("again", _not_refused, tree).consts_spliced(once, "")
         assert (tree.code, tree.instrumented) == (once, [])
-        assert sorted(tree.skipped) == [(q, _tree.ALREADY_SPLICED) for q in TIMED]
+        assert sorted(tree.skipped) == [(name, _tree.ALREADY_SPLICED) for name in timed]

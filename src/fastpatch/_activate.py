@@ -27,13 +27,15 @@ adds a watcher thread, because ``Pool.terminate()`` sends SIGTERM to workers
 that may be blocked for good on a lock it holds (``_write_report_on_sigterm``,
 ``_watch_sigterm_in_pool_worker``).
 
-Report files: ``{pid}`` in the template becomes the process id. Without
-it, the process that activated from the template (the ``run`` process, or
-the first process the environment activated) writes the exact path and
-hands ``NAME.{pid}.EXT`` to its children (``_report.child_template``); a
-forked child writes ``NAME.<pid>.EXT`` (``_report.resolve_path``).
-Without any output, each process prints its text table to stderr at exit
-(a child only if something it instrumented was called).
+At exit, the report writer and then the activation's other exporters get
+the stats of what was called (``_reports.exporter``). Report files: ``{pid}``
+in the template becomes the process id. Without it, the process that
+activated from the template (the ``run`` process, or the first process the
+environment activated) writes the exact path and hands ``NAME.{pid}.EXT``
+to its children (``_reports.output.child_template``); a forked child
+writes ``NAME.<pid>.EXT`` (``_reports.output.resolve_path``). Without any
+output, each process prints its text table to stderr at exit (a child
+only if something it instrumented was called).
 """
 
 from __future__ import annotations
@@ -48,11 +50,18 @@ from ._select import split_patterns
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, Optional, Set
+    from typing import Any, Callable, Iterable, List, Optional, Set
+
+    from ._reports.exporter import Exporter, ReportWriter
 
 
 class Activation:
-    """The settings of an activated process and what it has done."""
+    """The settings of an activated process and what it has done.
+
+    At exit, the report writer (:meth:`report_writer`) and then
+    ``exporters``, in order, get the stats of what was called
+    (``_reports.exporter``): another sink appends its own exporter there.
+    """
 
     def __init__(
         self, hook: ImportHook, output: Optional[str], fmt: Optional[str], sort: str, root: bool, warn_unmatched: bool
@@ -64,6 +73,8 @@ class Activation:
         self.root = root  # the run process: it always reports, even with nothing instrumented
         self.warn_unmatched = warn_unmatched
         self.pid = os.getpid()
+        self.exporters: List[Exporter] = []
+        self._report_writer: Optional[ReportWriter] = None
         self.written_in: Optional[int] = None  # the pid that wrote the report (a fork copies this)
         self.writer: Optional[int] = None  # the thread writing the report now
         self.sigterm_pending = False  # SIGTERM came while ``writer`` was writing: end the process after the write
@@ -71,6 +82,14 @@ class Activation:
         import _thread
 
         self.lock = _thread.RLock()
+
+    def report_writer(self) -> ReportWriter:
+        """The report at exit, made when first needed: activating imports none of the report code."""
+        if self._report_writer is None:
+            from ._reports.exporter import ReportWriter
+
+            self._report_writer = ReportWriter(self.output, self.fmt, self.sort, self.pid if self.root else None)
+        return self._report_writer
 
 
 _current: Optional[Activation] = None
@@ -93,11 +112,11 @@ def activate(
     if _current is not None:
         deactivate()
     if output is not None:
-        from . import _report
+        from ._reports.output import claim
 
         # Absolute now: the program (or a child) may change directory before exit.
         output = os.path.abspath(output)
-        _report.claim(output)
+        claim(output)
     hook = install_import_hook(include, exclude)
     activation = Activation(hook, output, fmt, sort, root, warn_unmatched)
     _current = activation
@@ -118,6 +137,8 @@ def deactivate() -> None:
     if _current is None:
         return
     _current.active = False
+    if _current.written_in != os.getpid():  # closed already by the final export
+        _close_exporters(_current)
     _current.hook.remove()
     _current = None
     _remove_sigterm_handler()
@@ -134,9 +155,9 @@ def _export(
     else:
         env.pop("FASTPATCH_EXCLUDE", None)
     if output is not None:
-        from . import _report
+        from ._reports.output import child_template
 
-        env["FASTPATCH_OUTPUT"] = _report.child_template(output)
+        env["FASTPATCH_OUTPUT"] = child_template(output)
     else:
         env.pop("FASTPATCH_OUTPUT", None)
     if fmt is not None:
@@ -164,12 +185,15 @@ def activate_from_environment() -> Optional[Activation]:
     exclude = split_patterns(env.get("FASTPATCH_EXCLUDE", ""))
     output = env.get("FASTPATCH_OUTPUT", "").strip() or None
     fmt = env.get("FASTPATCH_FORMAT", "").strip().lower() or None
-    if fmt is not None and fmt not in ("text", "json", "pstats"):
-        say(f"FASTPATCH_FORMAT={fmt!r} is not text, json or pstats; using the output file's extension")
-        fmt = None
+    if fmt is not None:
+        from ._reports import formats  # only then: the formats are not needed before the exit
+
+        if fmt not in formats.names():
+            say(f"FASTPATCH_FORMAT={fmt!r} is not {formats.names_text('or')}; using the output file's extension")
+            fmt = None
     sort = env.get("FASTPATCH_SORT", "").strip().lower() or "total"
     if sort != "total":
-        from ._stats import SORT_KEYS  # only then: the stats module is not needed before the exit
+        from ._reports.table import SORT_KEYS  # only then: the table is not needed before the exit
 
         if sort not in SORT_KEYS:
             say(f"FASTPATCH_SORT={sort!r} is not one of {', '.join(sorted(SORT_KEYS))}; using total")
@@ -185,8 +209,9 @@ def activate_from_environment() -> Optional[Activation]:
 
 
 def write_report(activation: Optional[Activation] = None) -> Optional[str]:
-    """Write this process's report now, once per process; the path written,
-    or None (stderr, or nothing to report)."""
+    """Feed this process's exporters the stats of what was called, once
+    per process, and close them; the path of the report file written, or
+    None (stderr, or nothing to report)."""
     activation = activation or _current
     if activation is None or not activation.active:
         return None
@@ -219,31 +244,37 @@ def write_report(activation: Optional[Activation] = None) -> Optional[str]:
                     raise
             finally:
                 activation.writer = None
+                _close_exporters(activation)
                 if activation.sigterm_pending:
                     _die_of_sigterm()
 
 
 def _write(activation: Activation, pid: int) -> Optional[str]:
-    from ._registry import called_stats, has_definitions
+    from ._registry import called_stats
 
-    root = activation.root and pid == activation.pid
     stats = called_stats()  # what a report holds: the definitions called
-    if not root and not (has_definitions() if activation.output else stats):
-        return None  # a helper process (resource tracker, forkserver) that timed nothing
-    if activation.output is None:
-        from ._stats import write_table  # the table alone: no need for the report module
+    writer = activation.report_writer()
+    try:
+        writer.export(stats, True)  # a failure is the caller's to say, in its one line
+    finally:
+        for exporter in activation.exporters:
+            try:
+                exporter.export(stats, True)
+            except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit; the others still run
+                say(f"could not write {exporter.what}: {exc}")
+    return writer.written
 
-        if not root:
-            from ._report import argv_strings  # sys.argv may hold a pathlib.Path, or bytes
 
-            argv = " ".join(argv_strings())
-            sys.stderr.write(f"fastpatch: process {pid} ({argv[:100]})\n")
-        write_table(stats, activation.sort, sys.stderr)
-        sys.stderr.flush()
-        return None
-    from . import _report
-
-    return str(_report.write(activation.output, activation.fmt, stats, sort=activation.sort))
+def _close_exporters(activation: Activation) -> None:
+    """Close the exporters, after the final export or instead of it: once
+    per process (a forked child closes the copies it inherited). A report
+    writer never made has nothing to close, and is not made for it."""
+    writer = activation._report_writer
+    for exporter in ([writer] if writer is not None else []) + activation.exporters:
+        try:
+            exporter.close()
+        except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit
+            say(f"could not finish writing {exporter.what}: {exc}")
 
 
 def _at_exit(activation: Activation) -> None:
@@ -256,11 +287,9 @@ def _at_exit(activation: Activation) -> None:
         return
     if activation.root and os.getpid() == activation.pid:
         if path is not None:
-            try:
-                shown = os.path.relpath(path)
-            except ValueError:  # another drive (Windows)
-                shown = path
-            say(f"report written to {path if shown.startswith('..') else shown}")
+            from ._reports.output import shown
+
+            say(f"report written to {shown(path)}")
         if activation.warn_unmatched:
             for pattern in activation.hook.unmatched():
                 say(f"warning: pattern {pattern!r} matched nothing")

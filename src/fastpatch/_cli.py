@@ -22,9 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from types import CodeType, ModuleType, TracebackType
-    from typing import Any, Dict, List, Optional, Sequence, Tuple
-
-FORMATS = ("text", "json", "pstats")
+    from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 # The module run replaces as __main__ (fastpatch.__main__, or the console
 # script): kept alive while its frame runs.
@@ -95,18 +93,19 @@ def _top_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def _add_report_options(parser: argparse.ArgumentParser) -> None:
-    from ._report import SORT_KEYS
+    from ._reports import formats
+    from ._reports.table import SORT_KEYS
 
     parser.add_argument(
         "-o", "--output", metavar="FILE",
         help="write the report to FILE ({pid} becomes the process id); default: the text table on stderr",
     )
     parser.add_argument(
-        "-f", "--format", choices=FORMATS,
-        help="report format (default: from the extension of -o: .json, .pstats/.prof, else text)",
+        "-f", "--format", choices=formats.names(),
+        help=f"report format (default: from the extension of -o: {formats.extensions_text()})",
     )
     parser.add_argument(
-        "-s", "--sort", choices=SORT_KEYS, default="total", help="sort key of the table (default: total)"
+        "-s", "--sort", choices=sorted(SORT_KEYS), default="total", help="sort key of the table (default: total)"
     )
 
 
@@ -125,9 +124,62 @@ def _report(prog: str, args: List[str]) -> int:
     _add_report_options(parser)
     parser.add_argument("files", nargs="+", metavar="FILE", help="JSON reports written by run or FASTPATCH_OUTPUT")
     ns = parser.parse_args(args)
-    from ._report import report_main
+    return report_main(ns.files, ns.output, ns.format, ns.sort)
 
-    return int(report_main(ns.files, ns.output, ns.format, ns.sort))
+
+def report_main(files: Sequence[str], output: Optional[str] = None, fmt: Optional[str] = None,
+                sort: str = "total") -> int:
+    """``python -m fastpatch report [-o FILE] [-f FORMAT] [-s SORT] FILE...``
+    without the argument parsing: read and merge every JSON report in
+    ``files`` (``_reports.merge.read``) and write the result to ``output``
+    (format ``fmt`` or from its extension; ``{pid}`` is substituted as
+    everywhere), or, with no ``output``, print it to stdout in format
+    ``fmt`` (default: the text table; a binary format needs ``output``).
+    ``sort`` orders the table.
+
+    Returns the exit status: 0, or 2 after a one-line ``fastpatch: error:
+    ...`` on stderr for bad options, an unwritable output (checked before
+    reading anything), a file that cannot be read, is not a fastpatch
+    report or is given twice. 1 if stdout was closed early (``| head``).
+    """
+    from ._reports import formats, merge
+    from ._reports import output as out
+    from ._reports.schema import ReportError
+
+    try:
+        formats.check_sort(sort)
+        chosen = formats.get(fmt if fmt is not None else formats.DEFAULT)
+        if not files:
+            raise ReportError("no report files given")
+        if output is None and chosen.binary:
+            raise ReportError(f"{chosen.name} is a binary format: give an output file with -o")
+        if output is not None:
+            out.check_writable(output, fmt)
+        merged = merge.read(files)
+        if output is not None:
+            out.write(output, fmt, report=merged, sort=sort, keep_others=False)
+            return 0
+        text = chosen.text(merged, sort)
+    except ReportError as exc:
+        sys.stderr.write("fastpatch: error: " + str(exc).replace("\n", "\\n") + "\n")
+        return 2
+    try:
+        sys.stdout.write(_encodable(text, sys.stdout))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (`| head`); keep the interpreter's final flush from failing too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    return 0
+
+
+def _encodable(text: str, stream: TextIO) -> str:
+    """``text`` with every character that ``stream`` cannot encode (a lone
+    surrogate, anything beyond ASCII in the C locale) as a backslash escape."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding)
 
 
 # --------------------------------------------------------------------------
@@ -138,10 +190,12 @@ def _report(prog: str, args: List[str]) -> int:
 def _run_parser(prog: str) -> argparse.ArgumentParser:
     import argparse
 
+    from ._reports import formats
+
     parser = argparse.ArgumentParser(
         prog=f"{prog} run",
         usage=(
-            f"{prog} run [-o FILE] [-f text|json|pstats] [-s SORT] [-i PATTERN]... [-x PATTERN]...\n"
+            f"{prog} run [-o FILE] [-f {'|'.join(formats.names())}] [-s SORT] [-i PATTERN]... [-x PATTERN]...\n"
             f"{' ' * (len(prog) + 11)}(-m MODULE | -c CODE | SCRIPT) [ARGS...]"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -247,7 +301,8 @@ def _run_program(prog: str, ns: argparse.Namespace, kind: str, target: str, prog
     if kind == "script":
         _check_script(target)
     if enabled and ns.output is not None:
-        from ._report import ReportError, check_writable
+        from ._reports.output import check_writable
+        from ._reports.schema import ReportError
 
         try:
             check_writable(ns.output, ns.format)  # before the program runs: no run is wasted

@@ -1,16 +1,65 @@
 /*
- * _compat.h -- every difference between CPython versions that fastpatch's C
- * code knows about, and the only place in it that tests PY_VERSION_HEX.
- * Included by _ext.c (the probes), _jumps.c (the debugger-jump guard) and
- * _csplice.c (the splicer).
- * Adding a CPython version means reviewing this file, _recipes.py and the
- * classifiers in pyproject.toml.
+ * _compat.h -- every difference between CPython versions, and between
+ * compilers, that fastpatch's C code knows about, and the only place in it
+ * that tests PY_VERSION_HEX or calls CPython's private API (the shims
+ * below). Included by every C file of the four extensions: fastpatch._ext
+ * (_ext*.c, the probes), fastpatch._csplice (_csplice*.c and _ctree.c, the
+ * splicer), fastpatch._jumps (_jumps.c, the debugger-jump guard) and
+ * fastpatch._signals (_signals.c).
+ *
+ * Adding a CPython version touches three files: its recipe in _recipes.py
+ * (the injected sequences and the shape of its prologue, which the
+ * splicers, the jump guard and the debugger rules all read from there),
+ * the shims here where its C API or code object changed, and its trove
+ * classifier in pyproject.toml. A version that changes the line-table or
+ * exception-table encoding changes both splicers too (_pysplice.py,
+ * _csplice_tables.c): the recipe only names the encoding.
  */
 #ifndef FASTPATCH_COMPAT_H
 #define FASTPATCH_COMPAT_H
 
 #include <Python.h>
 #include <stdint.h>
+
+/* ===================================================================== */
+/* Compilers                                                             */
+/* ===================================================================== */
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define FP_LIKELY(x) __builtin_expect(!!(x), 1)
+#  define FP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#  define FP_LIKELY(x) (x)
+#  define FP_UNLIKELY(x) (x)
+#endif
+
+/* FP_NOINLINE keeps the general halves of the probes out of the fast ones
+   (the fast halves then need no stack frame); FP_COLD is for what runs once
+   in billions of calls. */
+#if defined(__GNUC__) || defined(__clang__)
+#  define FP_NOINLINE __attribute__((noinline))
+#  define FP_COLD __attribute__((noinline, cold))
+#elif defined(_MSC_VER)
+#  define FP_NOINLINE __declspec(noinline)
+#  define FP_COLD __declspec(noinline)
+#else
+#  define FP_NOINLINE
+#  define FP_COLD
+#endif
+
+/* What one C file of an extension shares with the others of the same
+   extension, and nothing else sees: hidden from the dynamic symbol table
+   (a DLL exports nothing unless told), so that a variable the hot path
+   reads from another file is addressed as directly as a static one. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(_WIN32)
+#  define FP_INTERNAL __attribute__((visibility("hidden")))
+#else
+#  define FP_INTERNAL
+#endif
+
+/* ===================================================================== */
+/* CPython                                                               */
+/* ===================================================================== */
 
 /* Token: created only by the entry probe (3.10+ can say so). */
 #if PY_VERSION_HEX >= 0x030A0000
@@ -71,24 +120,22 @@ fp_restore_function_version(PyObject *func, PyObject *code)
  * instruction a line event stops before) and the value stack, whose depth
  * is f_stacktop - f_valuestack while a trace function runs (3.9) or
  * f_stackdepth (3.10). From 3.11 frames are opaque and the guard only
- * refuses jumps, before CPython makes them.
+ * refuses jumps, before CPython makes them. (What the entry and the
+ * prologue look like comes from the dialect, at install.)
  */
 #if PY_VERSION_HEX < 0x030B0000
 #  include <frameobject.h>
-#  include <opcode.h>
 #  define FP_FRAME_STACK_EDITABLE 1
 #  if PY_VERSION_HEX >= 0x030A0000
 #    define FP_FRAME_LASTI(f) ((f)->f_lasti)
 #    define FP_FRAME_SET_LASTI(f, unit) ((f)->f_lasti = (unit))
 #    define FP_FRAME_DEPTH(f) ((f)->f_stackdepth)
 #    define FP_FRAME_SET_DEPTH(f, d) ((f)->f_stackdepth = (d))
-#    define FP_GENERATOR_START GEN_START
 #  else
 #    define FP_FRAME_LASTI(f) ((f)->f_lasti / 2)
 #    define FP_FRAME_SET_LASTI(f, unit) ((f)->f_lasti = 2 * (unit))
 #    define FP_FRAME_DEPTH(f) ((int)((f)->f_stacktop - (f)->f_valuestack))
 #    define FP_FRAME_SET_DEPTH(f, d) ((f)->f_stacktop = (f)->f_valuestack + (d))
-    /* 3.9 generators have no prologue: no FP_GENERATOR_START */
 #  endif
 #  define FP_FRAME_STACK(f) ((f)->f_valuestack)
 #  define FP_FRAME_CODE(f) ((PyCodeObject *)Py_NewRef((f)->f_code))
@@ -96,6 +143,29 @@ fp_restore_function_version(PyObject *func, PyObject *code)
 #  define FP_FRAME_STACK_EDITABLE 0
 #  define FP_FRAME_CODE(f) PyFrame_GetCode(f)
 #endif
+
+/*
+ * Private API, the same on every supported version (each declared in
+ * Include/cpython/object.h, exported):
+ *
+ * fp_revive: a token whose refcount reached zero becomes a live object with
+ * one reference again, as CPython's own free lists revive theirs, so that
+ * the activations of a function that keeps raising allocate nothing.
+ * fp_type_lookup: a borrowed reference to the attribute `name` found in
+ * `type`'s MRO, without calling a descriptor (the f_lineno getset the jump
+ * guard wraps).
+ */
+static inline void
+fp_revive(PyObject *op)
+{
+    _Py_NewReference(op);
+}
+
+static inline PyObject *
+fp_type_lookup(PyTypeObject *type, PyObject *name)
+{
+    return _PyType_Lookup(type, name);
+}
 
 /* Py_NewRef is 3.10+. */
 #if PY_VERSION_HEX < 0x030A0000
@@ -108,8 +178,9 @@ fp_new_ref(PyObject *o)
 #  define Py_NewRef(o) fp_new_ref((PyObject *)(o))
 #endif
 
-/* Code objects, for the C splicer (_csplice.c): new references to the raw
-   bytecode and the line table, and the exception table (3.11+) borrowed.
+/* Code objects, for the C splicer (_csplice*.c, _ctree.c): new references
+   to the raw bytecode and the line table, and the exception table (3.11+)
+   borrowed.
    3.11+ run a code object's own copy of its code units, which they
    specialise (and 3.12+ instrument) in place; co_code is a deoptimised copy
    made on first access and then kept. FP_CODE_ADAPTIVE borrows the code
@@ -174,7 +245,7 @@ fp_code_with(PyCodeObject *co, PyObject *units, PyObject *consts, int stacksize,
 
 /* 3.14+ tuples cache their hash (ob_hash, -1 until computed): a tuple whose
    items are replaced in place (the main code's co_consts, before it runs:
-   see fp_put_nested_code in _ext.c) must forget it. */
+   see fp_put_nested_code in _ext_code.c) must forget it. */
 #if PY_VERSION_HEX >= 0x030E0000
 #  define FP_TUPLE_FORGET_HASH(t) (((PyTupleObject *)(t))->ob_hash = -1)
 #else

@@ -1,4 +1,5 @@
-"""Type stub of fastpatch._csplice (src/fastpatch/_csplice.c): the splicer's loop in C."""
+"""Type stub of fastpatch._csplice (src/fastpatch/_csplice.c, and the files it
+lists): the splicer, and the walk over a module's code objects, in C."""
 
 from types import CodeType
 from typing import Callable, List, Tuple
@@ -7,10 +8,18 @@ def configure(dialect: object, splice_error: type, /) -> None:
     """Use the running CPython's _recipes.Dialect; splice errors raise ``splice_error``."""
 
 def splice(code: CodeType, probe: object, trailer: Tuple[object, ...], /) -> CodeType:
-    """As fastpatch._splice.splice_in_python, in C."""
+    """As fastpatch._pysplice.splice_in_python, in C."""
 
 def patch_tree(
     code: CodeType, module: str, probe_type: type, lazy_origin: Callable[[CodeType, object, str, str], object],
-    instrumented: List[str], skipped: List[Tuple[str, str]], /,
+    instrumented: List[str], skipped: List[Tuple[str, str]], wanted: Callable[[str], object] | None = None, /,
 ) -> CodeType:
-    """As fastpatch._patch.patch_module_code's walk, in C: every function nested in ``code`` spliced."""
+    """``code`` (a module body) with every function nested in it spliced, each
+    with ``probe_type()`` and ``lazy_origin(code, probe, module, qualname)``,
+    its qualified name appended to ``instrumented``; one the splicer does not
+    recognise is left as it is, ``(qualname, reason)`` appended to ``skipped``.
+
+    ``wanted(qualname)`` (None: every function) is asked once about each
+    function: one it refuses gets no probe and no Origin and keeps its code,
+    but the functions nested in it are decided on their own.
+    """

@@ -1,6 +1,8 @@
 """The rules of the debugger-jump guard (``_jumps.c``) that need a code
 object's stack depths or line table. Called only when a debugger sets
-``frame.f_lineno`` in instrumented code, so ``dis`` is imported lazily."""
+``frame.f_lineno`` in instrumented code, so ``dis`` is imported lazily.
+What the prologue looks like comes from the running dialect (the recipe's
+``Prologue``), as in the splicers."""
 
 from __future__ import annotations
 
@@ -28,10 +30,7 @@ def _stack_depths(code: CodeType) -> Dict[int, int]:
 
     instrs = [i for i in dis.get_instructions(code)]
     index = {ins.offset: k for k, ins in enumerate(instrs)}
-    # 3.10: a generator starts with its first send on the stack, which
-    # GEN_START (after the entry) pops.
-    generator_start = any(ins.opname == "GEN_START" for ins in instrs)
-    depth = {0: 1 if generator_start else 0}
+    depth = {0: _values_left_by_prologue(code)}
     work = [0]
     step = 2  # bytes per code unit
     while work:
@@ -55,17 +54,31 @@ def _stack_depths(code: CodeType) -> Dict[int, int]:
     return {offset // step: d for offset, d in depth.items()}
 
 
+def _values_left_by_prologue(code: CodeType) -> int:
+    """3.9/3.10: the values on the stack when spliced ``code`` starts, which
+    its entry puts the token under (3.10: a generator's first send, which the
+    GEN_START after the entry pops), as the dialect's prologue says."""
+    from ._recipes import running_dialect
+
+    d = running_dialect()
+    if d.stacked_marker is None:
+        return 0
+    raw = code.co_code
+    marker = raw[0::2].find(bytes((d.stacked_marker,)))
+    return d.stacked_values if marker >= 0 and raw[2 * marker + 1] & d.where_mask == d.stacked_where else 0
+
+
 def prologue_refusal(code: CodeType, lineno: object) -> Optional[str]:
     """3.11+: why a jump to ``lineno`` in an instrumented generator or
     coroutine must be refused (CPython would land it before RESUME, on
     RETURN_GENERATOR), or None."""
     if not isinstance(lineno, int) or isinstance(lineno, bool):
         return None  # CPython's own setter reports the wrong type
-    from ._pysplice import _function_start
-    from ._recipes import current
+    from ._pysplice import find_entry
+    from ._recipes import running_dialect
 
     raw = code.co_code
-    first_resume = 2 * _function_start(current(), raw[0::2], raw[1::2])
+    first_resume = 2 * find_entry(running_dialect(), raw[0::2], raw[1::2])[0]
     # CPython jumps to the first instruction of the first line at or after lineno.
     starts = [(start, line) for start, _end, line in code.co_lines() if line is not None and line >= lineno]
     if not starts:

@@ -1,6 +1,8 @@
-"""Type stub of fastpatch._ext, the C extension (src/fastpatch/_ext.c).
+"""Type stub of fastpatch._ext, the C extension (src/fastpatch/_ext.c and the
+_ext_*.c files it lists).
 
-Keep in step with the module's method table and its exec slot.
+Keep in step with the module's method tables (_ext.c's, and the test hooks'
+in _ext_testing.c) and its exec slot.
 """
 
 from types import CodeType, FunctionType
@@ -11,7 +13,7 @@ _T = TypeVar("_T")
 #: Number of histogram buckets per probe; the last one is open-ended.
 HIST_BUCKETS: int
 #: Durations in ns are shifted right by this many bits before bucketing
-#: (the layout is in _ext.c, fp_bucket_of, and mirrored in _stats.py).
+#: (the layout is in _ext_histogram.h, fp_bucket_of, and mirrored in _stats.py).
 HIST_SHIFT: int
 
 @final
@@ -40,8 +42,8 @@ class Probe:
         """Zero every counter; activations running now stay counted as started."""
     def clear(self) -> None:
         """Zero every counter, in a forked child (after ``forked_child()``)."""
-    def _fill_histogram(self, count: int) -> None:
-        """For tests: set every histogram bucket to ``count``."""
+    def _testing_fill_histogram(self, count: int) -> None:
+        """A test hook: set every histogram bucket to ``count``."""
 
 @final
 class Origin:
@@ -121,11 +123,13 @@ def forked_child() -> None:
 def clock_name() -> str:
     """``"tsc"`` or ``"monotonic"``."""
 
-def bucket_index(ns: int, /) -> int:
+# Test hooks (_ext_testing.c): for the tests alone, never called by fastpatch.
+
+def _testing_bucket_index(ns: int, /) -> int:
     """Histogram bucket of a duration in nanoseconds."""
 
-def probe_size() -> int:
-    """Bytes of C state per Probe."""
+def _testing_probe_size() -> int:
+    """Bytes of C state per Probe once called (its histogram included)."""
 
-def idle_tokens() -> int:
+def _testing_idle_tokens() -> int:
     """Tokens waiting on the free list."""

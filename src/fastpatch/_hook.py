@@ -512,11 +512,11 @@ def _load_what_splicing_needs() -> None:
     finds them imported and walks them, and never splices ``opcode`` while
     building the dialect from it. Raises UnsupportedPythonError where no
     recipe has been validated."""
-    from ._recipes import current
+    from ._recipes import running_dialect
     from ._splice import c_splicer_in_use
 
     with own_work:
-        current()
+        running_dialect()
         if c_splicer_in_use() is None:  # FASTPATCH_SPLICER=python
             from . import _pysplice  # noqa: F401 - and what it imports
         _loader_kinds()

@@ -26,6 +26,12 @@
  * The rules that need the code's stack depths or line table live in Python
  * (fastpatch._debugger), called only when a debugger jumps. Nothing here is
  * on any call's path.
+ *
+ * install(probe_type, dialect) hands over what the guard recognises: the
+ * Probe type of this interpreter's fastpatch._ext, which marks instrumented
+ * code, and the running version's _recipes.Dialect, whose entry (LOAD_CONST
+ * <probe> and its tail, with the stacked tail where the prologue leaves
+ * values under it) the guard finds at the start of 3.9/3.10 code.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -40,14 +46,24 @@
 static setter fp_original_setter = NULL;
 static PyGetSetDef fp_guarded_def;
 
+/* Where install() keeps the probe type: each interpreter has its own
+   fastpatch._ext, and so its own Probe type, and its own dict
+   (PyInterpreterState_GetDict), which holds it strongly. */
+#define FP_PROBE_TYPE_KEY "fastpatch._jumps.probe_type"
+
 /* The probe constant of instrumented code, or NULL (borrowed). */
 static PyObject *
 fp_probe_of(PyCodeObject *co)
 {
+    PyObject *dict = PyInterpreterState_GetDict(PyInterpreterState_Get());
+    PyObject *probe_type = dict != NULL ? PyDict_GetItemString(dict, FP_PROBE_TYPE_KEY) : NULL;  /* borrowed */
+    if (probe_type == NULL) {
+        return NULL;  /* this interpreter instruments nothing */
+    }
     PyObject *consts = co->co_consts;
     for (Py_ssize_t i = PyTuple_GET_SIZE(consts) - 1; i >= 0; i--) {
         PyObject *c = PyTuple_GET_ITEM(consts, i);
-        if (strcmp(Py_TYPE(c)->tp_name, "fastpatch._ext.Probe") == 0) {
+        if ((PyObject *)Py_TYPE(c) == probe_type) {
             return c;
         }
     }
@@ -69,12 +85,29 @@ fp_call_rule(const char *name, PyObject *code, PyObject *arg)
 
 #if FP_FRAME_STACK_EDITABLE
 
-/* Where the prologue is: the entry starts at unit 0, `invert` is the unit of
-   its UNARY_INVERT (after which the token is on the stack) and the body
-   starts at `end` (after a 3.10 generator's ROT_TWO; GEN_START). Returns 0,
+/* The entry's shape, from the dialect install() was given: process-wide,
+   written under the GIL, the same for every interpreter. The tails are the
+   code units after LOAD_CONST <probe>; a stacked entry is followed by the
+   prologue's marker (3.10: GEN_START), which ends the prologue. */
+#define FP_MAX_TAIL 32
+static int fp_load_const = -1, fp_extended_arg = -1, fp_stacked_marker = -1;
+static unsigned char fp_entry_tail[FP_MAX_TAIL], fp_stacked_entry_tail[FP_MAX_TAIL];
+static Py_ssize_t fp_entry_tail_len = 0, fp_stacked_entry_tail_len = 0;
+
+/* Whether the code units from `i` are `tail` (`len` bytes). */
+static int
+fp_units_are(const unsigned char *raw, int n, int i, const unsigned char *tail, Py_ssize_t len)
+{
+    return 2 * (Py_ssize_t)i + len <= 2 * (Py_ssize_t)n && memcmp(raw + 2 * i, tail, (size_t)len) == 0;
+}
+
+/* Where the prologue is: the entry starts at unit 0 with LOAD_CONST <probe>,
+   which has run once the frame stands at `loaded`; the token is on the
+   stack from `pushed` (after the entry's tail), and the body starts at
+   `end` (after a 3.10 generator's stacked tail and GEN_START). Returns 0,
    or -1 if the code does not start with the entry. */
 static int
-fp_entry_bounds(PyCodeObject *co, PyObject *probe, int *invert, int *end)
+fp_entry_bounds(PyCodeObject *co, PyObject *probe, int *loaded, int *pushed, int *end)
 {
     const unsigned char *raw = (const unsigned char *)PyBytes_AS_STRING(co->co_code);
     int n = (int)(PyBytes_GET_SIZE(co->co_code) / 2);
@@ -86,21 +119,25 @@ fp_entry_bounds(PyCodeObject *co, PyObject *probe, int *invert, int *end)
         }
     }
     Py_ssize_t arg = 0;
-    while (i < n && raw[2 * i] == EXTENDED_ARG) {
+    while (i < n && raw[2 * i] == fp_extended_arg) {
         arg = (arg | raw[2 * i + 1]) << 8;
         i++;
     }
-    if (i + 1 >= n || raw[2 * i] != LOAD_CONST || (arg | raw[2 * i + 1]) != want
-        || raw[2 * (i + 1)] != UNARY_INVERT) {
+    if (i >= n || raw[2 * i] != fp_load_const || (arg | raw[2 * i + 1]) != want) {
         return -1;
     }
-    *invert = i + 1;
-    *end = i + 2;
-#ifdef FP_GENERATOR_START
-    if (i + 3 < n && raw[2 * (i + 2)] == ROT_TWO && raw[2 * (i + 3)] == FP_GENERATOR_START) {
-        *end = i + 4;
+    *loaded = i + 1;
+    *pushed = (int)(i + 1 + fp_entry_tail_len / 2);
+    Py_ssize_t stacked_end = i + 1 + fp_stacked_entry_tail_len / 2;
+    if (fp_stacked_marker >= 0 && fp_units_are(raw, n, i + 1, fp_stacked_entry_tail, fp_stacked_entry_tail_len)
+        && stacked_end < n && raw[2 * stacked_end] == fp_stacked_marker) {
+        *end = (int)stacked_end + 1;
+        return 0;
     }
-#endif
+    if (!fp_units_are(raw, n, i + 1, fp_entry_tail, fp_entry_tail_len)) {
+        return -1;
+    }
+    *end = *pushed;
     return 0;
 }
 
@@ -147,8 +184,8 @@ fp_guarded_setlineno(PyObject *self, PyObject *value, void *closure)
     PyFrameObject *f = (PyFrameObject *)self;
     PyCodeObject *co = f->f_code;
     PyObject *probe = value != NULL ? fp_probe_of(co) : NULL;
-    int invert, end;
-    if (probe == NULL || fp_entry_bounds(co, probe, &invert, &end) < 0) {
+    int loaded, pushed, end;
+    if (probe == NULL || fp_entry_bounds(co, probe, &loaded, &pushed, &end) < 0) {
         return fp_original_setter(self, value, closure);
     }
     int from = FP_FRAME_LASTI(f);  /* the instruction the line event stopped before */
@@ -156,7 +193,7 @@ fp_guarded_setlineno(PyObject *self, PyObject *value, void *closure)
         return -1;
     }
     int to = FP_FRAME_LASTI(f);
-    int token_there = from > invert;
+    int token_there = from >= pushed;
     if (token_there && to < end) {
         FP_FRAME_SET_LASTI(f, end);  /* the token is there: do not start again */
         to = end;
@@ -180,7 +217,7 @@ fp_guarded_setlineno(PyObject *self, PyObject *value, void *closure)
         }
         int depth = FP_FRAME_DEPTH(f);
         PyObject **stack = FP_FRAME_STACK(f);
-        if (from == invert && depth >= 1 && stack[depth - 1] == probe) {
+        if (from == loaded && depth >= 1 && stack[depth - 1] == probe) {
             /* LOAD_CONST had run: its probe becomes the token */
             stack[depth - 1] = token;
             Py_DECREF(probe);
@@ -227,15 +264,87 @@ fp_guarded_setlineno(PyObject *self, PyObject *value, void *closure)
 
 #endif
 
-/* install(): guard frame.f_lineno in this interpreter; idempotent. */
-static PyObject *
-fp_install(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+#if FP_FRAME_STACK_EDITABLE
+/* A bytes attribute of the dialect into `dst` (at most FP_MAX_TAIL bytes). */
+static int
+fp_copy_tail(PyObject *dialect, const char *name, unsigned char *dst, Py_ssize_t *len)
 {
+    PyObject *value = PyObject_GetAttrString(dialect, name);
+    if (value == NULL) {
+        return -1;
+    }
+    int rc = -1;
+    if (!PyBytes_Check(value) || PyBytes_GET_SIZE(value) > FP_MAX_TAIL || PyBytes_GET_SIZE(value) % 2) {
+        PyErr_Format(PyExc_ValueError, "Dialect.%s must be whole code units, at most %d bytes", name, FP_MAX_TAIL);
+    }
+    else {
+        *len = PyBytes_GET_SIZE(value);
+        memcpy(dst, PyBytes_AS_STRING(value), (size_t)*len);
+        rc = 0;
+    }
+    Py_DECREF(value);
+    return rc;
+}
+
+/* An int attribute of the dialect, None as -1. */
+static int
+fp_copy_opcode(PyObject *dialect, const char *name, int *dst)
+{
+    PyObject *value = PyObject_GetAttrString(dialect, name);
+    if (value == NULL) {
+        return -1;
+    }
+    long v = value == Py_None ? -1 : PyLong_AsLong(value);
+    Py_DECREF(value);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *dst = (int)v;
+    return 0;
+}
+#endif
+
+/* The entry's shape, from the dialect (3.9/3.10; the 3.11+ rules read the
+   prologue in Python). 0, or -1 with an exception. */
+static int
+fp_read_dialect(PyObject *dialect)
+{
+#if FP_FRAME_STACK_EDITABLE
+    if (fp_copy_opcode(dialect, "load_const", &fp_load_const) < 0
+        || fp_copy_opcode(dialect, "extended_arg", &fp_extended_arg) < 0
+        || fp_copy_opcode(dialect, "stacked_marker", &fp_stacked_marker) < 0
+        || fp_copy_tail(dialect, "entry_tail", fp_entry_tail, &fp_entry_tail_len) < 0
+        || fp_copy_tail(dialect, "stacked_entry_tail", fp_stacked_entry_tail, &fp_stacked_entry_tail_len) < 0) {
+        return -1;
+    }
+#else
+    (void)dialect;
+#endif
+    return 0;
+}
+
+/* install(probe_type, dialect): guard frame.f_lineno in this interpreter,
+   for code carrying a probe of `probe_type`; idempotent. */
+static PyObject *
+fp_install(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "install(probe_type: type, dialect)");
+        return NULL;
+    }
+    PyObject *dict = PyInterpreterState_GetDict(PyInterpreterState_Get());  /* borrowed */
+    if (dict == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "this interpreter has no state dict for fastpatch's jump guard");
+        return NULL;
+    }
+    if (fp_read_dialect(args[1]) < 0 || PyDict_SetItemString(dict, FP_PROBE_TYPE_KEY, args[0]) < 0) {
+        return NULL;
+    }
     PyObject *name = PyUnicode_InternFromString("f_lineno");
     if (name == NULL) {
         return NULL;
     }
-    PyObject *descr = _PyType_Lookup(&PyFrame_Type, name);  /* borrowed */
+    PyObject *descr = fp_type_lookup(&PyFrame_Type, name);  /* borrowed */
     Py_DECREF(name);
     if (descr == NULL || Py_TYPE(descr) != &PyGetSetDescr_Type) {
         PyErr_SetString(PyExc_RuntimeError, "frame.f_lineno is not a getset descriptor");
@@ -255,8 +364,9 @@ fp_install(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 }
 
 static PyMethodDef fp_jumps_methods[] = {
-    {"install", fp_install, METH_NOARGS,
-     "install() -> bool: guard frame.f_lineno in this interpreter (True if it was not yet)."},
+    {"install", (PyCFunction)(void (*)(void))fp_install, METH_FASTCALL,
+     "install(probe_type, dialect) -> bool: guard frame.f_lineno in this interpreter, for code carrying a\n"
+     "probe of probe_type, whose entry the dialect describes (True if it was not guarded yet)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -60,12 +60,15 @@ _jump_guard_installed = False
 
 def install_jump_guard() -> None:
     """Guard debugger jumps in this interpreter (``_jumps.c``), once: called
-    before the first code object is instrumented."""
+    before the first code object is instrumented. The guard acts in code
+    that carries our probes, whose entry the running dialect describes."""
     global _jump_guard_installed
     if not _jump_guard_installed:
         import fastpatch._jumps as jumps
 
-        jumps.install()
+        from ._recipes import running_dialect
+
+        jumps.install(ext.Probe, running_dialect())
         _jump_guard_installed = True
 
 

@@ -195,6 +195,6 @@ def reset(target: Any = None) -> None:
 
 def report(file: Optional[TextIO] = None, *, sort: str = "total", limit: Optional[int] = None) -> None:
     """Print a table of every instrumented definition's stats."""
-    from ._stats import render
+    from ._reports.table import render
 
     render(all_stats(), file, sort, limit)

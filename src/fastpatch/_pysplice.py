@@ -1,7 +1,25 @@
-"""The splicer in Python: the reference the C splicer (``_csplice.c``) is
+"""The splicer in Python: the reference the C splicer (``_csplice*.c``) is
 held to, byte for byte, and what runs where the C one was not built.
 ``_splice.py`` says what a splice does and why; this module does it.
 Imported only when used: processes with the C splicer never load it.
+
+A splice runs in six phases, with the same names here and in C
+(``_csplice_phases.c``):
+
+1. ``find_entry``: the code unit where an activation starts, and whether the
+   prologue has left values on the stack there (the dialect's prologue);
+2. ``scan_returns_and_jumps``: the insertion before each return, and every
+   jump with the code unit it lands on;
+3. ``lay_out_until_jumps_fit``: where every original unit lands, again
+   while a jump's new argument needs more EXTENDED_ARG prefixes than it has;
+4. ``write_jump_arguments``: each jump's new argument, in its own units and
+   the prefixes added before it;
+5. ``emit``: the spliced code units;
+6. ``rewrite_tables``: the line table and the exception table.
+
+Each language has one jump decode and encode (``_jump_target``,
+``_jump_argument``) and one writer of EXTENDED_ARG prefixes
+(``_instruction``).
 """
 
 from __future__ import annotations
@@ -10,15 +28,56 @@ from bisect import bisect_right
 from itertools import accumulate
 
 from ._errors import SpliceError
-from ._recipes import ABSOLUTE, FORWARD, Dialect, current
+from ._recipes import ABSOLUTE, FORWARD, Dialect, running_dialect
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import CodeType
-    from typing import Dict, Iterator, List, Tuple
+    from typing import Dict, Iterator, List, Optional, Tuple
 
 
-def _ext_needed(arg: int) -> int:
+# Which side of its boundary an insertion belongs to.
+_AFTER_PREVIOUS = 0  # a RETURN_CONST's tail: part of the instruction before the boundary
+_ENTRY = 1  # the entry: its own, runs before the instruction after it
+_BEFORE_NEXT = 2  # a return's prefix or a jump's added EXTENDED_ARGs: part of the instruction after it
+
+
+class _Jump:
+    __slots__ = ("start", "op_unit", "kind", "target", "added", "arg", "added_code")
+
+    def __init__(self, start: int, op_unit: int, kind: int, target: int) -> None:
+        self.start = start  # first unit of the instruction, EXTENDED_ARG prefixes included
+        self.op_unit = op_unit
+        self.kind = kind
+        self.target = target  # code unit the jump lands on, in the original code
+        self.added = 0  # EXTENDED_ARG prefixes added before it
+        self.arg = 0  # its new argument, once laid out
+        self.added_code = b""  # the code units of the added prefixes, once written
+
+
+class _Insertion:
+    __slots__ = ("at", "side", "units", "content", "jump")
+
+    def __init__(self, at: int, side: int, content: bytes, jump: Optional[_Jump] = None) -> None:
+        self.at = at  # code unit boundary in the original code
+        self.side = side
+        self.content = content
+        # A jump's added prefixes: their content is known once the layout is.
+        self.jump = jump
+        self.units = jump.added if jump is not None else len(content) // 2
+
+
+def _insertion_order(ins: _Insertion) -> Tuple[int, int]:
+    return (ins.at, ins.side)
+
+
+# --------------------------------------------------------------------------
+# Instructions: one writer of EXTENDED_ARG prefixes, one jump decode and encode
+# --------------------------------------------------------------------------
+
+
+def _prefixes_for(arg: int) -> int:
+    """How many EXTENDED_ARG prefixes an instruction with argument ``arg`` needs."""
     n = 0
     while arg > 0xFF:
         arg >>= 8
@@ -26,48 +85,37 @@ def _ext_needed(arg: int) -> int:
     return n
 
 
-# Which side of its boundary an insertion belongs to.
-_AFTER_PREVIOUS = 0  # a RETURN_CONST's tail: part of the instruction before the boundary
-_ENTRY = 1  # the entry: its own, runs before the instruction after it
-_BEFORE_NEXT = 2  # a return's prefix or a jump's new EXTENDED_ARGs: part of the instruction after it
+def _instruction(d: Dialect, op: int, arg: int, prefixes: int) -> bytes:
+    """The code units of ``op arg`` behind ``prefixes`` EXTENDED_ARGs, which
+    hold the bytes of ``arg`` above its lowest (those beyond are dropped)."""
+    out = bytearray()
+    for k in range(prefixes, 0, -1):
+        out += bytes((d.extended_arg, (arg >> (8 * k)) & 0xFF))
+    out += bytes((op, arg & 0xFF))
+    return bytes(out)
 
 
-class _Insertion:
-    __slots__ = ("at", "side", "units", "content")
-
-    def __init__(self, at: int, side: int, units: int, content: bytes) -> None:
-        self.at = at  # code unit boundary in the original code
-        self.side = side
-        self.units = units
-        self.content = content
+def _argument(args: bytes, start: int, op_unit: int) -> int:
+    """The argument of the instruction at ``op_unit``, with its EXTENDED_ARG prefixes from ``start``."""
+    arg = 0
+    for j in range(start, op_unit + 1):
+        arg = (arg << 8) | args[j]
+    return arg
 
 
-class _Jump:
-    __slots__ = ("start", "op_unit", "kind", "target")
-
-    def __init__(self, start: int, op_unit: int, kind: int, target: int) -> None:
-        self.start = start  # first unit of the instruction, EXTENDED_ARG prefixes included
-        self.op_unit = op_unit
-        self.kind = kind
-        self.target = target  # code unit the jump lands on, in the original code
+def _jump_target(d: Dialect, kind: int, next_unit: int, arg: int) -> int:
+    """The code unit a jump of ``kind`` with argument ``arg`` lands on, the
+    instruction after it starting at ``next_unit``."""
+    a = arg // d.jump_unit
+    return a if kind == ABSOLUTE else next_unit + a if kind == FORWARD else next_unit - a
 
 
-_marks: Dict[Tuple[int, int], bytes] = {}
-
-
-def _interesting(d: Dialect, ops: bytes) -> Iterator[int]:
-    """Code units whose opcode is a jump or a return."""
-    table = _marks.get(d.version)
-    if table is None:
-        wanted = {op for op in range(256) if d.jumps[op]} | {d.return_value}
-        if d.return_const is not None:
-            wanted.add(d.return_const)
-        table = _marks[d.version] = bytes(1 if op in wanted else 0 for op in range(256))
-    marks = ops.translate(table)
-    i = marks.find(1)
-    while i >= 0:
-        yield i
-        i = marks.find(1, i + 1)
+def _jump_argument(d: Dialect, kind: int, next_unit: int, target: int) -> int:
+    """The argument of a jump of ``kind`` to ``target``, the instruction after
+    it starting at ``next_unit``: negative where the jump would have to change
+    direction."""
+    a = target if kind == ABSOLUTE else target - next_unit if kind == FORWARD else next_unit - target
+    return a * d.jump_unit
 
 
 class _OffsetMap:
@@ -95,8 +143,9 @@ class _OffsetMap:
             elif ins.side == _ENTRY:
                 self._entry[-1] += ins.units
 
-    def _split(self, b: int) -> Tuple[int, int]:
-        """(units inserted before boundary b, index of b's own insertions or -1)."""
+    def _position_and_group(self, b: int) -> Tuple[int, int]:
+        """(where boundary b's own insertions start, the index of its group of
+        insertions or -1 if it has none)."""
         i = bisect_right(self._at, b)
         if i and self._at[i - 1] == b:
             return b + self._before[i - 1], i - 1
@@ -104,166 +153,195 @@ class _OffsetMap:
 
     def target(self, b: int) -> int:
         """A jump or handler target: after the entry, on a return's prefix."""
-        pos, i = self._split(b)
+        pos, i = self._position_and_group(b)
         return pos if i < 0 else pos + self._prev[i] + self._entry[i]
 
     def boundary(self, b: int) -> int:
         """A range boundary (line tables, range ends): before what belongs to the next instruction."""
-        pos, i = self._split(b)
+        pos, i = self._position_and_group(b)
         return pos if i < 0 else pos + self._prev[i]
 
     def own(self, b: int) -> int:
         """The original instruction starting at b: after everything inserted at b."""
-        pos, i = self._split(b)
+        pos, i = self._position_and_group(b)
         return pos if i < 0 else pos + self._all[i]
 
 
-def _function_start(d: Dialect, ops: bytes, args: bytes) -> int:
-    """The code unit of the RESUME where the function itself starts (its
-    argument, masked, is 0), or -1."""
-    i = ops.find(bytes((d.entry_before,)))  # type: ignore[arg-type]
-    while i >= 0 and args[i] & d.entry_before_mask:
-        i = ops.find(bytes((d.entry_before,)), i + 1)  # type: ignore[arg-type]
-    return i
-
-
-def _insertion_order(ins: _Insertion) -> Tuple[int, int]:
-    return (ins.at, ins.side)
+# --------------------------------------------------------------------------
+# The splice, phase by phase
+# --------------------------------------------------------------------------
 
 
 def splice_in_python(code: CodeType, probe: object, trailer: Tuple[object, ...] = ()) -> CodeType:
     """``_splice.splice``, in Python: the reference for the C splicer."""
-    d = current()
+    d = running_dialect()
     raw = code.co_code
-    n = len(raw) // 2
     ops = raw[0::2]
-    args = raw[1::2]
-    caches = d.caches
-    ext_op = d.extended_arg
+    consts = code.co_consts
+    entry_at, stacked = find_entry(d, ops, raw[1::2])
+    if entry_at >= len(ops):
+        raise SpliceError("code object has no body after its prologue")
+    entry = _Insertion(entry_at, _ENTRY, _entry_code(d, len(consts), stacked))
+    units = bytearray(raw)  # the original code units, as the spliced code has them
+    fixed, jumps = scan_returns_and_jumps(d, raw, entry, units)
+    insertions, offsets = lay_out_until_jumps_fit(d, ops, fixed, jumps)
+    write_jump_arguments(d, units, jumps, insertions)
+    tables = rewrite_tables(d, code, insertions, offsets, entry)
+    return code.replace(
+        co_code=emit(units, insertions),
+        co_consts=consts + (probe,) + trailer,
+        co_stacksize=max(code.co_stacksize + 1, 2),
+        **tables,  # type: ignore[arg-type]
+    )
 
-    entry_tail = d.entry_tail
+
+def find_entry(d: Dialect, ops: bytes, args: bytes) -> Tuple[int, bool]:
+    """(the code unit the entry goes before, whether the prologue has left
+    values on the stack there), as the dialect's prologue says. SpliceError
+    where the code has no unit the entry could go before."""
+    entry_at = 0
     if d.entry_before is not None:
-        entry_at = _function_start(d, ops, args)
+        start = bytes((d.entry_before,))
+        entry_at = ops.find(start)
+        while entry_at >= 0 and args[entry_at] & d.where_mask:
+            entry_at = ops.find(start, entry_at + 1)
         if entry_at < 0:
             raise SpliceError("code object has no RESUME instruction")
-        first = ops.find(bytes((d.entry_before,)))
-        if d.genexpr_start is not None and args[first] & d.entry_before_mask == d.genexpr_start:
-            entry_tail = d.stacked_entry_tail
-    elif d.generator_start is not None and n and ops[0] == d.generator_start:
-        entry_at = 0  # before GEN_START: the token goes under the first send
-        entry_tail = d.stacked_entry_tail
-    else:
-        entry_at = 0
-    if entry_at >= n:
-        raise SpliceError("code object has no body after its prologue")
+    stacked = False
+    if d.stacked_marker is not None:
+        marker = ops.find(bytes((d.stacked_marker,)), 0, entry_at + 1)
+        stacked = marker >= 0 and args[marker] & d.where_mask == d.stacked_where
+    return entry_at, stacked
 
-    consts = code.co_consts
-    probe_index = len(consts)
-    entry = _with_arg(ext_op, d.load_const, probe_index) + entry_tail
-    base: List[_Insertion] = [_Insertion(entry_at, _ENTRY, len(entry) // 2, entry)]
+
+def _entry_code(d: Dialect, probe_index: int, stacked: bool) -> bytes:
+    """The entry: ``LOAD_CONST <probe>`` and the recipe's tail, which puts the
+    token under what the prologue left on the stack where it did."""
+    load_probe = _instruction(d, d.load_const, probe_index, _prefixes_for(probe_index))
+    return load_probe + (d.stacked_entry_tail if stacked else d.entry_tail)
+
+
+_return_or_jump_marks: Dict[Tuple[int, int], bytes] = {}
+
+
+def _returns_and_jumps(d: Dialect, ops: bytes) -> Iterator[int]:
+    """The code units whose opcode is a return or a jump."""
+    table = _return_or_jump_marks.get(d.version)
+    if table is None:
+        wanted = {op for op in range(256) if d.jumps[op]} | {d.return_value}
+        if d.return_const is not None:
+            wanted.add(d.return_const)
+        table = _return_or_jump_marks[d.version] = bytes(1 if op in wanted else 0 for op in range(256))
+    marks = ops.translate(table)
+    i = marks.find(1)
+    while i >= 0:
+        yield i
+        i = marks.find(1, i + 1)
+
+
+def scan_returns_and_jumps(
+    d: Dialect, raw: bytes, entry: _Insertion, units: bytearray
+) -> Tuple[List[_Insertion], List[_Jump]]:
+    """(the insertions whose size is fixed: the entry and one at each return,
+    the jumps with the units they land on); each RETURN_CONST of ``raw``
+    becomes a LOAD_CONST in ``units``. SpliceError for a jump that lands
+    inside an instruction."""
+    ops, args = raw[0::2], raw[1::2]
+    n = len(ops)
+    ext_op = d.extended_arg
+    return_tail = d.exit_code + d.return_value_code
+    fixed = [entry]
     jumps: List[_Jump] = []
-    buf = bytearray(raw)
-    exit_code = d.exit
-    const_tail = exit_code + d.return_value_code
-    unit = d.jump_unit
-
-    for i in _interesting(d, ops):
+    for i in _returns_and_jumps(d, ops):
         op = ops[i]
         start = i
         while start and ops[start - 1] == ext_op:
             start -= 1
         if op == d.return_value:
-            base.append(_Insertion(start, _BEFORE_NEXT, len(exit_code) // 2, exit_code))
+            fixed.append(_Insertion(start, _BEFORE_NEXT, d.exit_code))
         elif op == d.return_const:
-            buf[2 * i] = d.load_const  # same argument: the constant to return
-            base.append(_Insertion(i + 1, _AFTER_PREVIOUS, len(const_tail) // 2, const_tail))
+            units[2 * i] = d.load_const  # same argument: the constant to return
+            fixed.append(_Insertion(i + 1, _AFTER_PREVIOUS, return_tail))
         else:
-            arg = 0
-            for j in range(start, i + 1):
-                arg = (arg << 8) | args[j]
-            a = arg // unit
             kind = d.jumps[op]
-            nxt = i + 1 + caches[op]
-            target = a if kind == ABSOLUTE else nxt + a if kind == FORWARD else nxt - a
+            target = _jump_target(d, kind, i + 1 + d.caches[op], _argument(args, start, i))
             if not 0 <= target < n or ops[target] == 0 or (target and ops[target - 1] == ext_op):
                 raise SpliceError(f"jump at code unit {i} lands inside an instruction")
             jumps.append(_Jump(start, i, kind, target))
+    return fixed, jumps
 
-    # Lay out until every jump argument fits its EXTENDED_ARG prefixes;
-    # grown[start] counts the EXTENDED_ARG units inserted before a jump.
-    grown: Dict[int, int] = {}
+
+def lay_out_until_jumps_fit(
+    d: Dialect, ops: bytes, fixed: List[_Insertion], jumps: List[_Jump]
+) -> Tuple[List[_Insertion], _OffsetMap]:
+    """(every insertion in order, the offset map they make), once each jump's
+    new argument fits its EXTENDED_ARG prefixes: each round adds the prefixes
+    the last one found missing, which moves everything again. Sets each
+    jump's ``added`` and ``arg``; SpliceError for a jump whose target would
+    have moved to its other side."""
     while True:
-        insertions = base + [_Insertion(start, _BEFORE_NEXT, extra, b"") for start, extra in grown.items()]
+        insertions = fixed + [_Insertion(j.start, _BEFORE_NEXT, b"", j) for j in jumps if j.added]
         insertions.sort(key=_insertion_order)
         offsets = _OffsetMap(insertions)
-        new_args = []
-        more = []
+        grew = False
         for jmp in jumps:
-            ext = jmp.op_unit - jmp.start + grown.get(jmp.start, 0)
-            dest = offsets.target(jmp.target)
-            nxt = offsets.own(jmp.start) + (jmp.op_unit - jmp.start) + 1 + caches[ops[jmp.op_unit]]
-            a = dest if jmp.kind == ABSOLUTE else dest - nxt if jmp.kind == FORWARD else nxt - dest
-            if a < 0:
+            own = jmp.op_unit - jmp.start
+            next_unit = offsets.own(jmp.start) + own + 1 + d.caches[ops[jmp.op_unit]]
+            arg = _jump_argument(d, jmp.kind, next_unit, offsets.target(jmp.target))
+            if arg < 0:
                 raise SpliceError(f"jump at code unit {jmp.op_unit} changed direction")
-            a *= unit
-            need = _ext_needed(a)
-            if need > ext:
-                more.append((jmp.start, need - ext))
-            new_args.append(a)
-        if not more:
-            break
-        for start, extra in more:
-            grown[start] = grown.get(start, 0) + extra
+            need = _prefixes_for(arg)
+            if need > own + jmp.added:
+                jmp.added = need - own
+                grew = True
+            jmp.arg = arg
+        if not grew:
+            return insertions, offsets
 
-    # Write jump arguments: the low bytes into the original prefix and
-    # opcode units, the high bytes into the inserted EXTENDED_ARGs.
-    grown_content: Dict[int, bytes] = {}
-    for jmp, a in zip(jumps, new_args):
-        own_ext = jmp.op_unit - jmp.start
-        for k in range(own_ext + 1):
-            buf[2 * (jmp.op_unit - k) + 1] = (a >> (8 * k)) & 0xFF
-        extra = grown.get(jmp.start, 0)
-        if extra:
-            grown_content[jmp.start] = b"".join(
-                bytes((ext_op, (a >> (8 * k)) & 0xFF)) for k in range(own_ext + extra, own_ext, -1)
-            )
+
+def write_jump_arguments(d: Dialect, units: bytearray, jumps: List[_Jump], insertions: List[_Insertion]) -> None:
+    """Write each jump whole, with its new argument: its own units in
+    ``units``, its added prefixes as the content of the insertion that holds
+    them (the highest bytes of the argument)."""
+    for jmp in jumps:
+        own = jmp.op_unit - jmp.start
+        code = _instruction(d, units[2 * jmp.op_unit], jmp.arg, own + jmp.added)
+        jmp.added_code = code[: 2 * jmp.added]
+        units[2 * jmp.start : 2 * jmp.op_unit + 2] = code[2 * jmp.added :]
+    for ins in insertions:
+        if ins.jump is not None:
+            ins.content = ins.jump.added_code
+
+
+def emit(units: bytearray, insertions: List[_Insertion]) -> bytes:
+    """The spliced code units: the original ones, with each insertion's content at its boundary."""
     out = bytearray()
     prev = 0
     for ins in insertions:
-        out += buf[2 * prev : 2 * ins.at]
-        out += ins.content if ins.content else grown_content[ins.at]
+        out += units[2 * prev : 2 * ins.at]
+        out += ins.content
         prev = ins.at
-    out += buf[2 * prev :]
-
-    replace: Dict[str, object] = {
-        "co_code": bytes(out),
-        "co_consts": consts + (probe,) + trailer,
-        "co_stacksize": max(code.co_stacksize + 1, 2),
-    }
-    if d.line_table == "locations":
-        replace["co_linetable"] = _lengthen_entries(
-            code.co_linetable, insertions, locations=True, entry_unlocated=not d.entry_has_line
-        )
-    elif d.line_table == "linetable":
-        replace["co_linetable"] = _lengthen_entries(
-            code.co_linetable, insertions, locations=False, entry_unlocated=not d.entry_has_line
-        )
-    else:
-        replace["co_lnotab"] = _lnotab_39(code, offsets)
-    if d.has_exception_table:
-        hole_start = offsets.boundary(entry_at)
-        hole_end = hole_start + len(entry) // 2
-        replace["co_exceptiontable"] = _exception_table(code.co_exceptiontable, offsets, hole_start, hole_end)  # type: ignore[attr-defined, unused-ignore]
-    return code.replace(**replace)  # type: ignore[arg-type]
-
-
-def _with_arg(ext_op: int, op: int, arg: int) -> bytes:
-    """Code units of ``op arg``, with as many EXTENDED_ARG prefixes as it needs."""
-    out = bytearray()
-    for k in range(_ext_needed(arg), 0, -1):
-        out += bytes((ext_op, (arg >> (8 * k)) & 0xFF))
-    out += bytes((op, arg & 0xFF))
+    out += units[2 * prev :]
     return bytes(out)
+
+
+def rewrite_tables(
+    d: Dialect, code: CodeType, insertions: List[_Insertion], offsets: _OffsetMap, entry: _Insertion
+) -> Dict[str, bytes]:
+    """The spliced code's line table and (3.11+) exception table, as ``code.replace()`` arguments."""
+    tables: Dict[str, bytes] = {}
+    if d.line_table == "lnotab":
+        tables["co_lnotab"] = _moved_lnotab(code, offsets)
+    else:
+        tables["co_linetable"] = _lengthened_line_table(
+            code.co_linetable, insertions, locations=d.line_table == "locations", entry_unlocated=not d.entry_has_line
+        )
+    if d.has_exception_table:
+        hole_start = offsets.boundary(entry.at)
+        tables["co_exceptiontable"] = _moved_exception_table(
+            code.co_exceptiontable, offsets, hole_start, hole_start + entry.units  # type: ignore[attr-defined, unused-ignore]
+        )
+    return tables
 
 
 # --------------------------------------------------------------------------
@@ -278,8 +356,11 @@ def _with_arg(ext_op: int, op: int, arg: int) -> bytes:
 _LOCATION_UNITS = bytes(((b & 7) + 1) if b & 0x80 else 0 for b in range(256))
 
 
-def _lengthen_entries(table: bytes, insertions: List[_Insertion], locations: bool, entry_unlocated: bool) -> bytes:
-    """Lengthen the entries covering each insertion's instruction by its units.
+def _lengthened_line_table(
+    table: bytes, insertions: List[_Insertion], locations: bool, entry_unlocated: bool
+) -> bytes:
+    """The 3.10+ line table with the entries covering each insertion's
+    instruction lengthened by its units.
 
     With ``entry_unlocated`` the entry instead gets an entry of its own with
     no line (3.10) or no location (3.11+), splitting the entry it falls in
@@ -385,8 +466,9 @@ def _write_linetable_310_entry(out: bytearray, ldelta: int, units: int) -> None:
     out += bytes((remaining, ldelta))
 
 
-def _lnotab_39(code: CodeType, offsets: _OffsetMap) -> bytes:
-    """3.9 lnotab: line changes (boundaries where the line delta is non-zero)."""
+def _moved_lnotab(code: CodeType, offsets: _OffsetMap) -> bytes:
+    """The 3.9 lnotab with each line change (a boundary where the line delta
+    is not zero) moved through the offset map."""
     table = code.co_lnotab
     changes: List[Tuple[int, int]] = []
     addr, line = 0, code.co_firstlineno
@@ -458,7 +540,10 @@ def _write_exception_varint(out: bytearray, value: int, msb: int) -> None:
         out.append(b)
 
 
-def _exception_table(table: bytes, offsets: _OffsetMap, hole_start: int, hole_end: int) -> bytes:
+def _moved_exception_table(table: bytes, offsets: _OffsetMap, hole_start: int, hole_end: int) -> bytes:
+    """The exception table with each range moved through the offset map, none
+    covering the entry (``hole_start`` to ``hole_end``), and one more value on
+    the stack after it (the token)."""
     out = bytearray()
     for start, end, tgt, depth, lasti in _read_exception_table(table):
         new_start, new_end = offsets.target(start), offsets.boundary(end)

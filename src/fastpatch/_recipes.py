@@ -1,29 +1,40 @@
 """Recipes: what fastpatch injects on each CPython minor version.
 
-Everything that differs between CPython versions and matters to the splicer
-lives in the ``RECIPES`` table below, one entry per supported minor version:
-the injected instruction sequences, how jumps count, where the prologue
-ends, which opcodes return, and which line-table format code objects use.
-The splicer (``_splice``) reads only the ``Dialect`` built from the running
-version's recipe, and knows no version, opcode name or encoding itself.
+Everything fastpatch needs to know about a CPython minor version's bytecode
+lives in the ``RECIPES`` table below, one entry per supported version: the
+injected instruction sequences, how jumps count, the shape of the prologue
+(where an activation starts, and what the prologue has left on the value
+stack there), which opcodes return, and which line-table encoding code
+objects use. ``running_dialect()`` encodes the running version's recipe as a
+``Dialect`` (opcode numbers, code units), and everything that reads code
+works from it: both splicers (``_pysplice.py`` and ``_csplice*.c``), the
+debugger-jump guard (``_jumps.c``, given the dialect at install) and its
+rules in ``_debugger.py``. None of them knows a CPython version, and every
+opcode they act on comes from the dialect. What they do know is the
+encodings the dialect only names: the three line-table formats
+(``lnotab``, 3.10's ``linetable``, 3.11+ ``locations``) and the exception
+table's, which both splicers read and write themselves; and the C splicer
+and the jump guard reach into code objects and frames through the shims in
+``_compat.h``.
 
 The injected sequences are data, instruction names with their arguments:
 
 * ``entry``, inserted where an activation starts: ``LOAD_CONST <probe>``
   followed by the recipe's ``entry`` (``UNARY_INVERT`` everywhere), which
-  pushes the activation's token through the probe's ``nb_invert`` slot. On
-  3.11+ it goes right before the first ``RESUME`` (after a generator's
+  pushes the activation's token through the probe's ``nb_invert`` slot.
+  Where it goes is the ``Prologue``'s to say: on 3.11+ right before the
+  ``RESUME`` where the function itself starts (after a generator's
   ``RETURN_GENERATOR; POP_TOP``, so it runs at the first resume); else at
-  offset 0. Where the prologue leaves values on the stack at that point (a
-  3.10 generator's first send, under ``GEN_START``; a 3.15 generator
-  expression's iterator), the entry ends with the recipe's
+  offset 0. Where the prologue has left values on the stack at that point
+  (a 3.10 generator's first send, under ``GEN_START``; a 3.15 generator
+  expression's iterator), the entry ends with the prologue's
   ``stacked_entry``, which moves the token under them. From 3.10 it has no
   line or location of its own, so that the first line event comes from the
   first instruction the source produced, with the token already pushed;
-* ``exit``, inserted right before each return: a subscript of the token by
-  the return value (``BINARY_SUBSCR``, from 3.14 ``BINARY_OP`` with the
-  ``NB_SUBSCR`` argument), which records the end through the token's
-  ``mp_subscript`` slot and leaves the return value. On 3.9 it is
+* ``exit_sequence``, inserted right before each return: a subscript of the
+  token by the return value (``BINARY_SUBSCR``, from 3.14 ``BINARY_OP``
+  with the ``NB_SUBSCR`` argument), which records the end through the
+  token's ``mp_subscript`` slot and leaves the return value. On 3.9 it is
   ``ROT_TWO; POP_TOP`` instead, and the token's deallocator records the end:
   3.9 checks for asynchronous exceptions (signals) after every instruction
   that can call out, so one could land between a subscript and the
@@ -37,11 +48,13 @@ The running version's sequences are assembled into code units with the
 ``_assembled.py``), so that an installed fastpatch never imports
 ``bytecode``; an editable install assembles them on first use instead.
 
-Adding a CPython version means adding its recipe here, the version shims in
-``_compat.h`` and the trove classifiers in ``pyproject.toml``; CI,
-the release check and the benchmarks (``noxfile.py``) read
-``SUPPORTED_VERSIONS`` here, and ``python src/fastpatch/_recipes.py``
-prints them.
+Adding a CPython version touches three files: its recipe here (a new
+``Prologue`` too, if its prologue changed shape), the shims in
+``_compat.h`` where its C API or code objects changed, and its trove
+classifier in ``pyproject.toml``. A version that changes a line-table or
+exception-table encoding changes both splicers as well. CI, the release
+check and the benchmarks (``noxfile.py``) read ``SUPPORTED_VERSIONS``
+here, and ``python src/fastpatch/_recipes.py`` prints them.
 """
 
 from __future__ import annotations
@@ -59,13 +72,55 @@ if TYPE_CHECKING:
     Instruction = Tuple[str, int]
 
 
+class Prologue:
+    """The shape of what a CPython version runs of a code object before its
+    body: where an activation starts (where the entry goes), and what the
+    prologue has left on the value stack there."""
+
+    __slots__ = ("entry_before", "where_mask", "stacked_marker", "stacked_where", "stacked_values", "stacked_entry")
+
+    def __init__(
+        self,
+        *,
+        entry_before: Optional[str] = None,
+        where_mask: int = 0,
+        stacked_marker: Optional[str] = None,
+        stacked_where: int = 0,
+        stacked_values: int = 0,
+        stacked_entry: Tuple[Instruction, ...] = (),
+    ) -> None:
+        #: The entry goes right before the first instruction of this name
+        #: whose argument, masked with ``where_mask``, is 0 (3.11+: the
+        #: RESUME where the function itself starts, RESUME_AT_FUNC_START);
+        #: None: at code unit 0.
+        self.entry_before = entry_before
+        #: The bits of a marker's argument that say where it is (RESUME's
+        #: "where": 2 bits on 3.11-3.14, 3 on 3.15).
+        self.where_mask = where_mask
+        #: The prologue has left ``stacked_values`` values on the stack at
+        #: the entry when the first instruction of this name, at or before
+        #: the entry, has ``argument & where_mask == stacked_where``: 3.10's
+        #: GEN_START (a generator's first send, which it pops; the entry goes
+        #: before it), 3.15's RESUME 4 (RESUME_AT_GEN_EXPR_START: a generator
+        #: expression evaluates iter() of its argument before
+        #: RETURN_GENERATOR and keeps the iterator and an index on the stack).
+        self.stacked_marker = stacked_marker
+        self.stacked_where = stacked_where
+        self.stacked_values = stacked_values
+        #: The end of the entry there, after ``Recipe.entry``: it puts the
+        #: token under those values.
+        self.stacked_entry = stacked_entry
+
+    def __repr__(self) -> str:
+        return "Prologue(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__) + ")"
+
+
 class Recipe:
     """How one CPython minor version lays out code, and what fastpatch injects there."""
 
     __slots__ = (
-        "line_table", "jump_unit", "backward_jumps", "entry_before", "entry_before_mask", "genexpr_start",
-        "stacked_entry", "generator_start", "entry_has_line", "return_value", "return_const", "entry", "exit",
-        "exit_records",
+        "line_table", "jump_unit", "backward_jumps", "prologue", "entry_has_line", "return_value", "return_const",
+        "entry", "exit_sequence", "exit_records",
     )
 
     def __init__(
@@ -74,43 +129,23 @@ class Recipe:
         line_table: str,
         jump_unit: int,
         backward_jumps: Tuple[str, ...],
-        entry_before: Optional[str],
-        entry_before_mask: int,
-        genexpr_start: Optional[int],
-        stacked_entry: Tuple[Instruction, ...],
-        generator_start: Optional[str],
+        prologue: Prologue,
         entry_has_line: bool,
         return_value: str,
         return_const: Optional[str],
         entry: Tuple[Instruction, ...],
-        exit: Tuple[Instruction, ...],
+        exit_sequence: Tuple[Instruction, ...],
         exit_records: bool,
     ) -> None:
-        #: "lnotab" (3.9), "linetable" (3.10) or "locations" (3.11+).
+        #: "lnotab" (3.9), "linetable" (3.10) or "locations" (3.11+): the
+        #: encoding, which the splicers know.
         self.line_table = line_table
         #: Jump arguments count bytes (2) on 3.9, code units (1) afterwards.
         self.jump_unit = jump_unit
         #: Relative jumps whose argument counts backwards.
         self.backward_jumps = backward_jumps
-        #: The entry goes right before the first instruction of this name
-        #: whose argument, masked, is 0 (3.11+: the RESUME where the function
-        #: itself starts, RESUME_AT_FUNC_START).
-        self.entry_before = entry_before
-        self.entry_before_mask = entry_before_mask
-        #: 3.15: a generator expression starts with RESUME 4
-        #: (RESUME_AT_GEN_EXPR_START) and evaluates iter() of its argument
-        #: before RETURN_GENERATOR, keeping the iterator on the stack.
-        self.genexpr_start = genexpr_start
-        #: The end of the entry where the prologue has left values on the
-        #: stack (a 3.10 generator's first send, a 3.15 generator
-        #: expression's iterator): it puts the token under them.
-        self.stacked_entry = stacked_entry
-        #: 3.10: generators start with this instruction, which pops the
-        #: first send (on the stack when the generator starts). The entry
-        #: goes before it, at offset 0, so that nothing of the entry sits
-        #: between the line event of the ``def`` line and the body on that
-        #: same line.
-        self.generator_start = generator_start
+        #: Where the entry goes, and what is on the stack there.
+        self.prologue = prologue
         #: False: the entry has no line (3.10) or location (3.11+) of its own.
         #: 3.9's line table cannot say that: the entry takes the first line.
         self.entry_has_line = entry_has_line
@@ -120,7 +155,7 @@ class Recipe:
         #: After ``LOAD_CONST <probe>``: pushes the token.
         self.entry = entry
         #: Right before a return: ``[token, retval]`` -> ``retval``.
-        self.exit = exit
+        self.exit_sequence = exit_sequence
         #: True: the exit's subscript records a return (token_exit, which
         #: folds it in one return late); False: it drops the token, whose
         #: deallocator records it (3.9).
@@ -142,31 +177,26 @@ _39 = Recipe(
     line_table="lnotab",
     jump_unit=2,
     backward_jumps=(),
-    entry_before=None,
-    entry_before_mask=0,
-    genexpr_start=None,
-    stacked_entry=(),
-    generator_start=None,
+    prologue=Prologue(),  # the entry at offset 0; 3.9 generators have no prologue
     entry_has_line=True,
     return_value="RETURN_VALUE",
     return_const=None,
     entry=(("UNARY_INVERT", 0),),
-    exit=(("ROT_TWO", 0), ("POP_TOP", 0)),
+    exit_sequence=(("ROT_TWO", 0), ("POP_TOP", 0)),
     exit_records=False,
 )
 # 3.10: ROT_TWO turns a starting generator's [sent, token] into [token, sent].
 _310 = _39.replace(
-    line_table="linetable", jump_unit=1, generator_start="GEN_START", stacked_entry=(("ROT_TWO", 0),),
+    line_table="linetable",
+    jump_unit=1,
+    prologue=Prologue(stacked_marker="GEN_START", stacked_values=1, stacked_entry=(("ROT_TWO", 0),)),
     entry_has_line=False,
-    exit=(("BINARY_SUBSCR", 0),),
+    exit_sequence=(("BINARY_SUBSCR", 0),),
     exit_records=True,
 )
 _311 = _310.replace(
     line_table="locations",
-    generator_start=None,
-    stacked_entry=(),
-    entry_before="RESUME",
-    entry_before_mask=3,
+    prologue=Prologue(entry_before="RESUME", where_mask=3),
     backward_jumps=(
         "JUMP_BACKWARD",
         "JUMP_BACKWARD_NO_INTERRUPT",
@@ -182,7 +212,7 @@ _312 = _311.replace(backward_jumps=("JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT
 _314 = _312.replace(
     return_const=None,
     backward_jumps=("JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT", "END_ASYNC_FOR"),
-    exit=(("BINARY_OP", NB_SUBSCR),),
+    exit_sequence=(("BINARY_OP", NB_SUBSCR),),
 )
 
 # 3.15: RESUME's argument says where in 3 bits (4 is new: the start of a
@@ -190,7 +220,12 @@ _314 = _312.replace(
 # iterator on the stack, as GET_ITER leaves it: two values (the iterator and
 # an index or NULL). SWAP 3; SWAP 2 turns [iter, index, token] into
 # [token, iter, index].
-_315 = _314.replace(entry_before_mask=7, genexpr_start=4, stacked_entry=(("SWAP", 3), ("SWAP", 2)))
+_315 = _314.replace(
+    prologue=Prologue(
+        entry_before="RESUME", where_mask=7, stacked_marker="RESUME", stacked_where=4, stacked_values=2,
+        stacked_entry=(("SWAP", 3), ("SWAP", 2)),
+    ),
+)
 
 RECIPES: Dict[Tuple[int, int], Recipe] = {
     (3, 9): _39,
@@ -214,12 +249,14 @@ BACKWARD = 3
 
 
 class Dialect:
-    """The running version's recipe, encoded: what the splicer works from."""
+    """The running version's recipe, encoded: what the splicers, the jump
+    guard and its rules work from."""
 
     __slots__ = (
         "version", "line_table", "has_exception_table", "jump_unit", "extended_arg", "caches", "jumps",
-        "deopt", "return_value", "return_const", "load_const", "entry_before", "entry_before_mask", "genexpr_start",
-        "generator_start", "entry_has_line", "entry_tail", "stacked_entry_tail", "exit", "return_value_code",
+        "deopt", "return_value", "return_const", "load_const", "entry_before", "where_mask", "stacked_marker",
+        "stacked_where", "stacked_values", "entry_has_line", "entry_tail", "stacked_entry_tail", "exit_code",
+        "return_value_code",
     )
     version: Tuple[int, int]
     line_table: str
@@ -238,18 +275,21 @@ class Dialect:
     return_value: int
     return_const: Optional[int]
     load_const: int
+    #: The prologue (see Prologue), with opcodes for names.
     entry_before: Optional[int]
-    entry_before_mask: int
-    genexpr_start: Optional[int]
-    generator_start: Optional[int]
+    where_mask: int
+    stacked_marker: Optional[int]
+    stacked_where: int
+    stacked_values: int
     entry_has_line: bool
     #: Code units of the injected sequences, inline caches included.
     #: ``entry_tail`` follows the LOAD_CONST of the probe, whose argument is
     #: only known per function.
     entry_tail: bytes
-    #: ``entry_tail`` where the prologue leaves values on the stack (see Recipe.stacked_entry).
+    #: ``entry_tail`` where the prologue has left values on the stack (see Prologue.stacked_entry).
     stacked_entry_tail: bytes
-    exit: bytes
+    #: The exit sequence, right before each return.
+    exit_code: bytes
     return_value_code: bytes
 
     def __init__(self, **fields: Any) -> None:
@@ -353,8 +393,8 @@ def assemble_sequences(recipe: Recipe) -> Dict[str, bytes]:
     """The running version's injected sequences as code units, keyed by role."""
     return {
         "entry_tail": assemble_with_bytecode(recipe.entry),
-        "stacked_entry_tail": assemble_with_bytecode(recipe.entry + recipe.stacked_entry),
-        "exit": assemble_with_bytecode(recipe.exit),
+        "stacked_entry_tail": assemble_with_bytecode(recipe.entry + recipe.prologue.stacked_entry),
+        "exit": assemble_with_bytecode(recipe.exit_sequence),
         "return_value": assemble_with_bytecode(((recipe.return_value, 0),)),
     }
 
@@ -363,7 +403,8 @@ def _cache_key(recipe: Recipe) -> str:
     """What the assembled bytes depend on: the bytecode format (the import
     system's magic number) and the recipe's sequences."""
     magic = getattr(sys.modules.get("_frozen_importlib_external"), "MAGIC_NUMBER", b"")
-    return f"{magic.hex()}:{recipe.entry!r}:{recipe.stacked_entry!r}:{recipe.exit!r}:{recipe.return_value}"
+    sequences = (recipe.entry, recipe.prologue.stacked_entry, recipe.exit_sequence)
+    return f"{magic.hex()}:" + ":".join(repr(sequence) for sequence in sequences) + f":{recipe.return_value}"
 
 
 def assembled_source(version: Tuple[int, int]) -> str:
@@ -414,6 +455,7 @@ def build_dialect(version: Tuple[int, int]) -> Dialect:
     import opcode
 
     recipe = recipe_for(version)
+    prologue = recipe.prologue
     op = opcode.opmap
     caches = _cache_counts(opcode)
     seq = encoded_sequences(recipe)
@@ -429,14 +471,15 @@ def build_dialect(version: Tuple[int, int]) -> Dialect:
         return_value=op[recipe.return_value],
         return_const=op[recipe.return_const] if recipe.return_const else None,
         load_const=op["LOAD_CONST"],
-        entry_before=op[recipe.entry_before] if recipe.entry_before else None,
-        entry_before_mask=recipe.entry_before_mask,
-        genexpr_start=recipe.genexpr_start,
-        generator_start=op[recipe.generator_start] if recipe.generator_start else None,
+        entry_before=op[prologue.entry_before] if prologue.entry_before else None,
+        where_mask=prologue.where_mask,
+        stacked_marker=op[prologue.stacked_marker] if prologue.stacked_marker else None,
+        stacked_where=prologue.stacked_where,
+        stacked_values=prologue.stacked_values,
         entry_has_line=recipe.entry_has_line,
         entry_tail=seq["entry_tail"],
         stacked_entry_tail=seq["stacked_entry_tail"],
-        exit=seq["exit"],
+        exit_code=seq["exit"],
         return_value_code=seq["return_value"],
     )
 
@@ -444,7 +487,7 @@ def build_dialect(version: Tuple[int, int]) -> Dialect:
 _dialect: Optional[Dialect] = None
 
 
-def current() -> Dialect:
+def running_dialect() -> Dialect:
     """The running interpreter's dialect, built on first use and cached.
 
     Raises UnsupportedPythonError, naming the interpreter, where no recipe
@@ -468,11 +511,12 @@ __all__ = [
     "Dialect",
     "FORWARD",
     "NOT_A_JUMP",
+    "Prologue",
     "RECIPES",
     "Recipe",
     "SUPPORTED_VERSIONS",
-    "current",
     "recipe_for",
+    "running_dialect",
     "supported_text",
 ]
 

@@ -36,7 +36,12 @@ belongs to one side of it, which decides how old offsets map:
 
 The token sits under the function's own stack, so exception-table depths
 after the entry grow by one and ``co_stacksize`` by one.
-``tests/test_splice_*.py`` check the result against the original code
+
+Both splicers run it in the same six named phases (``_pysplice.py`` lists
+them; ``_csplice_phases.c`` has the same names), and take everything about
+the running version from its ``Dialect`` (``_recipes.py``) but the
+line-table and exception-table encodings, which the dialect names and they
+know. ``tests/test_splice_*.py`` check the result against the original code
 instruction by instruction, against the same transformation done with the
 ``bytecode`` package, and the C splicer against the Python one.
 """
@@ -45,7 +50,7 @@ from __future__ import annotations
 
 from ._errors import SpliceError
 from ._native import c_splicer_module
-from ._recipes import current
+from ._recipes import running_dialect
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing at run time: `import fastpatch` must stay cheap
@@ -63,7 +68,7 @@ SPLICERS = ("c", "python")
 
 
 def c_splicer() -> Any:
-    """The C splicer (``_csplice.c``), configured for the running version,
+    """The C splicer (``_csplice*.c``), configured for the running version,
     or None where it was not built. FASTPATCH_SPLICER does not change it."""
     global _c_module
     if _c_module is None:
@@ -71,7 +76,7 @@ def c_splicer() -> Any:
         if csplice is None:
             _c_module = False
         else:
-            csplice.configure(current(), SpliceError)
+            csplice.configure(running_dialect(), SpliceError)
             _c_module = csplice
     return _c_module or None
 
@@ -105,12 +110,12 @@ def splice(code: CodeType, probe: object, trailer: Tuple[object, ...] = ()) -> C
     """Return a copy of ``code`` that times each activation with ``probe``.
 
     The probe is appended to ``co_consts``, followed by ``trailer``. This is
-    the C splicer (``_csplice.c``), which does what ``splice_in_python``
+    the C splicer (``_csplice*.c``), which does what ``splice_in_python``
     does, byte for byte, many times faster; the Python one is the reference
     the tests hold it to, and what runs where the C one was not built or
     FASTPATCH_SPLICER=python asks for it.
     """
-    current()  # raises UnsupportedPythonError on a version without a recipe
+    running_dialect()  # raises UnsupportedPythonError on a version without a recipe
     c = c_splicer_in_use()
     if c is None:
         return splice_in_python(code, probe, trailer)

@@ -1,16 +1,15 @@
-"""Reading the probes: immutable Stats snapshots, percentiles and the report table."""
+"""Reading the probes: immutable Stats snapshots, the histogram's buckets and percentiles."""
 
 from __future__ import annotations
 
 import math
-import sys
 from itertools import compress
 
 from ._native import ext
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing or dataclasses at run time: `import fastpatch` must stay cheap
-    from typing import Any, Dict, Iterable, List, Optional, Set, TextIO, Tuple
+    from typing import Any, Dict, List, Optional, Tuple
 
 HIST_BUCKETS: int = ext.HIST_BUCKETS
 HIST_SHIFT: int = ext.HIST_SHIFT
@@ -226,160 +225,3 @@ def snapshot(name: str, probe: Any, *, module: str = "", qualname: str = "", fil
         filename=filename,
         firstlineno=firstlineno,
     )
-
-
-#: The sort keys of ``report()``, each the order of the table's rows.
-SORT_KEYS = {
-    "total": lambda s: -s.total_ns,
-    "calls": lambda s: -s.calls,
-    "mean": lambda s: -s.mean_ns,
-    "max": lambda s: -s.max_ns,
-    "errors": lambda s: -s.errors,
-    "name": lambda s: s.name,
-}
-
-
-def _fmt_ns(ns: float) -> str:
-    if ns < 1_000:
-        return f"{ns:.0f}ns"
-    if ns < 1_000_000:
-        return f"{ns / 1_000:.1f}us"
-    if ns < 1_000_000_000:
-        return f"{ns / 1_000_000:.1f}ms"
-    return f"{ns / 1_000_000_000:.2f}s"
-
-
-def render(
-    stats: Iterable[Stats], file: Optional[TextIO], sort: str, limit: Optional[int],
-    empty: str = "(no instrumented functions)",
-) -> None:
-    """The report table: a header and one row per definition, sorted by
-    ``sort`` and cut at ``limit``; ``empty`` under the header when there is
-    nothing at all to show."""
-    if sort not in SORT_KEYS:
-        raise ValueError(f"report() sort must be one of {', '.join(sorted(SORT_KEYS))}; got {sort!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ValueError(f"report() limit must be a non-negative int or None; got {limit!r}")
-    every = list(stats)
-    rows: List[Stats] = sorted(every, key=SORT_KEYS[sort])
-    if limit is not None:
-        rows = rows[:limit]
-    out = file if file is not None else sys.stdout
-    header = ("calls", "errors", "total", "mean", "min", "p50", "p99", "max", "name")
-    table = [header]
-    for s in rows:
-        p50, p99 = s._percentiles((50, 99))
-        table.append((
-            str(s.calls), str(s.errors), _fmt_ns(s.total_ns), _fmt_ns(s.mean_ns), _fmt_ns(s.min_ns),
-            _fmt_ns(p50), _fmt_ns(p99), _fmt_ns(s.max_ns), s.name,
-        ))
-    widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
-    for r in table:
-        cells = [c.rjust(w) for c, w in zip(r[:-1], widths)]
-        out.write("  ".join(cells + [r[-1]]) + "\n")
-    if not every:
-        out.write(empty + "\n")
-
-
-# --------------------------------------------------------------------------
-# Definitions merged for a report (module, qualname and first line)
-# --------------------------------------------------------------------------
-
-#: What the table says when a report has no calls.
-NO_CALLS_TEXT = "(no instrumented function was called)"
-
-
-class _Merged:
-    """One definition's counters, added up from any number of sources."""
-
-    __slots__ = ("name", "module", "qualname", "filename", "firstlineno", "calls", "errors", "completed",
-                 "total_ns", "min_ns", "max_ns", "histogram", "clocks")
-
-    def __init__(self, name: str, module: str, qualname: str, filename: str, firstlineno: int) -> None:
-        self.name = name
-        self.module = module
-        self.qualname = qualname
-        self.filename = filename
-        self.firstlineno = firstlineno
-        self.calls = self.errors = self.completed = self.total_ns = self.min_ns = self.max_ns = 0
-        self.histogram = [0] * HIST_BUCKETS
-        self.clocks: Set[str] = set()
-
-    def add(self, calls: int, errors: int, completed: int, total_ns: int, min_ns: int, max_ns: int,
-            counts: Iterable[Tuple[int, int]], clock: str) -> None:
-        if completed:
-            self.min_ns = min_ns if not self.completed else min(self.min_ns, min_ns)
-            self.max_ns = max(self.max_ns, max_ns)
-        self.calls += calls
-        self.errors += errors
-        self.completed += completed
-        self.total_ns += total_ns
-        hist = self.histogram
-        for index, count in counts:
-            hist[index] += count
-        self.clocks.add(clock)
-
-    def stats(self) -> Stats:
-        clock = next(iter(self.clocks)) if len(self.clocks) == 1 else "mixed" if self.clocks else "monotonic"
-        return Stats(
-            name=self.name, calls=self.calls, errors=self.errors, total_ns=self.total_ns, min_ns=self.min_ns,
-            max_ns=self.max_ns, completed=self.completed, histogram=tuple(self.histogram), clock=clock,
-            module=self.module, qualname=self.qualname, filename=self.filename, firstlineno=self.firstlineno,
-        )
-
-
-class Definitions:
-    """Definitions keyed as DESIGN.md says: module, qualname and first line."""
-
-    def __init__(self) -> None:
-        self.by_key: Dict[Tuple[str, str, int], _Merged] = {}
-
-    def entry(self, name: str, module: str, qualname: str, filename: str, firstlineno: int) -> _Merged:
-        if module == "__mp_main__":
-            if name == f"{module}.{qualname}":
-                name = f"__main__.{qualname}"
-            module = "__main__"
-        key = (module, qualname, firstlineno)
-        merged = self.by_key.get(key)
-        if merged is None:
-            merged = self.by_key[key] = _Merged(name, module, qualname, filename, firstlineno)
-        return merged
-
-    def stats(self) -> List[Stats]:
-        return [self.by_key[key].stats() for key in sorted(self.by_key)]
-
-
-def reported(stats: Iterable[Stats]) -> List[Stats]:
-    """What a report holds of ``stats`` (see ``_report.build``): the
-    definitions called, one per module, qualname and first line, in that
-    order (``__mp_main__`` counts as ``__main__``)."""
-    called = [s for s in stats if s.calls]
-    keys = [(s.module, s.qualname, s.firstlineno) for s in called]
-    if len(set(keys)) == len(keys) and all(_as_merged(s) for s in called):
-        # nothing to add up (the common case): each is what merging it alone makes
-        return [called[i] for i in sorted(range(len(keys)), key=keys.__getitem__)]
-    definitions = Definitions()
-    for s in called:
-        if s.calls:
-            definitions.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
-                s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns,
-                compress(enumerate(s.histogram), s.histogram), s.clock,
-            )
-    return definitions.stats()
-
-
-def _as_merged(s: Stats) -> bool:
-    """Whether ``s`` is what Definitions makes of it alone."""
-    return (
-        s.module != "__mp_main__" and s.clock in ("tsc", "monotonic") and type(s.histogram) is tuple
-        and len(s.histogram) == HIST_BUCKETS and (s.completed > 0 or s.min_ns == s.max_ns == 0)
-    )
-
-
-def write_table(stats: Iterable[Stats], sort: str, file: TextIO) -> None:
-    """The table ``_report.text_table`` makes of ``_report.build(stats)``,
-    written to ``file`` without building the report: the report at exit on
-    stderr, which then needs no more than this module."""
-    if sort not in SORT_KEYS:
-        raise ValueError(f"report() sort must be one of {', '.join(sorted(SORT_KEYS))}; got {sort!r}")
-    render(reported(stats), file, sort, None, empty=NO_CALLS_TEXT)

@@ -31,7 +31,7 @@ from ._splice import c_splicer_in_use, splice
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import CodeType
-    from typing import Any, Callable, List, Optional, Tuple
+    from typing import Callable, List, Optional, Tuple
 
 _CO_OPTIMIZED = 0x1  # functions, lambdas, comprehensions; not module or class bodies
 
@@ -64,32 +64,11 @@ def patch_module_code(code: CodeType, module: str, wanted: Optional[Callable[[st
     with _registry.lock:
         install_jump_guard()
         c = c_splicer_in_use()
-        if c is not None and (wanted is None or _c_walk_takes_wanted(c)):
-            tree.code = c.patch_tree(
-                code, module, ext.Probe, ext.lazy_origin, tree.instrumented, tree.skipped,
-                *(() if wanted is None else (wanted,)),
-            )
+        if c is not None:
+            tree.code = c.patch_tree(code, module, ext.Probe, ext.lazy_origin, tree.instrumented, tree.skipped, wanted)
         else:
             tree.code = _Walk(module, wanted, tree).consts_spliced(code, "")
     return tree
-
-
-_c_walk_wanted: Optional[bool] = None
-
-
-def _c_walk_takes_wanted(c: Any) -> bool:
-    """Whether the C walk takes ``wanted``; one built before it did takes six
-    arguments, and the walk is then this module's."""
-    global _c_walk_wanted
-    if _c_walk_wanted is None:
-        empty = compile("", "<fastpatch>", "exec")  # no function in it: the call makes nothing
-        try:
-            c.patch_tree(empty, "", ext.Probe, ext.lazy_origin, [], [], None)
-        except TypeError:
-            _c_walk_wanted = False
-        else:
-            _c_walk_wanted = True
-    return _c_walk_wanted
 
 
 _CODE_HAS_QUALNAME = hasattr(patch_module_code.__code__, "co_qualname")  # 3.11+

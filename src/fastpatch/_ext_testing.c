@@ -1,0 +1,47 @@
+/*
+ * _ext_testing.c -- fastpatch._ext's test hooks: module functions for the
+ * tests alone, each named _testing_*, in a method table of their own that
+ * the module setup adds after the real one. fastpatch's own code never
+ * calls them.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "_ext_histogram.h"
+#include "_ext_probe.h"
+#include "_ext_state.h"
+#include "_ext_testing.h"
+
+/* _testing_bucket_index(ns) -> int: the histogram bucket of a duration in ns. */
+static PyObject *
+testing_bucket_index(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    unsigned long long ns = PyLong_AsUnsignedLongLong(arg);
+    if (ns == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return PyLong_FromUnsignedLong(fp_bucket_of((uint64_t)ns));
+}
+
+/* _testing_probe_size() -> int: bytes of C state per probe once called. */
+static PyObject *
+testing_probe_size(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t((Py_ssize_t)(sizeof(ProbeObject) + FP_HIST_BYTES));
+}
+
+/* _testing_idle_tokens() -> int: the tokens on the module's free list. */
+static PyObject *
+testing_idle_tokens(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(fp_state_of(module)->n_free);
+}
+
+PyMethodDef fp_testing_methods[] = {
+    {"_testing_bucket_index", testing_bucket_index, METH_O, "For tests: the histogram bucket of a duration in ns."},
+    {"_testing_probe_size", testing_probe_size, METH_NOARGS,
+     "For tests: bytes of C state per probe once called (the histogram is allocated at its first call)."},
+    {"_testing_idle_tokens", testing_idle_tokens, METH_NOARGS, "For tests: the tokens waiting on the free list."},
+    {NULL, NULL, 0, NULL},
+};
