@@ -16,8 +16,9 @@ if TYPE_CHECKING:
     from ._clock import clock
     from ._errors import UnsupportedPythonError
     from ._hook import install_import_hook
-    from ._patch import all_stats, instrument, is_instrumented, report, reset, stats, uninstrument
+    from ._patch import all_stats, instrument, is_instrumented, reset, stats, uninstrument
     from ._recipes import SUPPORTED_VERSIONS
+    from ._reports.table import report
     from ._select import Selection
     from ._stats import RELATIVE_ERROR, Stats
 
@@ -43,7 +44,7 @@ _LAZY = {
     "instrument_module": "_bulk",
     "instrument_package": "_bulk",
     "is_instrumented": "_patch",
-    "report": "_patch",
+    "report": "_reports.table",
     "reset": "_patch",
     "stats": "_patch",
     "uninstrument": "_patch",

@@ -29,7 +29,7 @@ from ._splice import splice
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing at run time: `import fastpatch` must stay cheap
     from types import CodeType
-    from typing import Any, List, Optional, TextIO, Tuple
+    from typing import Any, List, Optional, Tuple
 
     from ._stats import Stats
 
@@ -191,10 +191,3 @@ def reset(target: Any = None) -> None:
             d.probe.reset()
     else:
         _require_definition(target).probe.reset()
-
-
-def report(file: Optional[TextIO] = None, *, sort: str = "total", limit: Optional[int] = None) -> None:
-    """Print a table of every instrumented definition's stats."""
-    from ._reports.table import render
-
-    render(all_stats(), file, sort, limit)

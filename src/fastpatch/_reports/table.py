@@ -1,4 +1,4 @@
-"""The table of ``fastpatch.report()``: one renderer for the table a
+"""``fastpatch.report()`` and its table: one renderer for the table a
 program prints, the text report file, the table ``report`` prints and the
 one on stderr at exit.
 
@@ -71,3 +71,10 @@ def render(
         out.write("  ".join(cells + [r[-1]]) + "\n")
     if not every:
         out.write(empty + "\n")
+
+
+def report(file: Optional[TextIO] = None, *, sort: str = "total", limit: Optional[int] = None) -> None:
+    """Print a table of every instrumented definition's stats (``fastpatch.report``)."""
+    from .._patch import all_stats
+
+    render(all_stats(), file, sort, limit)
