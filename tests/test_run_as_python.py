@@ -195,6 +195,10 @@ def fail():
     raise {exception}("the program failed")
 
 
+try:  # what traceback imports lazily, imported now: CPython forgets an unhandled KeyboardInterrupt
+    raise ValueError  # (and exits 1, not by SIGINT) when the excepthook imports a module
+except ValueError as exc:
+    frames(exc.__traceback__)
 atexit.register(at_exit)
 if sys.argv[1] == "own-hook":
     sys.excepthook = hook
