@@ -96,8 +96,8 @@ def _merged_calls(directory):
     return {f["name"]: f["calls"] for f in json.loads(result.stdout)["functions"]}, files
 
 
-def _run(program, how, output="out/r.json"):
-    result = subprocess.run([sys.executable, "-m", "fastpatch", "run", "-o", output, "main.py", how],
+def _run(program, how, output="out/r.json", patterns=()):
+    result = subprocess.run([sys.executable, "-m", "fastpatch", "run", "-o", output, *patterns, "main.py", how],
                             cwd=str(program), capture_output=True, text=True, timeout=120, env=_env())
     assert result.returncode == 0, result.stderr
     return result
@@ -137,6 +137,21 @@ def test_functions_of_the_main_script_are_timed_in_every_child(program, method):
     _run(program, f"main-{method}")
     calls, _files = _merged_calls(str(program / "out"))
     assert calls["__main__.local"] == 11  # __mp_main__ in spawned children counts as __main__
+
+
+@pytest.mark.parametrize("patterns, expected", [
+    (["-x", "__main__:local"], {"worker.work": 1}),  # the default include, less one function of the script
+    (["-i", "__main__:local"], {"__main__.local": 11}),  # one function of the script
+    (["-i", "main"], {"__main__.local": 11}),  # the script by its file name
+])
+@pytest.mark.parametrize("method", [pytest.param(m, marks=[needs_pth] if m != "fork" else [needs_fork])
+                                    for m in START_METHODS])
+def test_the_patterns_choose_the_main_scripts_functions_in_every_child_as_in_the_parent(
+    program, method, patterns, expected
+):
+    _run(program, f"main-{method}", patterns=patterns)
+    calls, _files = _merged_calls(str(program / "out"))
+    assert calls == expected
 
 
 @needs_fork

@@ -44,7 +44,14 @@ import os
 import sys
 
 from ._errors import say
-from ._hook import ImportHook, install_import_hook, own_work, splice_main_when_it_runs, when_imported
+from ._hook import (
+    ImportHook,
+    install_import_hook,
+    instrument_main_run_again,
+    own_work,
+    splice_main_when_it_runs,
+    when_imported,
+)
 from ._native import signals
 from ._select import split_patterns
 
@@ -527,20 +534,18 @@ def _patch_multiprocessing_bootstrap(module: Any) -> None:
 
 def _patch_multiprocessing_main_fixup(module: Any) -> None:
     """Spawn and forkserver children run the parent's main script again, as
-    ``__mp_main__``, with ``runpy.run_path`` (not an import): walk it."""
+    ``__mp_main__``, with ``runpy.run_path`` (not an import): walk it, for
+    the functions the patterns chose in the parent's main code."""
     original: Callable[..., Any] = module._fixup_main_from_path
     if getattr(original, "_fastpatch_wraps", None) is not None:
         return
 
     def _fixup_main_from_path(main_path: str) -> Any:
         result = original(main_path)
-        activation = _current
-        main = sys.modules.get("__mp_main__")
-        if activation is not None and main is not None and activation.hook.patterns.selects_module("__main__"):
-            from ._bulk import instrument_selected
-
+        main_module = sys.modules.get("__mp_main__")
+        if _current is not None and main_module is not None:
             try:
-                instrument_selected(main)
+                instrument_main_run_again(main_module, main_path)
             except Exception as exc:  # noqa: BLE001 - never break the child
                 say(f"could not instrument __mp_main__: {exc}")
         return result

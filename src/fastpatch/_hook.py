@@ -622,6 +622,17 @@ def splice_main_when_it_runs() -> bool:
     return True
 
 
+def instrument_main_run_again(module: ModuleType, path: str) -> None:
+    """Instrument ``module``, the main script ``path`` that a spawned or
+    forkserver child of multiprocessing runs again as ``__mp_main__``, with
+    the functions the parent's main code was spliced with: those the plan
+    of ``__main__`` (or of the script's name) wants."""
+    plan = _main_plan(_script_stem(path))
+    if plan is not None:
+        with own_work:
+            _finder.walk(module, plan)
+
+
 def when_imported(name: str, callback: Callable[[ModuleType], None]) -> None:
     """Run ``callback(module)`` once module ``name`` has been imported (at
     once if it already is): how the activation hooks multiprocessing."""
