@@ -13,7 +13,9 @@ Children:
 
 * a subprocess, and a multiprocessing child started by spawn or
   forkserver, is a new interpreter: it inherits the environment and
-  activates itself at startup;
+  activates itself at startup; the parent's main script, which such a
+  child runs again as ``__mp_main__``, is walked there for the functions
+  the patterns chose in the parent's main code;
 * a forked child inherits the activation (the hook, the exit handler) and
   starts with zeroed counters (``_registry``'s fork handler);
 * multiprocessing's children end with ``os._exit``, so ``atexit`` never runs

@@ -11,7 +11,8 @@ instrumented.
 The import hook (``_hook.py``) splices a module's code before it runs,
 which also reaches closures; this walk is what it falls back on when a
 loader gives no code to splice, and what it uses for modules imported
-before it was installed.
+before it was installed and for the main script that a spawned child of
+multiprocessing runs again (``__mp_main__``).
 """
 
 from __future__ import annotations

@@ -15,9 +15,8 @@ wrapped:
 * for the loaders whose ``exec_module`` is "``get_code``, then ``exec``"
   (source and bytecode files, zip archives) it does that itself, splicing
   the code in between with ``_tree.patch_module_code``, which splices only
-  the functions the patterns select. The ``.pyc`` that
-  the real ``get_code`` wrote holds the original code: probes are never
-  marshalled;
+  the functions the patterns select. The ``.pyc`` that the real
+  ``get_code`` wrote holds the original code: probes are never marshalled;
 * ``get_code`` is spliced too, for ``runpy`` (``python -m pkg``), which
   runs the module's code itself;
 * any other loader (pytest's assertion rewriter, for one) runs the module
@@ -448,7 +447,8 @@ class _Finder:
 
     def walk(self, module: ModuleType, plan: _Plan) -> None:
         """Instrument a module that gave no code to splice (or that ran
-        before the hook was installed) by walking it."""
+        before the hook was installed, or a main script run again as
+        ``__mp_main__``) by walking it, for the functions ``plan`` wants."""
         from ._bulk import instrument_selected
 
         found = instrument_selected(module, None if plan.everything else plan.wanted)
