@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 from typing import Dict, List, Set
 
 import fastpatch
@@ -135,3 +137,19 @@ def test_only_the_boundary_module_imports_the_c_extensions():
     graph = _graph()
     c_extensions = _c_extensions()
     assert sorted(m for m, targets in graph.items() if targets & c_extensions) == [BOUNDARY]
+
+
+def test_import_fastpatch_loads_only_the_face_the_c_extension_and_the_clock():
+    # The rest of the package loads with the first name taken from the face.
+    code = (
+        "import sys\nimport fastpatch\n"
+        "print(sorted(m for m in sys.modules if m.startswith('fastpatch')))\n"
+        "fastpatch.instrument\n"
+        "print('fastpatch._patch' in sys.modules, 'fastpatch._registry' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.splitlines() == [
+        "['fastpatch', 'fastpatch._clock', 'fastpatch._ext', 'fastpatch._native', 'fastpatch._version']",
+        "True True",
+    ]
