@@ -572,6 +572,92 @@ def test_a_pool_whose_initializer_handles_sigterm_terminates_and_reports(program
     assert _merged_calls(str(program / "out"))["worker.work"] == 10
 
 
+LEAVING = '''
+import dis
+import json
+import linecache
+import multiprocessing
+import sys
+
+from fastpatch import _activate
+
+_activate.activate(["worker"], output="out/r.json")
+import multiprocessing.process  # noqa: E402 - after the activation, which wraps BaseProcess._bootstrap
+
+from worker import work  # noqa: E402
+
+WRITE = _activate.write_report.__code__
+# Where a handler can run: before any line but a `try:` (3.9 and 3.10 run
+# none just before the try's SETUP_FINALLY; 3.11+ run them only at calls).
+LINES = sorted({
+    line for _offset, line in dis.findlinestarts(WRITE)
+    if line and linecache.getline(WRITE.co_filename, line).strip() != "try:"
+})
+
+
+def interrupted_at(where):
+    """A child that works once and then, as it leaves, has the program's
+    SIGTERM handler raise SystemExit in write_report: at its entry
+    ("call"), or at line ``where``; None: nowhere (the lines that a write
+    runs go to out/ran.json)."""
+    work(2)
+    ran = []
+
+    def local(frame, event, arg):
+        if event == "line" and frame.f_lineno in LINES:
+            ran.append(frame.f_lineno)
+            if frame.f_lineno == where:
+                raise SystemExit(0)
+        elif event == "return" and where is None:
+            with open("out/ran.json", "w") as fh:
+                json.dump(ran, fh)
+        return local
+
+    def trace(frame, event, arg):
+        if frame.f_code is not WRITE:
+            return None
+        if where == "call":
+            raise SystemExit(0)
+        return local
+
+    sys.settrace(trace)
+
+
+results = {}
+for where in [None, "call", *LINES]:
+    child = multiprocessing.get_context("fork").Process(target=interrupted_at, args=(where,))
+    child.start()
+    child.join()
+    results[str(where)] = [child.pid, child.exitcode]
+print(json.dumps(results))
+'''
+
+
+@needs_fork
+def test_a_worker_writes_its_report_wherever_the_programs_handler_interrupts_the_write(program):
+    # Pool.terminate() sends SIGTERM to workers that may be on their way
+    # out already, writing their report: a handler of the program's that
+    # raises SystemExit may interrupt the write at any point.
+    write_tree(str(program), {"leaving.py": LEAVING})
+    proc = subprocess.run([sys.executable, "leaving.py"], cwd=str(program), capture_output=True, text=True,
+                          timeout=WAIT, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    with open(program / "out" / "ran.json") as fh:
+        interrupted = {"call"} | {str(line) for line in json.load(fh)}
+    got, expected = {}, {}
+    for where, (pid, exitcode) in json.loads(proc.stdout).items():
+        path = program / "out" / f"r.{pid}.json"
+        calls = None
+        if path.exists():
+            with open(path) as fh:
+                calls = {f["name"]: f["calls"] for f in json.load(fh)["functions"]}
+        got[where] = (exitcode, calls)
+        # The report written; then the handler's SystemExit goes on, out of the child's bootstrap (exit status 1).
+        expected[where] = (1 if where in interrupted else 0, {"worker.work": 1})
+    assert len(interrupted) > 10
+    assert got == expected
+
+
 @needs_fork
 def test_many_pools_ended_by_terminate_all_end_and_every_worker_reports(program):
     # Pool.terminate() sends SIGTERM to workers blocked on a lock it holds: a

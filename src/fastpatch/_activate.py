@@ -226,36 +226,41 @@ def write_report(activation: Optional[Activation] = None) -> Optional[str]:
         return None
     import _thread
 
-    with activation.lock:  # a Pool worker's SIGTERM watcher waits for the exit's write
+    # The lock: a Pool worker's SIGTERM watcher waits for the exit's write.
+    # own_work: what writing imports (json...) never goes through the hook.
+    with activation.lock, own_work:
         pid = os.getpid()
         if activation.written_in == pid:
             return None
         # ``writer`` before ``written_in``: a SIGTERM handler that runs in
         # this thread from here on sees the write under way and lets it end.
+        # Nothing is called between ``written_in`` and ``try``, so a handler
+        # of the program's cannot raise there (Python runs handlers at calls
+        # from 3.11, and never just before a ``try`` in 3.9 and 3.10): where
+        # it raises before, no write has begun, and a caller can write again.
         activation.writer = _thread.get_ident()
         activation.written_in = pid
-        with own_work:  # what writing imports (json...) never goes through the hook
+        try:
             try:
+                return _write(activation, pid)
+            except (SystemExit, KeyboardInterrupt):
+                # A handler of the program's raised in the middle of the write
+                # (a Pool initializer's SIGTERM handler calling sys.exit()
+                # while the worker writes on its way out, Ctrl-C at exit):
+                # the process is leaving anyway. Write again, and then let
+                # the exception go on.
                 try:
-                    return _write(activation, pid)
-                except (SystemExit, KeyboardInterrupt):
-                    # A handler of the program's raised in the middle of the write
-                    # (a Pool initializer's SIGTERM handler calling sys.exit()
-                    # while the worker writes on its way out, Ctrl-C at exit):
-                    # the process is leaving anyway. Write again, and then let
-                    # the exception go on.
-                    try:
-                        _write(activation, pid)
-                    except Exception as exc:  # noqa: BLE001 - the handler's exception is the one to raise
-                        say(f"could not write the report: {exc}")
-                    except BaseException:  # noqa: BLE001 - interrupted again: the first one goes on
-                        pass
-                    raise
-            finally:
-                activation.writer = None
-                _close_exporters(activation)
-                if activation.sigterm_pending:
-                    _die_of_sigterm()
+                    _write(activation, pid)
+                except Exception as exc:  # noqa: BLE001 - the handler's exception is the one to raise
+                    say(f"could not write the report: {exc}")
+                except BaseException:  # noqa: BLE001 - interrupted again: the first one goes on
+                    pass
+                raise
+        finally:
+            activation.writer = None
+            _close_exporters(activation)
+            if activation.sigterm_pending:
+                _die_of_sigterm()
 
 
 def _write(activation: Activation, pid: int) -> Optional[str]:
@@ -512,6 +517,14 @@ def _watch_sigterm_in_pool_worker(process: Any) -> None:
 # --------------------------------------------------------------------------
 
 
+def _write_report_or_say() -> None:
+    """``write_report()``, its failure one line on stderr."""
+    try:
+        write_report()
+    except Exception as exc:  # noqa: BLE001 - never break the child's exit
+        say(f"could not write the report: {exc}")
+
+
 def _patch_multiprocessing_bootstrap(module: Any) -> None:
     base: Any = getattr(module, "BaseProcess", None)
     original = getattr(base, "_bootstrap", None)
@@ -525,9 +538,13 @@ def _patch_multiprocessing_bootstrap(module: Any) -> None:
             return original(self, *args, **kwargs)
         finally:
             try:
-                write_report()
-            except Exception as exc:  # noqa: BLE001 - never break the child's exit
-                say(f"could not write the report: {exc}")
+                _write_report_or_say()
+            except (SystemExit, KeyboardInterrupt):
+                # A handler of the program's raised before the write began
+                # (Pool.terminate() sends SIGTERM to workers already on their
+                # way out): write now, then let the exception go on.
+                _write_report_or_say()
+                raise
 
     _bootstrap._fastpatch_wraps = original  # type: ignore[attr-defined]
     _bootstrap.__wrapped__ = original  # type: ignore[attr-defined]
