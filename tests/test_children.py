@@ -261,7 +261,8 @@ LOADED = "print(sorted(m for m in sys.modules if 'fastpatch' in m))\n"
 @pytest.mark.parametrize("flags", [["-E"], ["-I"], ["-S"]])
 def test_python_dash_e_dash_i_and_dash_s_ignore_fastpatch_include(program, flags):
     result = subprocess.run([sys.executable, *flags, "-c", WORK_ONCE + LOADED], cwd=str(program), capture_output=True,
-                            text=True, timeout=60, env=_env(FASTPATCH_INCLUDE="worker", FASTPATCH_OUTPUT="out/iso.json"))
+                            text=True, timeout=60,
+                            env=_env(FASTPATCH_INCLUDE="worker", FASTPATCH_OUTPUT="out/iso.json"))
     assert (result.returncode, result.stderr) == (0, "")
     # No more than the not-activated path: at most the startup module, which returns at once.
     assert json.loads(result.stdout.replace("'", '"')) in ([], ["_fastpatch_startup"])
