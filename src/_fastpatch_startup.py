@@ -8,15 +8,26 @@ instead, whose ``pkg.mod:callable`` entry point calls ``start()`` at every
 startup; it returns at once unless ``FASTPATCH_INCLUDE`` is set. (Before
 3.18 the wheel leaves the .start file out: its mere presence makes the site
 module import pkgutil and re at every startup.) This module imports
-nothing but ``os`` (already loaded by then), and touches no
+nothing but ``os`` and ``sys`` (both loaded by then), and touches no
 ``sitecustomize``.
 """
 
 import os
+import sys
 
 
 def start() -> None:
-    """Activate fastpatch from the ``FASTPATCH_*`` environment variables."""
+    """Activate fastpatch from the ``FASTPATCH_*`` environment variables,
+    unless the interpreter ignores its environment (``-E``, ``-I``)."""
+    # The gate of every activation from the environment: FASTPATCH_INCLUDE,
+    # and whatever else comes to switch fastpatch on from a variable
+    # (FASTPATCH_TELEMETRY) must be read behind it. `python -E` and `-I` say
+    # that the caller's environment must not steer this process; -I is for
+    # programs that must not be steered by their caller. An explicit call
+    # (instrument, install_import_hook, `python -m fastpatch run`) is not
+    # the environment, and works under them.
+    if sys.flags.ignore_environment:
+        return
     if not os.environ.get("FASTPATCH_INCLUDE", "").strip():
         return
     if os.environ.get("FASTPATCH_ENABLED", "").strip() == "0":
@@ -26,6 +37,4 @@ def start() -> None:
 
         activate_from_environment()
     except Exception as exc:  # noqa: BLE001 - never stop the program from starting
-        import sys
-
         sys.stderr.write(f"fastpatch: not activated: {type(exc).__name__}: {exc}\n")

@@ -265,6 +265,88 @@ def test_fastpatch_include_star_runs_the_program_and_times_the_standard_library(
 
 
 # --------------------------------------------------------------------------
+# -E and -I: the interpreter ignores its environment, and so does fastpatch
+# --------------------------------------------------------------------------
+
+# -I leaves the current directory off sys.path: the code puts it back to find worker.
+WORK_ONCE = "import sys\nsys.path.insert(0, '')\nimport worker\nworker.work(1)\n"
+LOADED = "print(sorted(m for m in sys.modules if 'fastpatch' in m))\n"
+
+
+@pytest.mark.parametrize("flags", [["-E"], ["-I"], ["-S"]])
+def test_python_dash_e_dash_i_and_dash_s_ignore_fastpatch_include(program, flags):
+    result = subprocess.run([sys.executable, *flags, "-c", WORK_ONCE + LOADED], cwd=str(program), capture_output=True,
+                            text=True, timeout=60,
+                            env=_env(FASTPATCH_INCLUDE="worker", FASTPATCH_OUTPUT="out/iso.json"))
+    assert (result.returncode, result.stderr) == (0, "")
+    # No more than the not-activated path: at most the startup module, which returns at once.
+    assert json.loads(result.stdout.replace("'", '"')) in ([], ["_fastpatch_startup"])
+    assert os.listdir(program / "out") == []
+
+
+_NOT_DASH_E = [
+    pytest.param(["-P"], {}, id="-P", marks=pytest.mark.skipif(sys.version_info < (3, 11), reason="-P is 3.11+")),
+    pytest.param(["-s"], {}, id="-s"),
+    pytest.param([], {"PYTHONNOUSERSITE": "1"}, id="PYTHONNOUSERSITE"),
+]
+
+
+@needs_pth
+@pytest.mark.parametrize(("flags", "extra"), _NOT_DASH_E)
+def test_fastpatch_include_still_activates_under_safe_path_and_without_the_user_site(program, flags, extra):
+    result = subprocess.run([sys.executable, *flags, "-c", WORK_ONCE], cwd=str(program), capture_output=True,
+                            text=True, timeout=60,
+                            env=_env(FASTPATCH_INCLUDE="worker", FASTPATCH_OUTPUT="out/p.json", **extra))
+    assert (result.returncode, result.stderr) == (0, "")
+    with open(program / "out" / "p.json") as fh:
+        assert {f["name"]: f["calls"] for f in json.load(fh)["functions"]} == {"worker.work": 1}
+
+
+@pytest.mark.parametrize("flag", ["-E", "-I"])
+def test_the_explicit_api_works_under_dash_e_and_dash_i(program, flag):
+    code = ("import sys\nsys.path.insert(0, '')\nimport fastpatch\n"
+            "def local():\n    return 0\n"
+            "fastpatch.instrument(local)\nlocal()\n"
+            "with fastpatch.install_import_hook(['worker']):\n    import worker\n"
+            "worker.work(2)\nworker.work(3)\n"
+            "print(fastpatch.stats(local).calls, fastpatch.stats(worker.work).calls)\n")
+    result = subprocess.run([sys.executable, flag, "-c", code], cwd=str(program), capture_output=True, text=True,
+                            timeout=60, env=_env(FASTPATCH_INCLUDE="nothing", FASTPATCH_OUTPUT="out/no.json"))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "1 2\n", "")
+    assert os.listdir(program / "out") == []
+
+
+ISOLATED_CHILD = '''
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # -I puts no directory of the script's on sys.path
+
+from worker import work
+
+CHILD = "import sys\\nsys.path.insert(0, {!r})\\nimport worker\\nfor i in range({}): worker.work(i)"
+
+work(0)
+subprocess.run([sys.executable, "-c", CHILD.format(HERE, 3)], check=True)
+subprocess.run([sys.executable, "-I", "-c", CHILD.format(HERE, 5)], check=True)
+'''
+
+
+@needs_pth
+@pytest.mark.parametrize("flags", [[], ["-E"], ["-I"]])
+def test_run_times_its_program_and_its_children_but_not_a_child_started_with_dash_i(program, flags):
+    write_tree(str(program), {"iso.py": ISOLATED_CHILD})
+    result = subprocess.run([sys.executable, *flags, "-m", "fastpatch", "run", "-o", "out/r.json", "iso.py"],
+                            cwd=str(program), capture_output=True, text=True, timeout=120, env=_env())
+    assert result.returncode == 0, result.stderr
+    calls, files = _merged_calls(str(program / "out"))
+    assert calls["worker.work"] == 1 + 3  # the run process and the child started without -I
+    assert len(files) == 2
+
+
+# --------------------------------------------------------------------------
 # The main code of `python SCRIPT` and `python -c CODE` (no import brings it in)
 # --------------------------------------------------------------------------
 

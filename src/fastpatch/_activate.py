@@ -7,15 +7,18 @@ Two ways in, one code path:
   passes them on to child processes through the environment;
 * ``FASTPATCH_INCLUDE`` set at interpreter startup: ``fastpatch.pth`` (or,
   from 3.18, ``fastpatch.start``) imports the top-level ``_fastpatch_startup``
-  module, which calls ``activate_from_environment()``.
+  module, which calls ``activate_from_environment()``; not in an
+  interpreter that ignores its environment (``-E``, ``-I``): the startup
+  module's ``start()`` is the gate.
 
 Children:
 
 * a subprocess, and a multiprocessing child started by spawn or
   forkserver, is a new interpreter: it inherits the environment and
-  activates itself at startup; the parent's main script, which such a
-  child runs again as ``__mp_main__``, is walked there for the functions
-  the patterns chose in the parent's main code;
+  activates itself at startup, unless it is started with ``-E`` or ``-I``
+  (which multiprocessing passes on from its parent); the parent's main
+  script, which such a child runs again as ``__mp_main__``, is walked there
+  for the functions the patterns chose in the parent's main code;
 * a forked child inherits the activation (the hook, the exit handler) and
   starts with zeroed counters (``_registry``'s fork handler);
 * multiprocessing's children end with ``os._exit``, so ``atexit`` never runs
@@ -182,7 +185,8 @@ def _export(
 def activate_from_environment() -> Optional[Activation]:
     """Activate from ``FASTPATCH_*`` (interpreter startup): nothing unless
     ``FASTPATCH_INCLUDE`` is set, and nothing at all if
-    ``FASTPATCH_ENABLED=0``. Called again, it does nothing."""
+    ``FASTPATCH_ENABLED=0``. Called again, it does nothing. Only
+    ``_fastpatch_startup.start()`` calls it, and not under ``-E``/``-I``."""
     env = os.environ
     if env.get("FASTPATCH_ENABLED", "").strip() == "0":
         return None
