@@ -16,6 +16,7 @@ import fastpatch
 from fastpatch import _ext, _patch, _stats
 from fastpatch._reports import merge, schema, table
 from kinds import KINDS
+from test_children import needs_pth
 
 RATES = [1, 2, 16, 1000, 0]
 
@@ -499,3 +500,86 @@ def test_stats_say_which_numbers_are_estimates():
     s = _stats_at(16, 6)
     assert (s.sampled, s.mean_ns, s.to_dict()["sample"], s.to_dict()["timed"]) == (True, 1000.0, 16, 6)
     assert _stats.Stats("x", 1, 0, 5, 5, 5, 1, (0,) * _stats.HIST_BUCKETS).timed == 1  # exact by default
+
+
+# --------------------------------------------------------------------------
+# run --sample and FASTPATCH_SAMPLE
+# --------------------------------------------------------------------------
+
+PROGRAM = "def f(x):\n    return x + 1\n\nfor i in range(8000):\n    f(i)\n"
+
+
+def _fastpatch(*args, cwd, env=None):
+    import subprocess
+    import sys
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "fastpatch", *args], cwd=str(cwd), capture_output=True, text=True,
+                          timeout=120, env=environment)
+
+
+@pytest.mark.parametrize("sample", [16, 0])
+def test_run_dash_dash_sample_counts_every_call_and_times_one_in_n(tmp_path, sample):
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    result = _fastpatch("run", "--sample", str(sample), "-o", "out.json", "prog.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (fn,) = json.loads((tmp_path / "out.json").read_text())["functions"]
+    assert (fn["name"], fn["calls"], fn["completed"], fn["errors"], fn["sample"]) == ("__main__.f", 8000, 8000, 0,
+                                                                                      sample)
+    low, high = _timed_bounds(8000, sample)
+    assert low <= fn["timed"] <= high
+    assert sum(fn["histogram"]["counts"].values()) == sample * fn["timed"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-1", "python -m fastpatch run: error: argument --sample: --sample must be 1 (exact timing), N from 2 to "
+               "1000000000 (time one call in N) or 0 (count only), not -1"),
+        ("x", "python -m fastpatch run: error: argument --sample: --sample must be an integer, not 'x'"),
+    ],
+)
+def test_run_refuses_a_bad_sample_in_one_line_before_the_program_runs(tmp_path, value, message):
+    (tmp_path / "prog.py").write_text("print('ran')\n")
+    result = _fastpatch("run", "--sample", value, "prog.py", cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines()[-1] == message
+
+
+def test_fastpatch_sample_reads_a_rate_and_says_so_in_one_line_when_it_is_bad():
+    from fastpatch._activate import _sample_from
+
+    assert [_sample_from({"FASTPATCH_SAMPLE": v}) for v in ("16", " 0 ", "1", "")] == [16, 0, 1, None]
+
+
+@pytest.mark.parametrize(
+    ("value", "line"),
+    [
+        ("-3", "fastpatch: FASTPATCH_SAMPLE must be 1 (exact timing), N from 2 to 1000000000 (time one call in N) "
+               "or 0 (count only), not -3; timing every call"),
+        ("often", "fastpatch: FASTPATCH_SAMPLE must be an integer, not 'often'; timing every call"),
+    ],
+)
+def test_a_bad_fastpatch_sample_is_one_line_and_exact_timing(capsys, value, line):
+    from fastpatch._activate import _sample_from
+
+    assert _sample_from({"FASTPATCH_SAMPLE": value}) is None
+    assert capsys.readouterr().err == line + "\n"
+
+
+@needs_pth
+def test_fastpatch_sample_times_one_call_in_n_of_a_program_activated_from_the_environment(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "prog.py").write_text(PROGRAM)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    env.update(FASTPATCH_INCLUDE="__main__", FASTPATCH_SAMPLE="16", FASTPATCH_OUTPUT="out.json")
+    result = subprocess.run([sys.executable, "prog.py"], cwd=str(tmp_path), capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert (result.returncode, result.stderr) == (0, "")
+    (fn,) = json.loads((tmp_path / "out.json").read_text())["functions"]
+    assert (fn["calls"], fn["completed"], fn["sample"]) == (8000, 8000, 16)
+    low, high = _timed_bounds(8000, 16)
+    assert low <= fn["timed"] <= high
