@@ -395,7 +395,7 @@ def test_a_module_the_hook_fails_to_splice_is_imported_and_walked_with_a_warning
     root, name, hooks = tree
     _write(root, {f"{name}.py": "def f():\n    return 1\nRESULT = f()\n"})
 
-    def failing(code, module, wanted=None):
+    def failing(code, module, wanted=None, sample=1):
         raise RuntimeError("no splice today")
 
     monkeypatch.setattr(_tree, "patch_module_code", failing)

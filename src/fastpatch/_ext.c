@@ -50,8 +50,13 @@ static PyMethodDef fp_methods[] = {
      "set_code(func, code): assign func.__code__, keeping calls to func specialisable."},
     {"set_default_clock", fp_set_default_clock, METH_O,
      "set_default_clock(tsc) -> bool: the clock of probes this interpreter creates from now on."},
+    {"set_default_sample", fp_set_default_sample, METH_O,
+     "set_default_sample(n) -> int: the sampling rate of probes this interpreter creates from now on; returns the\n"
+     "previous one."},
     {"forked_child", fp_forked_child, METH_NOARGS,
      "In a child just forked: activations that started before the fork are no longer counted."},
+    {"called_probes", fp_called_probes, METH_NOARGS,
+     "called_probes() -> list: every live probe activated in this process (since the fork, in a forked child)."},
     {"clock_name", fp_clock_name, METH_NOARGS, "The default clock of new probes: 'tsc' or 'monotonic'."},
     {NULL, NULL, 0, NULL},
 };
@@ -77,7 +82,11 @@ fp_exec(PyObject *module)
 {
     fp_state *st = fp_state_of(module);
     fp_clock_init();
+    fp_sampler_init();
     st->free_tokens = NULL;
+    st->default_sample = 1;
+    st->called = NULL;
+    st->n_called = st->called_capacity = 0;
     st->n_free = 0;
     st->default_tsc = 0;
     st->probe_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &fp_probe_spec, NULL);
@@ -101,6 +110,7 @@ fp_exec(PyObject *module)
         || fp_add_object(module, "Origin", (PyObject *)st->origin_type) < 0
         || PyModule_AddIntConstant(module, "HIST_BUCKETS", FP_HIST_BUCKETS) < 0
         || PyModule_AddIntConstant(module, "HIST_SHIFT", FP_HIST_SHIFT) < 0
+        || PyModule_AddIntConstant(module, "MAX_SAMPLE", FP_MAX_SAMPLE) < 0
         || PyModule_AddFunctions(module, fp_testing_methods) < 0) {
         return -1;
     }
@@ -132,7 +142,13 @@ fp_clear(PyObject *module)
 static void
 fp_free(void *module)
 {
-    fp_free_idle_tokens(fp_state_of((PyObject *)module));
+    fp_state *st = fp_state_of((PyObject *)module);
+    fp_free_idle_tokens(st);
+    /* No probe is left to take itself out: each holds its type, which holds the module. */
+    PyMem_Free(st->called);
+    st->default_sample = 1;
+    st->called = NULL;
+    st->n_called = st->called_capacity = 0;
     fp_clear((PyObject *)module);
 }
 

@@ -36,6 +36,11 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <math.h>
+#if !defined(_WIN32)
+#  include <fcntl.h>
+#  include <unistd.h>
+#endif
 
 #include "_ext_clock.h"
 #include "_ext_histogram.h"
@@ -105,7 +110,7 @@ fp_free_idle_tokens(fp_state *st)
 /* ===================================================================== */
 
 /* What snapshot() shows of a probe that never ran. */
-static const uint32_t fp_empty_hist[FP_HIST_BUCKETS] = {0};
+static const uint64_t fp_empty_hist[FP_HIST_BUCKETS] = {0};
 
 /*
  * fork: a child keeps the instrumentation and starts with zeroed counters
@@ -114,7 +119,9 @@ static const uint32_t fp_empty_hist[FP_HIST_BUCKETS] = {0};
  * fork() always does; their starts were counted in the parent, which counts
  * their ends too, so the child ignores them, and merging the reports of
  * parent and child counts each activation once. Process-wide, per clock
- * (index: the probe's tsc flag); no fork means INT64_MIN.
+ * (index: the probe's tsc flag); no fork means INT64_MIN. An untimed
+ * activation reads no clock: its token's start is the floor at its start,
+ * which is below the floor of any later fork, and not below its own.
  */
 static int64_t fp_fork_floor_ticks[2] = {INT64_MIN, INT64_MIN};
 
@@ -124,59 +131,259 @@ token_started_before_fork(const TokenObject *t, int tsc)
     return t->start_ticks < fp_fork_floor_ticks[tsc];
 }
 
-/* forked_child(): in a child just forked, stop counting the activations
-   that started before the fork. */
+/* ===================================================================== */
+/* The sampler: which activations a sampled probe times                  */
+/* ===================================================================== */
+
+/*
+ * Bernoulli sampling: each activation of a probe sampled at N is timed,
+ * independently, with probability 1/N, so no periodic workload can alias
+ * with the choice. Drawn as the gap to the next timed activation, which is
+ * geometric (untimed activations before it: 0, 1, ... with mean N - 1), so
+ * that an untimed activation costs a decrement and no random number.
+ * xorshift64* (Vigna), process-wide under the GIL.
+ */
+static uint64_t fp_sampler_state = 0x9e3779b97f4a7c15ULL;
+
+/* splitmix64's finaliser: spreads any seed (a pid, a time) over 64 bits. */
+static uint64_t
+sampler_mix(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void
+fp_sampler_seed(uint64_t seed)
+{
+    uint64_t s = sampler_mix(seed);
+    fp_sampler_state = s != 0 ? s : 0x9e3779b97f4a7c15ULL;  /* xorshift's one forbidden state */
+}
+
+/* 64 bits from the operating system, mixed with the time, the pid and an
+   address (all a system without /dev/urandom gets). */
+static void
+sampler_seed_from_os(void)
+{
+#if defined(_WIN32)
+    uint64_t pid = (uint64_t)GetCurrentProcessId();
+#else
+    uint64_t pid = (uint64_t)getpid();
+#endif
+    uint64_t seed = (uint64_t)fp_now_ns() ^ (pid << 32) ^ (uint64_t)(uintptr_t)&seed;
+#if !defined(_WIN32)
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        uint64_t os_bytes = 0;
+        if (read(fd, &os_bytes, sizeof(os_bytes)) == (ssize_t)sizeof(os_bytes)) {
+            seed ^= os_bytes;
+        }
+        close(fd);
+    }
+#endif
+    fp_sampler_seed(seed);
+}
+
+void
+fp_sampler_init(void)
+{
+    static int seeded = 0;  /* process-wide: later interpreters share the generator */
+    if (!seeded) {
+        sampler_seed_from_os();
+        seeded = 1;
+    }
+}
+
+static inline uint64_t
+sampler_next(void)
+{
+    uint64_t x = fp_sampler_state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    fp_sampler_state = x;
+    return x * 0x2545f4914f6cdd1dULL;
+}
+
+/* The untimed activations before the next timed one, for a probe sampled
+   at n >= 2: geometric with success probability 1/n, by inversion:
+   floor(ln(u) / ln(1 - 1/n)) for u uniform in (0, 1]. */
+static FP_NOINLINE uint32_t
+sampler_gap(const ProbeObject *p)
+{
+    double u = (double)((sampler_next() >> 11) + 1) * (1.0 / 9007199254740992.0);  /* (0, 1] */
+    double gap = log(u) * p->gap_scale;  /* >= 0: both factors are <= 0 */
+    return gap < (double)(UINT32_MAX - 2) ? (uint32_t)gap : UINT32_MAX - 2;
+}
+
+/* Set a probe's rate (a checked one: 0 to FP_MAX_SAMPLE); the countdown
+   is the caller's. */
+static void
+probe_set_rate(ProbeObject *p, uint32_t rate)
+{
+    p->sample = rate;
+    p->gap_scale = rate >= 2 ? 1.0 / log1p(-1.0 / (double)rate) : 0.0;
+}
+
+/* The countdown that starts a probe at its rate (see ProbeObject.countdown). */
+static void
+probe_arm_countdown(ProbeObject *p)
+{
+    if (p->sample == 1) {
+#if FP_HAVE_TSC
+        p->countdown = p->tsc ? 0 : 1;
+#else
+        p->countdown = 1;
+#endif
+    }
+    else if (p->sample == 0) {
+        p->countdown = UINT32_MAX;
+    }
+    else {
+        p->countdown = sampler_gap(p) + 1;
+    }
+}
+
+/* The weight of an activation starting now, in the general half of the
+   entry: 0 untimed, or N >= 1 (see ProbeObject.countdown). */
+static inline uint32_t
+probe_decide_weight(ProbeObject *p)
+{
+    uint32_t c = p->countdown;
+    if (c == 0) {
+        return 1;
+    }
+    if (c > 1) {
+        p->countdown = c - 1;
+        return 0;
+    }
+    if (p->sample == 1) {
+        return 1;
+    }
+    if (p->sample == 0) {
+        p->countdown = UINT32_MAX;
+        return 0;
+    }
+    p->countdown = sampler_gap(p) + 1;
+    return p->sample;
+}
+
+/* ===================================================================== */
+/* The called list (in the module state)                                 */
+/* ===================================================================== */
+
+/* Append a probe at its first activation. 0, or -1 with MemoryError set. */
+static FP_COLD int
+called_list_append(fp_state *st, ProbeObject *p)
+{
+    if (st->n_called == st->called_capacity) {
+        uint32_t capacity = st->called_capacity ? 2 * st->called_capacity : 64;
+        if (capacity >= FP_NOT_CALLED) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        ProbeObject **grown = PyMem_Realloc(st->called, capacity * sizeof(ProbeObject *));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        st->called = grown;
+        st->called_capacity = capacity;
+    }
+    p->called_index = st->n_called;
+    st->called[st->n_called++] = p;
+    return 0;
+}
+
+/* Take a dying probe out: the last one moves into its place. */
+static void
+called_list_remove(fp_state *st, ProbeObject *p)
+{
+    uint32_t i = p->called_index;
+    if (i == FP_NOT_CALLED || st == NULL || i >= st->n_called || st->called[i] != p) {
+        return;
+    }
+    ProbeObject *last = st->called[--st->n_called];
+    st->called[i] = last;
+    last->called_index = i;
+    p->called_index = FP_NOT_CALLED;
+}
+
 PyObject *
-fp_forked_child(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+fp_called_probes(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    fp_state *st = fp_state_of(module);
+    /* Nothing runs Python code (or frees a probe) between the list's
+       allocation and its filling: PyList_New may collect, so it comes first,
+       and the called list is read after it. */
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (uint32_t i = 0; i < st->n_called; i++) {
+        if (PyList_Append(out, (PyObject *)st->called[i]) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+/* forked_child(): in a child just forked, stop counting the activations
+   that started before the fork, draw other samples than the parent's, and
+   list again only the probes that the child activates. */
+PyObject *
+fp_forked_child(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     fp_fork_floor_ticks[0] = fp_now_ticks(0);
     fp_fork_floor_ticks[1] = fp_tsc_invariant ? fp_now_ticks(1) : INT64_MIN;
+    sampler_seed_from_os();
+    fp_state *st = fp_state_of(module);
+    for (uint32_t i = 0; i < st->n_called; i++) {
+        ProbeObject *p = st->called[i];
+        p->called_index = FP_NOT_CALLED;
+        p->countdown = 1;  /* the next entry takes the general half, which lists it again */
+    }
+    st->n_called = 0;
     Py_RETURN_NONE;
 }
 
-/* Zero every counter. Activations still running stay counted as started,
-   so that their ends keep completed <= calls. */
+/* Zero every counter and start a new epoch. Activations still running stay
+   counted as started, so that their ends keep completed <= calls. */
 static void
 probe_clear_counters(ProbeObject *p)
 {
     p->calls -= p->completed;
-    p->completed = p->errors = p->total_ticks = p->max_ticks = 0;
+    p->completed = p->errors = p->untimed = p->total_ticks = p->max_ticks = 0;
     p->min_ticks = UINT64_MAX;
     p->pending_ticks = FP_NO_PENDING;
+    p->epoch++;
     if (p->hist != NULL) {
         memset(p->hist, 0, FP_HIST_BYTES);
     }
 }
 
-/* The histogram, at a probe's first activation. 0, or -1 with MemoryError set. */
+/* A probe's first activation (in this process, for a forked child): its
+   histogram if it has none yet, its place in the called list, and a fresh
+   countdown. 0, or -1 with MemoryError set. */
 static FP_COLD int
-probe_alloc_hist(ProbeObject *p)
+probe_start_counting(ProbeObject *p)
 {
-    p->hist = PyMem_Calloc(FP_HIST_BUCKETS, sizeof(uint32_t));
     if (p->hist == NULL) {
-        PyErr_NoMemory();
+        p->hist = PyMem_Calloc(FP_HIST_BUCKETS, sizeof(uint64_t));
+        if (p->hist == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    /* the probe type, which each probe holds, holds the module */
+    if (called_list_append((fp_state *)PyType_GetModuleState(Py_TYPE(p)), p) < 0) {
         return -1;
     }
+    probe_arm_countdown(p);
     return 0;
-}
-
-/* Halve every bucket when one would overflow. Percentiles only use the
-   buckets' proportions, which halving keeps. Runs once per 4 billion
-   observations in one bucket at most. */
-static void
-probe_halve_histogram(ProbeObject *p)
-{
-    for (int i = 0; i < FP_HIST_BUCKETS; i++) {
-        p->hist[i] = (p->hist[i] >> 1) + (p->hist[i] & 1);
-    }
-}
-
-/* A histogram bucket just wrapped around to 0. */
-static FP_COLD void
-probe_bucket_wrapped(ProbeObject *p, uint32_t *slot)
-{
-    *slot = UINT32_MAX;
-    probe_halve_histogram(p);
 }
 
 /* A duration in this probe's clock ticks, in nanoseconds, for its bucket. */
@@ -191,11 +398,10 @@ probe_ticks_to_ns(const ProbeObject *p, uint64_t ticks)
 #endif
 }
 
-/* Fold one duration into total, min, max and the histogram, and return the
-   bucket if it wrapped around (the caller then calls probe_bucket_wrapped),
-   else NULL. Counting the ending itself (completed, errors) is the
-   caller's. */
-static inline uint32_t *
+/* Fold one duration of weight 1 into total, min, max and the histogram.
+   Counting the ending itself (completed, errors) is the caller's. A bucket
+   of 64 bits cannot wrap: 2**64 calls take centuries. */
+static inline void
 probe_fold_duration(ProbeObject *p, uint64_t ticks, uint64_t ns)
 {
     p->total_ticks += ticks;
@@ -205,26 +411,29 @@ probe_fold_duration(ProbeObject *p, uint64_t ticks, uint64_t ns)
     if (ticks > p->max_ticks) {
         p->max_ticks = ticks;
     }
-    uint32_t *slot = &p->hist[fp_bucket_of(ns)];
-    return FP_UNLIKELY(++*slot == 0) ? slot : NULL;
+    p->hist[fp_bucket_of(ns)]++;
 }
 
-static inline void
-probe_add_duration(ProbeObject *p, int64_t elapsed)
+/* Fold one timed duration that stands for `weight` activations. */
+static void
+probe_fold_weighted(ProbeObject *p, int64_t elapsed, uint32_t weight)
 {
     uint64_t ticks = elapsed > 0 ? (uint64_t)elapsed : 0;
-    uint32_t *wrapped = probe_fold_duration(p, ticks, probe_ticks_to_ns(p, ticks));
-    if (FP_UNLIKELY(wrapped != NULL)) {
-        probe_bucket_wrapped(p, wrapped);
+    p->total_ticks += ticks * weight;
+    if (ticks < p->min_ticks) {
+        p->min_ticks = ticks;
     }
+    if (ticks > p->max_ticks) {
+        p->max_ticks = ticks;
+    }
+    p->hist[fp_bucket_of(probe_ticks_to_ns(p, ticks))] += weight;
 }
 
-/* Fold the pending return in; every reader of the durations calls this. */
-static inline void
-probe_flush(ProbeObject *p)
+void
+fp_probe_flush(ProbeObject *p)
 {
     if (p->pending_ticks != FP_NO_PENDING) {
-        probe_add_duration(p, p->pending_ticks);
+        probe_fold_duration(p, (uint64_t)p->pending_ticks, probe_ticks_to_ns(p, (uint64_t)p->pending_ticks));
         p->pending_ticks = FP_NO_PENDING;
     }
 }
@@ -243,6 +452,7 @@ token_take_slow(fp_state *st)
     if (t != NULL) {
         t->probe = NULL;
         t->state = st;
+        t->weight = 1;
     }
     return t;
 }
@@ -264,9 +474,11 @@ token_stash(TokenObject *t)
 
 /*
  * The hot paths below are split in two. The fast half covers the steady
- * state of a TSC probe and is a leaf function that needs no stack frame:
- * everything else (the monotonic clock, re-entered functions, the first
- * return) goes to the general half with a tail call.
+ * state of a TSC probe under exact timing, and the untimed activations of a
+ * sampled or count-only probe, and is a leaf function that needs no stack
+ * frame: everything else (the monotonic clock, re-entered functions, the
+ * first return, a timed activation of a sampled probe) goes to the general
+ * half with a tail call.
  */
 #if FP_HAVE_TSC
 #  define FP_FAST_CLOCK(p) ((p)->tsc)
@@ -282,7 +494,7 @@ static FP_NOINLINE PyObject *
 probe_enter_general(ProbeObject *p)
 {
     /* The first activation of a probe comes here: it has no spare token yet. */
-    if (FP_UNLIKELY(p->hist == NULL) && probe_alloc_hist(p) < 0) {
+    if (FP_UNLIKELY(p->called_index == FP_NOT_CALLED) && probe_start_counting(p) < 0) {
         return NULL;
     }
     TokenObject *t = p->spare;
@@ -298,25 +510,41 @@ probe_enter_general(ProbeObject *p)
     }
     t->probe = p;
     p->calls++;
-    t->start_ticks = fp_now_ticks(p->tsc);
+    uint32_t weight = probe_decide_weight(p);
+    t->weight = weight;
+    t->start_ticks = weight != 0 ? fp_now_ticks(p->tsc) : fp_fork_floor_ticks[p->tsc];
     return (PyObject *)t;
 }
 
 /* nb_invert: the entry probe. Returns a new reference to a Token that
-   holds the start time, or NULL with MemoryError set. */
+   holds the start time and the weight, or NULL with MemoryError set. */
 static PyObject *
 probe_enter(PyObject *self)
 {
     ProbeObject *p = (ProbeObject *)self;
     TokenObject *t = p->spare;
-    if (FP_UNLIKELY(t == NULL || !FP_FAST_CLOCK(p))) {
-        return probe_enter_general(p);
+    uint32_t countdown = p->countdown;
+    if (FP_LIKELY(t != NULL)) {
+        if (FP_LIKELY(countdown == 0)) {
+            /* exact timing on the fast clock: the idle token's weight is 1 */
+            p->spare = NULL;  /* the spare slot's reference becomes the stack's */
+            t->probe = p;
+            p->calls++;
+            t->start_ticks = FP_FAST_NOW();
+            return (PyObject *)t;
+        }
+        if (countdown > 1) {
+            /* untimed: no clock read */
+            p->countdown = countdown - 1;
+            p->spare = NULL;
+            t->probe = p;
+            p->calls++;
+            t->weight = 0;
+            t->start_ticks = fp_fork_floor_ticks[p->tsc];
+            return (PyObject *)t;
+        }
     }
-    p->spare = NULL;  /* the spare slot's reference becomes the stack's */
-    t->probe = p;
-    p->calls++;
-    t->start_ticks = FP_FAST_NOW();
-    return (PyObject *)t;
+    return probe_enter_general(p);
 }
 
 static PyObject *
@@ -338,8 +566,12 @@ probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     p->hist = NULL;
     p->tsc = fp_state_of(module)->default_tsc;
     p->stop_errors = 0;
+    probe_set_rate(p, fp_state_of(module)->default_sample);
+    p->countdown = 1;  /* armed by the first activation (probe_start_counting) */
+    p->called_index = FP_NOT_CALLED;
     p->calls = 0;
     probe_clear_counters(p);
+    p->epoch = 0;
     return (PyObject *)p;
 }
 
@@ -353,6 +585,7 @@ probe_dealloc(PyObject *self)
            probe (see TokenObject): keep the memory it points to. */
         return;
     }
+    called_list_remove((fp_state *)PyType_GetModuleState(tp), p);
     if (p->spare != NULL) {
         token_stash(p->spare);
         p->spare = NULL;
@@ -363,29 +596,34 @@ probe_dealloc(PyObject *self)
 }
 
 /* Returns a new reference to the tuple (calls, completed, errors,
-   total_ticks, min_ticks, max_ticks, histogram_bytes, ns_per_tick), with
-   the latest return folded in: durations in this probe's clock ticks and
-   what converts them (1.0 for CLOCK_MONOTONIC); histogram buckets in ns.
-   min_ticks is 0 while nothing has completed. */
+   total_ticks, min_ticks, max_ticks, histogram_bytes, ns_per_tick, timed,
+   sample, epoch), with the latest return folded in: durations in this
+   probe's clock ticks and what converts them (1.0 for CLOCK_MONOTONIC);
+   histogram buckets (uint64, weighted) in ns. min_ticks is 0 while nothing
+   timed has completed. */
 static PyObject *
 probe_snapshot(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     ProbeObject *p = (ProbeObject *)self;
-    probe_flush(p);
+    fp_probe_flush(p);
+    uint64_t timed = p->completed - p->untimed;
     return Py_BuildValue(
-        "(KKKKKKy#d)",
+        "(KKKKKKy#dKkk)",
         (unsigned long long)p->calls,
         (unsigned long long)p->completed,
         (unsigned long long)p->errors,
         (unsigned long long)p->total_ticks,
-        (unsigned long long)(p->completed ? p->min_ticks : 0),
+        (unsigned long long)(timed ? p->min_ticks : 0),
         (unsigned long long)p->max_ticks,
         (const char *)(p->hist != NULL ? p->hist : fp_empty_hist), (Py_ssize_t)FP_HIST_BYTES,
 #if FP_HAVE_TSC
-        p->tsc ? fp_tsc_ns_per_tick() : 1.0);
+        p->tsc ? fp_tsc_ns_per_tick() : 1.0,
 #else
-        1.0);
+        1.0,
 #endif
+        (unsigned long long)timed,
+        (unsigned long)p->sample,
+        (unsigned long)p->epoch);
 }
 
 static PyObject *
@@ -406,36 +644,90 @@ probe_clear(PyObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* A test hook: set every histogram bucket to `count`, so that the rare
-   overflow path can be reached without 4 billion calls. */
+/* A sampling rate from Python: 0 and the rate, or -1 with TypeError or
+   ValueError set. */
+static int
+sample_from_object(PyObject *arg, uint32_t *rate)
+{
+    if (!PyLong_Check(arg) || PyBool_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "sample must be an int, not %.100s", Py_TYPE(arg)->tp_name);
+        return -1;
+    }
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(arg, &overflow);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow != 0 || n < 0 || n > (long long)FP_MAX_SAMPLE) {
+        PyErr_Format(PyExc_ValueError,
+                     "sample must be 1 (exact timing), N from 2 to %u (time one call in N) or 0 (count only), not %R",
+                     FP_MAX_SAMPLE, arg);
+        return -1;
+    }
+    *rate = (uint32_t)n;
+    return 0;
+}
+
+PyObject *
+fp_set_default_sample(PyObject *module, PyObject *arg)
+{
+    fp_state *st = fp_state_of(module);
+    uint32_t rate;
+    if (sample_from_object(arg, &rate) < 0) {
+        return NULL;
+    }
+    uint32_t previous = st->default_sample;
+    st->default_sample = rate;
+    return PyLong_FromUnsignedLong((unsigned long)previous);
+}
+
+/* set_sample(n): the rate from the next activation on (see
+   ProbeObject.sample); activations already started keep their weight. */
+static PyObject *
+probe_set_sample(PyObject *self, PyObject *arg)
+{
+    ProbeObject *p = (ProbeObject *)self;
+    uint32_t rate;
+    if (sample_from_object(arg, &rate) < 0) {
+        return NULL;
+    }
+    probe_set_rate(p, rate);
+    if (p->called_index != FP_NOT_CALLED) {
+        probe_arm_countdown(p);
+    }
+    /* else the first activation (in this process) arms it */
+    Py_RETURN_NONE;
+}
+
+/* A test hook: set every histogram bucket to `count`, so that counts past
+   2**32 can be reached without 4 billion calls. */
 static PyObject *
 probe_testing_fill_histogram(PyObject *self, PyObject *arg)
 {
-    unsigned long count = PyLong_AsUnsignedLong(arg);
-    if (count == (unsigned long)-1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (count > UINT32_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "a bucket holds at most 2**32 - 1");
+    unsigned long long count = PyLong_AsUnsignedLongLong(arg);
+    if (count == (unsigned long long)-1 && PyErr_Occurred()) {
         return NULL;
     }
     ProbeObject *p = (ProbeObject *)self;
-    if (p->hist == NULL && probe_alloc_hist(p) < 0) {
+    if (p->called_index == FP_NOT_CALLED && probe_start_counting(p) < 0) {
         return NULL;
     }
     for (int i = 0; i < FP_HIST_BUCKETS; i++) {
-        p->hist[i] = (uint32_t)count;
+        p->hist[i] = (uint64_t)count;
     }
     Py_RETURN_NONE;
 }
 
 static PyMethodDef probe_methods[] = {
     {"snapshot", probe_snapshot, METH_NOARGS,
-     "snapshot() -> (calls, completed, errors, total_ticks, min_ticks, max_ticks, histogram_bytes, ns_per_tick)"},
+     "snapshot() -> (calls, completed, errors, total_ticks, min_ticks, max_ticks, histogram_bytes, ns_per_tick,\n"
+     "timed, sample, epoch)"},
     {"reset", probe_reset, METH_NOARGS,
-     "Zero every counter; activations running now stay counted as started."},
+     "Zero every counter and bump the epoch; activations running now stay counted as started."},
     {"clear", probe_clear, METH_NOARGS,
-     "Zero every counter, in a forked child, where activations in flight are no longer counted."},
+     "Zero every counter and bump the epoch, in a forked child, where activations in flight are no longer counted."},
+    {"set_sample", probe_set_sample, METH_O,
+     "set_sample(n): time every activation (1), one in n on average (n >= 2) or none (0), from the next one."},
     /* test hooks: named _testing_*, for the tests alone */
     {"_testing_fill_histogram", probe_testing_fill_histogram, METH_O, "For tests: set every bucket to a count."},
     {NULL, NULL, 0, NULL},
@@ -453,9 +745,25 @@ probe_calls(PyObject *self, void *Py_UNUSED(closure))
     return PyLong_FromUnsignedLongLong((unsigned long long)((ProbeObject *)self)->calls);
 }
 
+static PyObject *
+probe_sample(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLong((unsigned long)((ProbeObject *)self)->sample);
+}
+
+static PyObject *
+probe_epoch(PyObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLong((unsigned long)((ProbeObject *)self)->epoch);
+}
+
 static PyGetSetDef probe_getset[] = {
     {"clock", probe_clock, NULL, "This probe's clock: 'tsc' or 'monotonic'.", NULL},
     {"calls", probe_calls, NULL, "Activations started (cheaper than snapshot()[0]).", NULL},
+    {"sample", probe_sample, NULL, "The sampling rate of the next activation: 1 exact, N one in N, 0 count only.",
+     NULL},
+    {"epoch", probe_epoch, NULL, "How many times the counters were zeroed (reset(), a forked child's clear()).",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -481,6 +789,30 @@ PyType_Spec fp_probe_spec = {
 /* Token: one per running or suspended activation                        */
 /* ===================================================================== */
 
+/* Count the end of an activation begun in this process, on the general
+   path: a timed one of weight 1 on the fast clock becomes the pending end
+   (then the next end takes the fast path), any other timed one is folded in
+   with its weight, an untimed one is counted only. */
+static void
+token_end_counted(TokenObject *t, ProbeObject *p, int is_error)
+{
+    uint32_t weight = t->weight;
+    p->completed++;
+    p->errors += (uint64_t)is_error;
+    if (weight == 0) {
+        p->untimed++;
+        return;
+    }
+    int64_t elapsed = fp_now_ticks(p->tsc) - t->start_ticks;
+    fp_probe_flush(p);
+    if (weight == 1 && FP_FAST_CLOCK(p)) {
+        p->pending_ticks = elapsed > 0 ? elapsed : 0;
+    }
+    else {
+        probe_fold_weighted(p, elapsed, weight);
+    }
+}
+
 /* mp_subscript: the return probe. token[retval] records a normal end and
    returns a new reference to retval. The token goes back to its probe's
    spare slot (or the free list) here, with a reference of its own; the
@@ -500,12 +832,10 @@ token_exit_general(TokenObject *t, PyObject *retval)
     ProbeObject *p = t->probe;
     if (p != NULL) {
         if (FP_LIKELY(!token_started_before_fork(t, p->tsc))) {
-            int64_t elapsed = fp_now_ticks(p->tsc) - t->start_ticks;
-            probe_flush(p);
-            p->pending_ticks = elapsed > 0 ? elapsed : 0;
-            p->completed++;
+            token_end_counted(t, p, 0);
         }
         t->probe = NULL;
+        t->weight = 1;
         Py_INCREF(t);  /* the idle token's own reference */
         if (p->spare == NULL) {
             p->spare = t;
@@ -518,27 +848,21 @@ token_exit_general(TokenObject *t, PyObject *retval)
     return retval;
 }
 
-/* A histogram bucket of the fast path below just wrapped around. */
-static FP_COLD PyObject *
-token_exit_overflow(ProbeObject *p, uint32_t *slot, PyObject *retval)
-{
-    probe_bucket_wrapped(p, slot);
-    return retval;
-}
+/* Whether an end can take the fast half, exact or untimed (shared by the
+   exit's subscript and the deallocator): the fast half needs its probe's
+   spare slot free for the token, an activation begun in this process, and
+   either weight 1 with a previous end pending (which only a probe on the
+   fast clock has) or weight 0. Macros, so that each caller's branch hint
+   covers the whole condition. */
+#define TOKEN_CAN_END_FAST(t, p) ((p) != NULL && (p)->spare == NULL)
+#define TOKEN_EXACT_FAST(t, p) \
+    ((t)->weight == 1 && (p)->pending_ticks != FP_NO_PENDING && !token_started_before_fork((t), 1))
+#define TOKEN_UNTIMED_FAST(t, p) ((t)->weight == 0 && !token_started_before_fork((t), (p)->tsc))
 
-/* Whether an end must take the general half (shared by the exit's
-   subscript and the deallocator): the fast half needs a probe on the fast
-   clock, its spare slot free for the token, a previous end pending, and an
-   activation begun in this process. A macro, so that each caller's branch
-   hint covers the whole condition. */
-#define TOKEN_NEEDS_GENERAL_END(t, p)                                                               \
-    ((p) == NULL || !FP_FAST_CLOCK(p) || (p)->spare != NULL || (p)->pending_ticks == FP_NO_PENDING \
-     || token_started_before_fork((t), 1))
-
-/* The fast half of an end: this end's duration becomes the pending one,
-   and the token leaves the activation (the caller puts it in its probe's
-   spare slot, with a reference). Returns the previous pending duration, to
-   fold in. */
+/* The fast half of an exact end: this end's duration becomes the pending
+   one, and the token leaves the activation (the caller puts it in its
+   probe's spare slot, with a reference). Returns the previous pending
+   duration, to fold in. */
 static inline uint64_t
 token_end_fast(TokenObject *t, ProbeObject *p)
 {
@@ -550,24 +874,40 @@ token_end_fast(TokenObject *t, ProbeObject *p)
     return previous;
 }
 
+/* The fast half of an untimed end: counted, no clock read. The token's
+   weight goes back to an idle token's. */
+static inline void
+token_end_untimed(TokenObject *t, ProbeObject *p)
+{
+    p->completed++;
+    p->untimed++;
+    t->probe = NULL;
+    t->weight = 1;
+}
+
 static PyObject *
 token_exit(PyObject *self, PyObject *retval)
 {
     TokenObject *t = (TokenObject *)self;
     ProbeObject *p = t->probe;
-    if (FP_UNLIKELY(TOKEN_NEEDS_GENERAL_END(t, p))) {
-        return token_exit_general(t, retval);
+    if (FP_LIKELY(TOKEN_CAN_END_FAST(t, p))) {
+        if (FP_LIKELY(TOKEN_EXACT_FAST(t, p))) {
+            uint64_t previous = token_end_fast(t, p);
+            Py_INCREF(t);  /* the spare slot's reference */
+            p->spare = t;
+            Py_INCREF(retval);
+            probe_fold_duration(p, previous, FP_FAST_TO_NS(previous));
+            return retval;
+        }
+        if (TOKEN_UNTIMED_FAST(t, p)) {
+            token_end_untimed(t, p);
+            Py_INCREF(t);
+            p->spare = t;
+            Py_INCREF(retval);
+            return retval;
+        }
     }
-    uint64_t previous = token_end_fast(t, p);
-    Py_INCREF(t);  /* the spare slot's reference */
-    p->spare = t;
-    Py_INCREF(retval);
-    /* probe_add_duration(), with the rare overflow as a tail call. */
-    uint32_t *wrapped = probe_fold_duration(p, previous, FP_FAST_TO_NS(previous));
-    if (FP_UNLIKELY(wrapped != NULL)) {
-        return token_exit_overflow(p, wrapped, retval);
-    }
-    return retval;
+    return token_exit_general(t, retval);
 }
 
 /* Whether the exception set now, which ends an activation of `p`, is an
@@ -615,18 +955,13 @@ token_dealloc_general(TokenObject *t)
     ProbeObject *p = t->probe;
     if (p != NULL) {
         if (FP_LIKELY(!token_started_before_fork(t, p->tsc))) {
-            int64_t end = fp_now_ticks(p->tsc);
-            int is_error = probe_ending_is_error(p);
-            int64_t elapsed = end - t->start_ticks;
-            p->completed++;
-            p->errors += (uint64_t)is_error;
             /* Pending, as in token_exit_general: then the next end through
                the deallocator (every return on 3.9) takes the fast path. */
-            probe_flush(p);
-            p->pending_ticks = elapsed > 0 ? elapsed : 0;
+            token_end_counted(t, p, probe_ending_is_error(p));
         }
         t->probe = NULL;
     }
+    t->weight = 1;
     /* Revive it for its probe's spare slot or the free list, so that
        functions which keep raising do not allocate either. */
     if (p != NULL && p->spare == NULL) {
@@ -645,24 +980,29 @@ token_dealloc_general(TokenObject *t)
 }
 
 /* The steady state of a normal end through the deallocator (every return on
-   3.9): as token_exit's fast half, one end late (token_dealloc_general
+   3.9): as token_exit's fast halves, one end late (token_dealloc_general
    leaves each end pending too), the token back to its probe's spare slot. */
 static void
 token_dealloc(PyObject *self)
 {
     TokenObject *t = (TokenObject *)self;
     ProbeObject *p = t->probe;
-    if (FP_UNLIKELY(TOKEN_NEEDS_GENERAL_END(t, p) || PyErr_Occurred() != NULL)) {
-        token_dealloc_general(t);
-        return;
+    if (FP_LIKELY(TOKEN_CAN_END_FAST(t, p) && PyErr_Occurred() == NULL)) {
+        if (FP_LIKELY(TOKEN_EXACT_FAST(t, p))) {
+            uint64_t previous = token_end_fast(t, p);
+            fp_revive(self);  /* the spare slot's reference */
+            p->spare = t;
+            probe_fold_duration(p, previous, FP_FAST_TO_NS(previous));
+            return;
+        }
+        if (TOKEN_UNTIMED_FAST(t, p)) {
+            token_end_untimed(t, p);
+            fp_revive(self);
+            p->spare = t;
+            return;
+        }
     }
-    uint64_t previous = token_end_fast(t, p);
-    fp_revive(self);  /* the spare slot's reference */
-    p->spare = t;
-    uint32_t *wrapped = probe_fold_duration(p, previous, FP_FAST_TO_NS(previous));
-    if (FP_UNLIKELY(wrapped != NULL)) {
-        probe_bucket_wrapped(p, wrapped);
-    }
+    token_dealloc_general(t);
 }
 
 static PyType_Slot token_slots[] = {

@@ -9,6 +9,7 @@
 #include "_compat.h"
 
 typedef struct TokenObject TokenObject;
+typedef struct ProbeObject ProbeObject;
 
 typedef struct {
     PyTypeObject *probe_type;
@@ -20,6 +21,16 @@ typedef struct {
     TokenObject *free_tokens; /* idle tokens, singly linked through TokenObject.next (_ext_probe.c) */
     Py_ssize_t n_free;
     int default_tsc;          /* the clock of probes this interpreter creates from now on */
+    uint32_t default_sample;  /* the sampling rate of probes this interpreter creates from now on */
+    /* The called list: every live probe of this interpreter that has been
+       activated (since the fork, in a forked child), borrowed, in no
+       particular order. A probe is appended at its first activation (the
+       cold path that allocates its histogram) and takes itself out as it
+       dies, swapping the last one into its place (ProbeObject.called_index).
+       A snapshot writer walks this, never the registry. */
+    ProbeObject **called;
+    uint32_t n_called;
+    uint32_t called_capacity;
 } fp_state;
 
 /* Tokens beyond this many idle ones are returned to the allocator. */

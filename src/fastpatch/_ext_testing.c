@@ -38,7 +38,22 @@ testing_idle_tokens(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyLong_FromSsize_t(fp_state_of(module)->n_free);
 }
 
+/* _testing_seed_sampler(seed): seed the sampler's generator, so that a
+   test's choice of timed activations is the same on every run. */
+static PyObject *
+testing_seed_sampler(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    unsigned long long seed = PyLong_AsUnsignedLongLong(arg);
+    if (seed == (unsigned long long)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    fp_sampler_seed((uint64_t)seed);
+    Py_RETURN_NONE;
+}
+
 PyMethodDef fp_testing_methods[] = {
+    {"_testing_seed_sampler", testing_seed_sampler, METH_O,
+     "For tests: seed the sampler's generator (process-wide) with a known value."},
     {"_testing_bucket_index", testing_bucket_index, METH_O, "For tests: the histogram bucket of a duration in ns."},
     {"_testing_probe_size", testing_probe_size, METH_NOARGS,
      "For tests: bytes of C state per probe once called (the histogram is allocated at its first call)."},

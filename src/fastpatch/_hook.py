@@ -45,6 +45,7 @@ import sys
 
 from ._errors import say
 from ._native import ext
+from ._sampling import check_sample
 from ._select import Patterns, Selection, is_own_module
 
 TYPE_CHECKING = False
@@ -64,8 +65,10 @@ class ImportHook:
     instrumented stays instrumented (``fastpatch.uninstrument`` undoes that).
     """
 
-    def __init__(self, patterns: Patterns) -> None:
+    def __init__(self, patterns: Patterns, sample: Optional[int] = None) -> None:
         self.patterns = patterns
+        # The rate of the functions it instruments, as instrument()'s sample= (None: exact timing for new ones).
+        self.sample = sample
         self.selection: Selection = Selection()
         self.installed = False
 
@@ -416,7 +419,8 @@ class _Finder:
         # imports nothing selected never loads the splicer or the registry.
         from ._tree import patch_module_code
 
-        tree = patch_module_code(code, name, None if plan.everything else plan.wanted)
+        sample = plan.hook.sample
+        tree = patch_module_code(code, name, None if plan.everything else plan.wanted, 1 if sample is None else sample)
         selection = plan.hook.selection
         if plan.whole:
             selection.modules.append(name)
@@ -451,7 +455,7 @@ class _Finder:
         ``__mp_main__``) by walking it, for the functions ``plan`` wants."""
         from ._bulk import instrument_selected
 
-        found = instrument_selected(module, None if plan.everything else plan.wanted)
+        found = instrument_selected(module, None if plan.everything else plan.wanted, plan.hook.sample)
         selection = plan.hook.selection
         if plan.whole:
             selection.modules.append(module.__name__)
@@ -525,7 +529,9 @@ def _load_what_splicing_needs() -> None:
 _finder = _Finder()
 
 
-def install_import_hook(include: Iterable[str], exclude: Iterable[str] = ()) -> ImportHook:
+def install_import_hook(
+    include: Iterable[str], exclude: Iterable[str] = (), *, sample: Optional[int] = None
+) -> ImportHook:
     """Instrument every function of the modules ``include`` selects as they
     are imported, before their bodies run.
 
@@ -546,8 +552,14 @@ def install_import_hook(include: Iterable[str], exclude: Iterable[str] = ()) -> 
     install_import_hook(...):`` does so on exit), ``hook.selection`` says
     what was instrumented and skipped, and ``hook.unmatched()`` lists the
     include patterns that have selected nothing so far.
+
+    ``sample`` is the sampling rate of the functions it instruments, as
+    ``instrument`` takes it: N >= 2 times one call in N, 0 counts calls and
+    times none, 1 times every call, which None (the default) does too
+    without changing the rate of functions instrumented already.
     """
-    hook = ImportHook(Patterns(include, exclude))
+    check_sample(sample)
+    hook = ImportHook(Patterns(include, exclude), sample)
     with own_work:
         _finder.add_hook(hook)
         _walk_imported(hook)

@@ -24,6 +24,7 @@ from ._registry import (
     running_definition,
 )
 from ._resolve import resolve_function
+from ._sampling import check_sample
 from ._splice import splice
 
 TYPE_CHECKING = False
@@ -58,6 +59,15 @@ def _check_name(name: Optional[str]) -> None:
         raise ValueError("instrument() name must be a non-empty string, or None for module.qualname")
 
 
+def set_sample(d: Definition, sample: Optional[int]) -> None:
+    """Time definition ``d`` at rate ``sample`` (checked by ``check_sample``)
+    from its next activation on; None leaves its rate as it is. Activations
+    already running or suspended keep the rate they started with, and its
+    counters carry on: sampled estimates add up with exact sums."""
+    if sample is not None:
+        d.probe.set_sample(sample)
+
+
 def _patched_code(d: Definition, original: CodeType) -> CodeType:
     """The definition's patched code, spliced again if nothing kept it."""
     patched = d.patched()
@@ -86,17 +96,26 @@ def _refuse_foreign_probe(code: CodeType, what: str) -> None:
         )
 
 
-def instrument(target: Any, *, name: Optional[str] = None) -> Any:
+def instrument(target: Any, *, name: Optional[str] = None, sample: Optional[int] = None) -> Any:
     """Time every call of ``target`` by patching its code object in place.
 
     ``target`` is a Python function (def, lambda, nested, generator,
     coroutine, async generator), a bound method (its ``__func__``) or a
     staticmethod/classmethod; anything else raises TypeError and nothing
     changes. Returns ``target``, so it works as a decorator. Instrumenting
-    again does nothing but rename (``name``); every function made from the
-    same definition shares one entry, named ``module.qualname`` by default.
+    again does nothing but rename (``name``) and set the rate (``sample``);
+    every function made from the same definition shares one entry, named
+    ``module.qualname`` by default.
+
+    ``sample`` is the sampling rate: 1 times every call (exact timing, what
+    a new definition gets when it is None); N >= 2 counts every call and
+    times one in N, chosen at random, so that totals, means and percentiles
+    are estimates (``Stats.sampled``); 0 counts calls and times none. None
+    leaves an instrumented definition's rate as it is. A new rate applies
+    from the next call, with no new patching.
     """
     _check_name(name)
+    check_sample(sample)
     func = resolve_function(target)
     with _registry.lock:
         install_jump_guard()
@@ -107,6 +126,7 @@ def instrument(target: Any, *, name: Optional[str] = None) -> Any:
             if running is not None:  # already instrumented
                 if name is not None:
                     running.name = name
+                set_sample(running, sample)
                 return target
             _refuse_foreign_probe(code, f"{func.__module__}.{func.__qualname__}")
             d, patched = _new_definition(code, func.__module__ or "?", func.__qualname__, name)
@@ -120,6 +140,7 @@ def instrument(target: Any, *, name: Optional[str] = None) -> Any:
                 patched = current
                 if d.patched() is None:
                     d.set_patched(patched)
+        set_sample(d, sample)
         ext.set_code(func, patched)
         _registry.release(func)
     return target

@@ -85,13 +85,32 @@ def bucket_value(index: int) -> int:
     return round(2 * low * high / (low + high))
 
 
+#: ``Stats.sample`` of a merged Stats whose sources were sampled at different rates.
+MIXED_SAMPLE = -1
+#: The largest sampling rate (one activation timed in MAX_SAMPLE).
+MAX_SAMPLE: int = _ext.MAX_SAMPLE
+
+
 class Stats:
     """An immutable snapshot of one instrumented definition's counters.
 
     Durations are nanoseconds on a monotonic clock, whichever clock the
-    probe reads. ``calls`` counts the activations started; the duration
-    fields cover those that have ended. ``histogram`` holds the count of
-    each bucket (see ``bucket_bounds``).
+    probe reads. ``calls`` counts the activations started; ``completed``,
+    ``errors`` and ``calls`` are exact under any sampling rate.
+
+    ``sample`` is the sampling rate: 1 times every activation (exact
+    timing), N >= 2 times each one with probability 1/N, 0 times none
+    (count-only), ``MIXED_SAMPLE`` (-1) for a merge of sources at different
+    rates. ``timed`` counts the timed activations that ended. When
+    ``sampled`` is true, the durations are estimates from the timed
+    activations (Horvitz-Thompson: each stands for N activations):
+    ``total_ns`` estimates the total of every completed activation,
+    ``histogram`` holds estimated counts (its sum estimates ``completed``),
+    ``mean_ns`` is ``total_ns / sum(histogram)``, and percentiles come from
+    the histogram;
+    ``min_ns`` and ``max_ns`` are the least and greatest timed durations.
+    Count-only stats have no durations (all 0). Under exact timing every
+    field is exact and ``histogram`` sums to ``completed``.
 
     ``clock`` is the clock the definition's probe reads ("tsc" or
     "monotonic"); ``module``, ``qualname``, ``filename`` and
@@ -100,10 +119,10 @@ class Stats:
 
     __slots__ = (
         "name", "calls", "errors", "total_ns", "min_ns", "max_ns", "completed", "histogram", "clock", "module",
-        "qualname", "filename", "firstlineno",
+        "qualname", "filename", "firstlineno", "sample", "timed",
     )
     #: Compared by ==; the rest describes them.
-    _COMPARED = ("name", "calls", "errors", "total_ns", "min_ns", "max_ns", "completed")
+    _COMPARED = ("name", "calls", "errors", "total_ns", "min_ns", "max_ns", "completed", "sample", "timed")
 
     name: str
     calls: int
@@ -118,14 +137,20 @@ class Stats:
     qualname: str
     filename: str
     firstlineno: int
+    sample: int
+    timed: int
 
     def __init__(
         self, name: str, calls: int, errors: int, total_ns: int, min_ns: int, max_ns: int, completed: int,
         histogram: Tuple[int, ...], clock: str = "monotonic", module: str = "", qualname: str = "",
-        filename: str = "", firstlineno: int = 0,
+        filename: str = "", firstlineno: int = 0, sample: int = 1, timed: Optional[int] = None,
     ) -> None:
+        """``timed`` defaults to ``completed`` under exact timing (``sample``
+        1), to 0 otherwise."""
+        if timed is None:
+            timed = completed if sample == 1 else 0
         values = (name, calls, errors, total_ns, min_ns, max_ns, completed, histogram, clock, module, qualname,
-                  filename, firstlineno)
+                  filename, firstlineno, sample, timed)
         for slot, value in zip(self.__slots__, values):
             object.__setattr__(self, slot, value)
 
@@ -152,7 +177,25 @@ class Stats:
 
     @property
     def mean_ns(self) -> float:
-        return self.total_ns / self.completed if self.completed else 0.0
+        """The mean duration: ``total_ns / completed`` under exact timing;
+        when ``sampled``, ``total_ns / sum(histogram)``, the estimated total
+        over the estimated number of activations it covers, which is the
+        mean of the timed durations at one rate (a ratio estimator: its
+        error does not grow with the spread of how many calls were timed,
+        and calls made while count-only do not pull it down). 0.0 when
+        nothing timed has ended."""
+        if not self.timed:
+            return 0.0
+        if not self.sampled:
+            return self.total_ns / self.completed
+        weight = sum(self.histogram)
+        return self.total_ns / weight if weight else 0.0
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the durations are estimates: the rate is not 1, or some
+        activations that ended were not timed (the rate changed)."""
+        return self.sample != 1 or self.timed != self.completed
 
     @property
     def in_flight(self) -> int:
@@ -160,7 +203,8 @@ class Stats:
         return max(self.calls - self.completed, 0)
 
     def percentile(self, q: float) -> int:
-        """Latency at percentile ``q`` (0 to 100), within RELATIVE_ERROR, clamped to [min_ns, max_ns]."""
+        """Latency at percentile ``q`` (0 to 100), within RELATIVE_ERROR, clamped to [min_ns, max_ns];
+        from the timed activations' weighted histogram when ``sampled`` (an estimate), 0 when none was timed."""
         if isinstance(q, bool) or not isinstance(q, (int, float)):
             raise TypeError(f"percentile() needs a number from 0 to 100, not {type(q).__name__}")
         if not 0 <= q <= 100 or math.isnan(q):
@@ -169,7 +213,7 @@ class Stats:
 
     def _percentiles(self, qs: Tuple[float, ...]) -> List[int]:
         """``percentile(q)`` for each of ``qs`` (checked numbers), summing the histogram once."""
-        if not self.completed:
+        if not self.completed or not self.timed:
             return [0] * len(qs)
         hist = self.histogram
         total = sum(hist)
@@ -202,12 +246,14 @@ class Stats:
             "mean_ns": self.mean_ns,
             **dict(zip(("p50_ns", "p90_ns", "p99_ns"), self._percentiles((50, 90, 99)))),
             "clock": self.clock,
+            "sample": self.sample,
+            "timed": self.timed,
         }
 
 
 def snapshot(name: str, probe: Any, *, module: str = "", qualname: str = "", filename: str = "",
              firstlineno: int = 0) -> Stats:
-    calls, completed, errors, total, lo, hi, hist, ns_per_tick = probe.snapshot()
+    calls, completed, errors, total, lo, hi, hist, ns_per_tick, timed, sample, _epoch = probe.snapshot()
     if ns_per_tick != 1.0:  # TSC ticks
         total, lo, hi = round(total * ns_per_tick), round(lo * ns_per_tick), round(hi * ns_per_tick)
     return Stats(
@@ -218,10 +264,12 @@ def snapshot(name: str, probe: Any, *, module: str = "", qualname: str = "", fil
         min_ns=lo,
         max_ns=hi,
         completed=completed,
-        histogram=tuple(memoryview(hist).cast("I")),
+        histogram=tuple(memoryview(hist).cast("Q")),
         clock=probe.clock,
         module=module,
         qualname=qualname,
         filename=filename,
         firstlineno=firstlineno,
+        sample=sample,
+        timed=timed,
     )

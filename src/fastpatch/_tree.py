@@ -52,22 +52,33 @@ class PatchedTree:
         self.skipped: List[Tuple[str, str]] = []
 
 
-def patch_module_code(code: CodeType, module: str, wanted: Optional[Callable[[str], bool]] = None) -> PatchedTree:
+def patch_module_code(
+    code: CodeType, module: str, wanted: Optional[Callable[[str], bool]] = None, sample: int = 1
+) -> PatchedTree:
     """``code`` (a module body) with the function code objects nested in it
     spliced, recursively, so that the functions and closures it creates run
     instrumented from their first call. The module body itself is not timed.
 
     ``wanted`` (None: every function) is asked once per function, with its
-    qualified name, whether to splice it.
+    qualified name, whether to splice it. Every function spliced is timed at
+    rate ``sample`` (see ``instrument``).
     """
     tree = PatchedTree(code)
     with _registry.lock:
         install_jump_guard()
         c = c_splicer_in_use()
-        if c is not None:
-            tree.code = c.patch_tree(code, module, ext.Probe, ext.lazy_origin, tree.instrumented, tree.skipped, wanted)
-        else:
-            tree.code = _Walk(module, wanted, tree).consts_spliced(code, "")
+        # Every probe made here (by either walk) gets the rate; the lock keeps
+        # any other probe from being made meanwhile.
+        previous = ext.set_default_sample(sample)
+        try:
+            if c is not None:
+                tree.code = c.patch_tree(
+                    code, module, ext.Probe, ext.lazy_origin, tree.instrumented, tree.skipped, wanted
+                )
+            else:
+                tree.code = _Walk(module, wanted, tree).consts_spliced(code, "")
+        finally:
+            ext.set_default_sample(previous)
     return tree
 
 

@@ -2,11 +2,14 @@
 says: adding up the Stats of every source that has it, exactly.
 
 ``__mp_main__``, multiprocessing's name for the parent's main script in a
-spawned child, counts as ``__main__``. Calls, errors, completed and
+spawned child, counts as ``__main__``. Calls, errors, completed, timed and
 total_ns are summed, min_ns is the least min_ns of the entries that
-completed anything, max_ns the greatest, and histograms are added bucket by
+timed anything, max_ns the greatest, and histograms are added bucket by
 bucket, so every percentile is the one a single process making all the
-calls would report.
+calls would report. Sampled totals and histograms are Horvitz-Thompson
+estimates, and sums of such estimates at any rates are estimates of the
+sum, so they add up the same way. The merged ``sample`` is the rate all the
+entries share, or ``_stats.MIXED_SAMPLE`` (-1) when they differ.
 
 The report at exit on stderr needs this and the table alone: it imports
 nothing but the stats module.
@@ -29,7 +32,7 @@ class _Merged:
     """One definition's counters, added up from any number of sources."""
 
     __slots__ = ("name", "module", "qualname", "filename", "firstlineno", "calls", "errors", "completed",
-                 "total_ns", "min_ns", "max_ns", "histogram", "clocks")
+                 "total_ns", "min_ns", "max_ns", "histogram", "clocks", "timed", "samples")
 
     def __init__(self, name: str, module: str, qualname: str, filename: str, firstlineno: int) -> None:
         self.name = name
@@ -40,12 +43,16 @@ class _Merged:
         self.calls = self.errors = self.completed = self.total_ns = self.min_ns = self.max_ns = 0
         self.histogram = [0] * _stats.HIST_BUCKETS
         self.clocks: Set[str] = set()
+        self.timed = 0
+        self.samples: Set[int] = set()
 
     def add(self, calls: int, errors: int, completed: int, total_ns: int, min_ns: int, max_ns: int,
-            counts: Iterable[Tuple[int, int]], clock: str) -> None:
-        if completed:
-            self.min_ns = min_ns if not self.completed else min(self.min_ns, min_ns)
+            counts: Iterable[Tuple[int, int]], clock: str, timed: int, sample: int) -> None:
+        if timed:
+            self.min_ns = min_ns if not self.timed else min(self.min_ns, min_ns)
             self.max_ns = max(self.max_ns, max_ns)
+        self.timed += timed
+        self.samples.add(sample)
         self.calls += calls
         self.errors += errors
         self.completed += completed
@@ -57,10 +64,12 @@ class _Merged:
 
     def stats(self) -> Stats:
         clock = next(iter(self.clocks)) if len(self.clocks) == 1 else "mixed" if self.clocks else "monotonic"
+        sample = next(iter(self.samples)) if len(self.samples) == 1 else _stats.MIXED_SAMPLE if self.samples else 1
         return _stats.Stats(
             name=self.name, calls=self.calls, errors=self.errors, total_ns=self.total_ns, min_ns=self.min_ns,
             max_ns=self.max_ns, completed=self.completed, histogram=tuple(self.histogram), clock=clock,
             module=self.module, qualname=self.qualname, filename=self.filename, firstlineno=self.firstlineno,
+            sample=sample, timed=self.timed,
         )
 
 
@@ -109,7 +118,7 @@ def reported(stats: Iterable[Stats]) -> List[Stats]:
     for s in called:
         definitions.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
             s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns,
-            compress(enumerate(s.histogram), s.histogram), s.clock,
+            compress(enumerate(s.histogram), s.histogram), s.clock, s.timed, s.sample,
         )
     return definitions.stats()
 
@@ -118,5 +127,5 @@ def _as_merged(s: Stats) -> bool:
     """Whether ``s`` is what Definitions makes of it alone."""
     return (
         s.module != "__mp_main__" and s.clock in ("tsc", "monotonic") and type(s.histogram) is tuple
-        and len(s.histogram) == _stats.HIST_BUCKETS and (s.completed > 0 or s.min_ns == s.max_ns == 0)
+        and len(s.histogram) == _stats.HIST_BUCKETS and (s.timed > 0 or s.min_ns == s.max_ns == 0)
     )

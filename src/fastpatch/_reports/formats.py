@@ -168,14 +168,16 @@ def to_pstats(functions: List[Stats]) -> Dict[Tuple[str, int, str], Tuple[int, i
     co_name is the last part of the qualname, so a function has the same
     key as in a cProfile run. Values are ``(primitive calls, calls,
     tottime, cumtime, callers)``: both call counts are ``completed`` (the
-    activations timed; fastpatch does not tell recursive calls apart), and
+    activations ended; fastpatch does not tell recursive calls apart), and
     **tottime and cumtime are both the inclusive time** in seconds (time
     inside the function, including the functions it calls), because that is
     all fastpatch measures: sorting by either gives the same order, the
     per-call columns show the mean latency, and the total in the header
     counts nested time once per enclosing function. ``callers`` is empty:
     fastpatch records no call graph, so snakeviz shows the table but no
-    call tree. Functions that completed nothing are left out; definitions
+    call tree. For a sampled function the times are its estimated total
+    (``Stats.total_ns``, see ``Stats.sampled``) over all its completed
+    calls, and a count-only one has 0 seconds. Functions that completed nothing are left out; definitions
     that share a key are added up. A report without any timed call gives
     one placeholder entry, because ``pstats.Stats`` refuses an empty file.
     """

@@ -81,10 +81,11 @@ def combine(documents: Sequence[Document]) -> Report:
             definitions.entry(fn["name"], fn["module"], fn["qualname"], fn["filename"], fn["firstlineno"]).add(
                 fn["calls"], fn["errors"], fn["completed"], fn["total_ns"], fn["min_ns"], fn["max_ns"],
                 ((int(k), n) for k, n in fn["histogram"]["counts"].items()), schema.function_clock(fn, document),
+                *schema.function_sampling(fn),
             )
     functions = definitions.stats()
     for s in functions:
-        for key in ("calls", "errors", "completed", "total_ns"):
+        for key in ("calls", "errors", "completed", "total_ns", "timed"):
             if getattr(s, key) > MAX_INTEGER:
                 raise ReportError(
                     f"merging these reports gives {s.name} more than {MAX_TEXT} {key}, more than any real "

@@ -16,7 +16,8 @@ keys they do not know)::
         "calls": 3, "errors": 1, "completed": 3,
         "total_ns": 5300, "min_ns": 1200, "max_ns": 2500,
         "histogram": {"layout": "log6-4ns-231-9f07a62d", "counts": {"45": 1, "47": 1, "51": 1}},
-        "clock"*: "tsc", "mean_ns"*: 1766.67, "p50_ns"*: 1539, "p90_ns"*: 2440, "p99_ns"*: 2440}]}
+        "clock"*: "tsc", "mean_ns"*: 1766.67, "p50_ns"*: 1539, "p90_ns"*: 2440, "p99_ns"*: 2440,
+        "sample"*: 1, "timed"*: 3}]}
 
 ``histogram.counts`` maps a bucket index (a decimal string: JSON keys are
 strings) to its count, leaving out empty buckets; ``histogram.layout``
@@ -25,6 +26,16 @@ names the bucket layout (``fastpatch._stats.histogram_layout``), and
 nanoseconds. ``mean_ns`` and the ``p*_ns`` percentiles are derived from the
 rest, for readers that do not want to decode the histogram: ``merge.load``
 ignores them and a merge computes them again.
+
+``sample`` and ``timed`` (fastpatch 0.3+; a report without them was timed
+exactly: ``sample`` 1, ``timed`` equal to ``completed``) say how the
+durations were measured: ``sample`` is the rate, 1 for exact timing, N for
+one activation in N timed at random, 0 for count-only, -1 in a merge of
+different rates; ``timed`` counts the timed activations that ended. Under
+sampling ``total_ns`` and the histogram's counts are estimates, each timed
+activation standing for N (Horvitz-Thompson), so a reader that ignores the
+two keys still reads estimates of the same quantities: the histogram sums
+to about ``completed``.
 
 Every integer (``pid``, ``firstlineno``, the counts, the durations and each
 histogram count) is from 0 to ``MAX_INTEGER``, 2**96 - 1, and ``created``
@@ -45,7 +56,7 @@ from .. import _stats
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no typing at run time: the exit handler imports this module
-    from typing import Any, Callable, Dict, List, Optional, Union
+    from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
     from .._stats import Stats
 
@@ -142,6 +153,8 @@ def function_document(s: Stats) -> Dict[str, Any]:
         "clock": s.clock,
         "mean_ns": round(s.mean_ns, 2),
         **dict(zip(("p50_ns", "p90_ns", "p99_ns"), s._percentiles((50, 90, 99)))),
+        "sample": s.sample,
+        "timed": s.timed,
     }
 
 
@@ -149,6 +162,11 @@ def function_clock(fn: Dict[str, Any], document: Document) -> str:
     """A function's clock: its own ``"clock"``, else the report's."""
     clock = fn.get("clock")
     return clock if isinstance(clock, str) else str(document["clock"])
+
+
+def function_sampling(fn: Dict[str, Any]) -> Tuple[int, int]:
+    """A (validated) function's ``(timed, sample)``: exact timing's for a report written without them."""
+    return fn.get("timed", fn["completed"]), fn.get("sample", 1)
 
 
 def to_stats(document: Document) -> List[Stats]:
@@ -164,7 +182,8 @@ def to_stats(document: Document) -> List[Stats]:
             name=fn["name"], calls=fn["calls"], errors=fn["errors"], total_ns=fn["total_ns"],
             min_ns=fn["min_ns"], max_ns=fn["max_ns"], completed=fn["completed"], histogram=tuple(hist),
             clock=function_clock(fn, document), module=fn["module"], qualname=fn["qualname"],
-            filename=fn["filename"], firstlineno=fn["firstlineno"],
+            filename=fn["filename"], firstlineno=fn["firstlineno"], sample=function_sampling(fn)[1],
+            timed=function_sampling(fn)[0],
         ))
     return out
 
@@ -196,6 +215,13 @@ def _check_function(fn: object, where: str) -> None:
     for key in _FUNCTION_COUNTS:
         if not _is_count(fn.get(key)):
             raise ReportError(f"{where}: {key!r} must be {_COUNT} (a corrupt report)")
+    if "timed" in fn and not (_is_count(fn["timed"]) and fn["timed"] <= fn["completed"]):
+        raise ReportError(f"{where}: 'timed' must be {_COUNT}, at most 'completed' (a corrupt report)")
+    if "sample" in fn and not (isinstance(fn["sample"], int) and not isinstance(fn["sample"], bool)
+                               and _stats.MIXED_SAMPLE <= fn["sample"] <= _stats.MAX_SAMPLE):
+        raise ReportError(
+            f"{where}: 'sample' must be an integer from -1 (mixed rates) to {_stats.MAX_SAMPLE} (a corrupt report)"
+        )
     hist = fn.get("histogram")
     if not isinstance(hist, dict) or not isinstance(hist.get("layout"), str) or not isinstance(
             hist.get("counts"), dict):

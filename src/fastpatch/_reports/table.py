@@ -12,7 +12,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Iterable, List, Optional, TextIO
+    from typing import Iterable, List, Optional, TextIO, Tuple
 
     from .._stats import Stats
 
@@ -41,13 +41,31 @@ def _fmt_ns(ns: float) -> str:
     return f"{ns / 1_000_000_000:.2f}s"
 
 
+#: The line under a table that has sampled rows.
+SAMPLED_LEGEND = (
+    "~ estimated from the timed calls of a sampled function (min and max are over the timed calls); "
+    "- not timed (count-only)"
+)
+
+
+def _duration_cells(s: Stats) -> List[str]:
+    """total, mean, min, p50, p99 and max: ``~`` marks an estimate, ``-`` a count-only row's durations."""
+    if s.sampled and not s.timed:
+        return ["-"] * 6
+    p50, p99 = s._percentiles((50, 99))
+    mark = "~" if s.sampled else ""
+    return [mark + _fmt_ns(s.total_ns), mark + _fmt_ns(s.mean_ns), _fmt_ns(s.min_ns), mark + _fmt_ns(p50),
+            mark + _fmt_ns(p99), _fmt_ns(s.max_ns)]
+
+
 def render(
     stats: Iterable[Stats], file: Optional[TextIO], sort: str, limit: Optional[int],
     empty: str = "(no instrumented functions)",
 ) -> None:
     """Write the table to ``file`` (default: stdout): a header and one row
     per Stats, sorted by ``sort`` and cut at ``limit``; ``empty`` under the
-    header when there is nothing at all to show."""
+    header when there is nothing at all to show, ``SAMPLED_LEGEND`` under
+    the rows when a row is sampled."""
     if sort not in SORT_KEYS:
         raise ValueError(f"report() sort must be one of {', '.join(sorted(SORT_KEYS))}; got {sort!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
@@ -58,19 +76,17 @@ def render(
         rows = rows[:limit]
     out = file if file is not None else sys.stdout
     header = ("calls", "errors", "total", "mean", "min", "p50", "p99", "max", "name")
-    table = [header]
+    table: List[Tuple[str, ...]] = [header]
     for s in rows:
-        p50, p99 = s._percentiles((50, 99))
-        table.append((
-            str(s.calls), str(s.errors), _fmt_ns(s.total_ns), _fmt_ns(s.mean_ns), _fmt_ns(s.min_ns),
-            _fmt_ns(p50), _fmt_ns(p99), _fmt_ns(s.max_ns), s.name,
-        ))
+        table.append((str(s.calls), str(s.errors), *_duration_cells(s), s.name))
     widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
     for r in table:
         cells = [c.rjust(w) for c, w in zip(r[:-1], widths)]
         out.write("  ".join(cells + [r[-1]]) + "\n")
     if not every:
         out.write(empty + "\n")
+    elif any(s.sampled for s in rows):
+        out.write(SAMPLED_LEGEND + "\n")
 
 
 def report(file: Optional[TextIO] = None, *, sort: str = "total", limit: Optional[int] = None) -> None:
