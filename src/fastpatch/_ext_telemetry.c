@@ -155,6 +155,51 @@ done:
     return out;
 }
 
+/* _testing_hammer_slots(buffer, count, rounds): for the torn-read test,
+   rewrite the first `count` record slots of a file mapped in `buffer`
+   `rounds` times each, under their seqlocks, as the writer does, with the
+   GIL released. Each write keeps completed == calls == the sum of hist, so
+   that a torn copy shows. */
+PyObject *
+fp_testing_hammer_slots(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t count, rounds;
+    if (nargs != 3 || (count = PyLong_AsSsize_t(args[1])) < 0 || (rounds = PyLong_AsSsize_t(args[2])) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "_testing_hammer_slots(buffer, count, rounds)");
+        }
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0) {
+        return NULL;
+    }
+    if (view.len < (Py_ssize_t)(FPT_HEADER_SIZE + (size_t)count * FPT_SLOT_SIZE)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "_testing_hammer_slots: the buffer is too small");
+        return NULL;
+    }
+    unsigned char *base = (unsigned char *)view.buf + FPT_HEADER_SIZE;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t n = 0; n < rounds; n++) {
+        for (Py_ssize_t i = 0; i < count; i++) {
+            struct fpt_record *r = (struct fpt_record *)(base + (size_t)i * FPT_SLOT_SIZE);
+            uint64_t seq = r->seq;
+            FPT_STORE_RELAXED(&r->seq, seq + 1);
+            FPT_FENCE_RELEASE();
+            uint64_t v = r->calls + 1;
+            r->calls = v;
+            r->completed = v;
+            r->timed = v;
+            r->hist[(size_t)(v % FPT_HIST_BUCKETS)]++;
+            FPT_STORE_RELEASE(&r->seq, seq + 2);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
 /* telemetry_layout() -> dict: the offsets and sizes of _telemetry.h as this
    compiler laid them out, which the tests compare with cffi's and with the
    Python reader's. Returns a new reference. */

@@ -38,5 +38,6 @@ FP_INTERNAL PyObject *fp_telemetry_pause(PyObject *module, PyObject *ignored);
 FP_INTERNAL PyObject *fp_telemetry_resume(PyObject *module, PyObject *ignored);
 FP_INTERNAL PyObject *fp_telemetry_forked_child(PyObject *module, PyObject *ignored);
 FP_INTERNAL PyObject *fp_telemetry_status(PyObject *module, PyObject *ignored);
+FP_INTERNAL PyObject *fp_testing_hammer_slots(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 #endif /* FASTPATCH_EXT_TELEMETRY_H */
