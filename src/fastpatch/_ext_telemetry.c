@@ -922,8 +922,11 @@ fp_telemetry_stop(PyObject *Py_UNUSED(module), PyObject *final)
         return NULL;
     }
     thread_join();
-    if (W.armed && last && W.fd >= 0) {
+    /* The thread may have been stopped before its first snapshot opened the file. */
+    if (W.armed && last && (W.fd >= 0 || (!W.open_failed && fp_state_of(W.module)->n_called > 0))) {
         snapshot_write();
+    }
+    if (W.armed && last && W.fd >= 0) {
         __atomic_store_n(&file_header()->state, FPT_STATE_EXITED, __ATOMIC_RELEASE);
     }
     file_drop();

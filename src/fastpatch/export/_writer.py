@@ -47,7 +47,7 @@ def service_name(service: Optional[str] = None) -> str:
     name = service or env.get("FASTPATCH_SERVICE", "").strip() or env.get("OTEL_SERVICE_NAME", "").strip()
     if not name:
         argv0 = sys.argv[0] if sys.argv and isinstance(sys.argv[0], str) else ""
-        name = os.path.splitext(os.path.basename(argv0))[0] or "python"
+        name = "python" if argv0 in ("", "-c", "-m") else os.path.splitext(os.path.basename(argv0))[0] or "python"
         if name == "__main__":  # python -m pkg: the package's name
             main = sys.modules.get("__main__")
             spec = getattr(main, "__spec__", None)
@@ -257,8 +257,10 @@ def arm(directory: Optional[str], service: Optional[str], interval: float, mode:
 
     crc = int(_stats.histogram_layout().rsplit("-", 1)[1], 16)
     try:
+        named = service or os.environ.get("FASTPATCH_SERVICE", "").strip() or directory is None
         _ext.telemetry_arm(_Opener(path, dir_fd, mode), _names, max(1, round(interval * 1000)), crc,
-                           service_name(service), python_version(), fastpatch_version())
+                           service_name(service) if named else os.path.basename(path), python_version(),
+                           fastpatch_version())
     except BaseException:
         os.close(dir_fd)
         raise
