@@ -310,3 +310,77 @@ def test_a_full_tmpfs_fails_at_open_with_one_warning_line_never_sigbus(tmp_path)
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"fastpatch: cannot set up the telemetry file {d}/fastpatch-") and line.endswith(
         ": No space left on device; no live telemetry")
+
+
+def test_fastpatch_telemetry_1_publishes_a_run_and_report_dir_reads_it(tmp_path):
+    d = tmp_path / "svc"
+    script = tmp_path / "main.py"
+    script.write_text("def work(x):\n    return x * 2\n\nfor i in range(250):\n    work(i)\n")
+    env = {**os.environ, "FASTPATCH_TELEMETRY": "1", "FASTPATCH_TELEMETRY_DIR": str(d)}
+    ran = subprocess.run([sys.executable, "-m", "fastpatch", "run", "-o", str(tmp_path / "r.json"), str(script)],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    (view,) = _files.read_directory(str(d)).processes
+    assert (view.state, [(s.name, s.calls) for s in view.stats()]) == ("exited", [("__main__.work", 250)])
+    report = subprocess.run([sys.executable, "-m", "fastpatch", "report", "-f", "json", str(d)],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    import json
+
+    document = json.loads(report.stdout)
+    assert [(fn["name"], fn["calls"], fn["completed"]) for fn in document["functions"]] == [("__main__.work", 250, 250)]
+    assert [p["report_id"] for p in document["processes"]] == [f"telemetry-{view.pid}-{view.start_ticks}"]
+
+
+def test_an_unsafe_telemetry_directory_under_activation_costs_one_line_and_the_program_runs_on(tmp_path):
+    d = tmp_path / "svc"
+    d.mkdir()
+    os.chmod(d, 0o777)
+    script = tmp_path / "main.py"
+    script.write_text("def work(x):\n    return x * 2\n\nprint(sum(work(i) for i in range(10)))\n")
+    env = {**os.environ, "FASTPATCH_TELEMETRY": "1", "FASTPATCH_TELEMETRY_DIR": str(d)}
+    ran = subprocess.run([sys.executable, "-m", "fastpatch", "run", "-o", str(tmp_path / "r.json"), str(script)],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert (ran.returncode, ran.stdout) == (0, "90\n")
+    assert ran.stderr.splitlines()[0] == (f"fastpatch: live telemetry off: telemetry directory {d} is writable by "
+                                          "group or others (mode 0777)")
+    assert os.listdir(d) == []
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "only garbage"])
+def test_report_of_a_missing_or_empty_directory_is_one_error_line_and_status_2(tmp_path, case):
+    d = tmp_path / "svc"
+    if case != "missing":
+        d.mkdir()
+    if case == "only garbage":
+        (d / "fastpatch-1-1.fpt").write_bytes(b"junk")
+    done = subprocess.run([sys.executable, "-m", "fastpatch", "report", str(d)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert lines[-1].startswith("fastpatch: error: ")
+    assert len(lines) == (2 if case == "only garbage" else 1)
+
+
+def test_report_without_dir_and_without_fastpatch_service_lists_the_services_and_exits_2(tmp_path):
+    (tmp_path / "fastpatch" / "shop").mkdir(parents=True)
+    (tmp_path / "fastpatch" / "api").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "FASTPATCH_SERVICE"}
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "fastpatch", "report"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == (f"fastpatch: error: name a telemetry directory or set FASTPATCH_SERVICE; services in "
+                           f"{tmp_path / 'fastpatch'}: api, shop\n")
+
+
+def test_import_fastpatch_and_activation_without_telemetry_import_no_part_of_fastpatch_export(tmp_path):
+    script = tmp_path / "main.py"
+    script.write_text("import sys\nprint(sorted(m for m in sys.modules if m.startswith('fastpatch.export')))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
+    plain = subprocess.run([sys.executable, "-c", "import fastpatch, sys; print(sorted(m for m in sys.modules if "
+                            "m.startswith('fastpatch.export')))"], env=env, capture_output=True, text=True)
+    assert plain.stdout == "[]\n"
+    ran = subprocess.run([sys.executable, "-m", "fastpatch", "run", "-o", str(tmp_path / "r.json"), str(script)],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert ran.stdout == "[]\n", ran.stderr

@@ -639,9 +639,29 @@ record_write(ProbeObject *p, fpt_stage *stage, double ratio)
 /* One snapshot: open the file if needed, give new probes records, write the
    changed ones, then the heartbeat. With the GIL. */
 static void
+snapshot_write_unguarded(void);
+
+/* The opener and the namer are Python and may let another thread run (the
+   writer's, or one asking for a snapshot): one snapshot at a time. */
+static int snapshot_busy = 0;
+
+static void
 snapshot_write(void)
 {
-    if (W.fd < 0 && (W.open_failed || file_open() < 0)) {
+    while (snapshot_busy) {
+        Py_BEGIN_ALLOW_THREADS
+        usleep(100);
+        Py_END_ALLOW_THREADS
+    }
+    snapshot_busy = 1;
+    snapshot_write_unguarded();
+    snapshot_busy = 0;
+}
+
+static void
+snapshot_write_unguarded(void)
+{
+    if (!W.armed || (W.fd < 0 && (W.open_failed || file_open() < 0))) {
         return;
     }
     fp_state *st = fp_state_of(W.module);
@@ -830,6 +850,7 @@ fp_telemetry_first_call(void)
 static void
 atfork_child(void)
 {
+    snapshot_busy = 0;
     /* The thread does not exist here; the parent's file is the parent's. */
     W.running = 0;
     W.stop = 0;

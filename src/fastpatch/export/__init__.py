@@ -14,7 +14,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Dict, Optional
 
-__all__ = ["start", "stop", "read"]
+__all__ = ["start", "stop", "read", "start_from_environment"]
 
 
 def start(directory: Optional[str] = None, *, service: Optional[str] = None, interval: float = 1.0) -> str:
@@ -32,6 +32,49 @@ def start(directory: Optional[str] = None, *, service: Optional[str] = None, int
     from . import _writer
 
     path = _writer.arm(directory, service, interval, _writer.file_mode())
+    _on_exit()
+    return path
+
+
+def start_from_environment() -> Optional[str]:
+    """Start as FASTPATCH_TELEMETRY_DIR, _INTERVAL, _MODE and FASTPATCH_SERVICE
+    say (activation with FASTPATCH_TELEMETRY=1). A setting that cannot be
+    used costs one line on stderr; an unsafe or unusable directory leaves
+    telemetry off, and the program runs on. Returns the directory, or None."""
+    import os
+
+    from . import _writer
+
+    env = os.environ
+    interval = 1.0
+    text = env.get("FASTPATCH_TELEMETRY_INTERVAL", "").strip()
+    if text:
+        try:
+            interval = float(text)
+            if not _writer.MIN_INTERVAL <= interval <= _writer.MAX_INTERVAL:
+                raise ValueError
+        except ValueError:
+            _writer._warn(f"FASTPATCH_TELEMETRY_INTERVAL={text!r} is not a number of seconds from "
+                          f"{_writer.MIN_INTERVAL} to {_writer.MAX_INTERVAL:g}; using 1")
+            interval = 1.0
+    try:
+        mode = _writer.file_mode()
+    except ValueError as exc:
+        _writer._warn(f"{exc}; using 0600")
+        mode = _writer.DEFAULT_MODE
+    directory = env.get("FASTPATCH_TELEMETRY_DIR", "").strip() or None
+    try:
+        path = _writer.arm(directory, None, interval, mode)
+    except (ValueError, OSError, RuntimeError) as exc:
+        _writer._warn(f"live telemetry off: {exc}")
+        return None
+    _on_exit()
+    return path
+
+
+def _on_exit() -> None:
+    """The last snapshot when the process ends: through the activation's
+    exporters (atexit, SIGTERM, multiprocessing's children), else atexit."""
     from .. import _activate
 
     activation = _activate.current()
@@ -40,8 +83,7 @@ def start(directory: Optional[str] = None, *, service: Optional[str] = None, int
     else:
         import atexit
 
-        atexit.register(_writer.disarm)
-    return path
+        atexit.register(stop)
 
 
 def _exit_exporter() -> Any:

@@ -28,7 +28,7 @@ from .. import _ext
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, List, Optional, Sequence, Tuple
+    from typing import Any, List, Optional, Sequence, Tuple, Union
 
 #: Shortest and longest interval between snapshots, in seconds.
 MIN_INTERVAL = 0.01
@@ -285,3 +285,23 @@ def disarm(final: bool = True) -> None:
 
 def current_directory() -> Optional[str]:
     return _writer.path if _writer is not None else None
+
+
+def service_directories() -> Union[str, int]:
+    """What ``report`` and ``top`` read without a DIR: the default directory
+    of FASTPATCH_SERVICE; when it is unset, the service directories found
+    are listed on stderr and the exit status 2 returned instead."""
+    if os.environ.get("FASTPATCH_SERVICE", "").strip():
+        return default_directory()
+    root = default_root()
+    try:
+        names = sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n)))
+    except OSError:
+        names = []
+    if names:
+        sys.stderr.write(f"fastpatch: error: name a telemetry directory or set FASTPATCH_SERVICE; services in "
+                         f"{root}: {', '.join(names)}\n")
+    else:
+        sys.stderr.write(f"fastpatch: error: name a telemetry directory or set FASTPATCH_SERVICE; no service "
+                         f"directory in {root}\n")
+    return 2
