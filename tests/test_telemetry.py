@@ -145,7 +145,8 @@ def test_a_process_that_never_calls_an_instrumented_function_has_no_writer_threa
     done = _run(f"""
         before = threads()
         fastpatch.export.start({d!r}, interval=0.02)
-        print(before, threads(), [n for n in os.listdir({d!r}) if n.endswith(".fpt")], _ext.telemetry_status()["running"])
+        files = [n for n in os.listdir({d!r}) if n.endswith(".fpt")]
+        print(before, threads(), files, _ext.telemetry_status()["running"])
         f(1)
         print(threads(), _ext.telemetry_status()["running"])
     """)

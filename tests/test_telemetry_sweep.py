@@ -10,9 +10,9 @@ import sys
 import textwrap
 
 import pytest
-from telemetry_files import valid_file
 
 from fastpatch.export import _files
+from telemetry_files import valid_file
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="flock and /proc")
 
@@ -72,7 +72,8 @@ def test_two_processes_sweeping_at_once_fold_each_dead_process_exactly_once(tmp_
 def test_a_sweep_that_dies_between_its_rename_and_its_unlinks_never_counts_a_process_twice(tmp_path):
     d = tmp_path / "svc"
     _dead_files(d, 3)
-    crash = SWEEPER.replace("_files.sweep(sys.argv[1])", "_files.sweep(sys.argv[1], _after_rename=lambda: __import__('os')._exit(9))")
+    crash = SWEEPER.replace("_files.sweep(sys.argv[1])",
+                            "_files.sweep(sys.argv[1], _after_rename=lambda: __import__('os')._exit(9))")
     died = subprocess.run([sys.executable, "-c", crash, str(d)], timeout=120)
     assert died.returncode == 9
     assert len([n for n in os.listdir(d) if n.startswith("fastpatch-")]) == 3  # still there, and absorbed
