@@ -124,6 +124,7 @@ def test_merged_counters_never_go_down_while_short_lived_processes_come_and_go_a
     finally:
         holder.stdin.close()
         holder.wait(60)
+        holder.stdout.close()
     assert seen == sorted(seen)
     assert seen[-1] == 21
 
