@@ -55,10 +55,10 @@ def _fresh_definitions():
 _kept = _fresh_definitions()
 
 
-def _cycle(functions) -> None:
+def _cycle(functions, sample=None) -> None:
     plain, raising, gen, coro = functions
     for f in functions:
-        fastpatch.instrument(f)
+        fastpatch.instrument(f, sample=sample)
     assert plain(1) == 2
     try:
         raising(3)
@@ -80,26 +80,28 @@ def _totals():
     return sys.gettotalrefcount(), sys.getallocatedblocks()
 
 
-def _growth_per_round(make_functions):
+def _growth_per_round(make_functions, sample=None):
     for _ in range(CYCLES):  # warm up caches and free lists
-        _cycle(make_functions())
+        _cycle(make_functions(), sample)
     growth = []
     refs, blocks = _totals()
     for _ in range(ROUNDS):
         for _ in range(CYCLES):
-            _cycle(make_functions())
+            _cycle(make_functions(), sample)
         now_refs, now_blocks = _totals()
         growth.append((now_refs - refs, now_blocks - blocks))
         refs, blocks = now_refs, now_blocks
     return growth
 
 
+# sample=2 takes both the timed and the untimed halves of the probes; 0 only the untimed ones.
+@pytest.mark.parametrize("sample", [None, 2, 0], ids=["exact", "sampled", "count-only"])
 @pytest.mark.parametrize(
     "definitions", ["kept", "fresh"], ids=["same definitions each cycle", "fresh definitions each cycle"]
 )
-def test_instrument_call_uninstrument_reset_leaks_no_reference_and_no_block(definitions):
+def test_instrument_call_uninstrument_reset_leaks_no_reference_and_no_block(definitions, sample):
     make = (lambda: _kept) if definitions == "kept" else _fresh_definitions
-    growth = _growth_per_round(make)
+    growth = _growth_per_round(make, sample)
     # Each round is CYCLES cycles; a leak on any path adds >= CYCLES a round.
     last = growth[-2:]
     assert all(refs <= SLACK for refs, _ in last), f"references grew per round of {CYCLES} cycles: {growth}"

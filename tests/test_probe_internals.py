@@ -112,8 +112,9 @@ def test_reset_drops_a_return_not_yet_folded_in():
     assert (s.calls, s.completed, sum(s.histogram)) == (1, 1, 1)
 
 
-def test_a_called_probe_fits_in_2_kib():
+def test_a_called_probe_fits_in_2_kib_and_an_uncalled_one_in_128_bytes():
     assert _ext._testing_probe_size() <= 2048
+    assert _ext._testing_probe_size() - 8 * _ext.HIST_BUCKETS <= 128
 
 
 def test_a_probe_allocates_its_histogram_at_its_first_call():

@@ -240,19 +240,21 @@ def _listed(probe):
 
 def test_a_probe_joins_the_called_list_at_its_first_call_once_and_leaves_it_as_it_dies():
     probes = [_ext.Probe() for _ in range(3)]
-    before = len(_ext.called_probes())
     assert [_listed(p) for p in probes] == [0, 0, 0]
     for _ in range(3):
         [(~p)[None] for p in probes]
     assert [_listed(p) for p in probes] == [1, 1, 1]
-    assert len(_ext.called_probes()) == before + 3
-    del probes[1]  # the middle one: the last takes its place
+    listed = _ext.called_probes()
+    assert len({id(p) for p in listed}) == len(listed)  # each once
+    del listed
+    dead = id(probes.pop(1))  # the middle one: the last takes its place
     gc.collect()
     assert [_listed(p) for p in probes] == [1, 1]
-    assert len(_ext.called_probes()) == before + 2
+    assert dead not in {id(p) for p in _ext.called_probes()}
+    dead = {id(p) for p in probes}
     probes.clear()
     gc.collect()
-    assert len(_ext.called_probes()) == before
+    assert not dead & {id(p) for p in _ext.called_probes()}
 
 
 def test_an_uncalled_probe_with_a_rate_is_listed_at_its_first_call():
@@ -347,6 +349,30 @@ def _busy(n):
     return total
 
 
+def _trimmed(s, cap_ns=1_000_000):
+    """(estimated calls, estimated total ns) of the histogram's buckets below
+    ``cap_ns``: a preemption of the test process (milliseconds, weighted N
+    when it lands in a timed call) is not the distribution under test. The
+    same buckets for an exact and a sampled twin, so the histogram's own
+    rounding is the same on both sides."""
+    calls = total = 0
+    for i, n in enumerate(s.histogram):
+        if n and _stats.bucket_bounds(i)[1] <= cap_ns:
+            calls += n
+            total += n * _stats.bucket_value(i)
+    return calls, total
+
+
+def _cv(s):
+    """The coefficient of variation of a Stats' durations below 1 ms, from its histogram."""
+    values = [_stats.bucket_value(i) for i in range(len(s.histogram))]
+    kept = [(v, c) for i, (v, c) in enumerate(zip(values, s.histogram)) if c and _stats.bucket_bounds(i)[1] <= 10**6]
+    n = sum(c for _, c in kept)
+    mean = sum(v * c for v, c in kept) / n
+    var = sum(c * (v - mean) ** 2 for v, c in kept) / n
+    return math.sqrt(var) / mean
+
+
 def test_a_function_slow_every_16th_call_sampled_at_16_does_not_alias():
     def work(i):
         return _busy(3000) if i % 16 == 0 else i
@@ -366,20 +392,12 @@ def test_a_function_slow_every_16th_call_sampled_at_16_does_not_alias():
     # would get as 0 or 1. Slow calls take over 10 us, fast ones well under.
     slow = sum(n for i, n in enumerate(s.histogram) if _stats.bucket_bounds(i)[0] >= 10_000)
     assert abs(slow / sum(s.histogram) - 1 / 16) < 0.006
-    # The mean of the sampled one is the exact one's within a few percent
-    # (8 standard errors of the estimate, from the exact twin's spread).
-    cv = _cv(truth)
-    error = math.sqrt(15 * cv**2 / calls)  # the ratio estimator: CV * sqrt((N - 1) / n)
-    assert abs(s.mean_ns / truth.mean_ns - 1) < 8 * error + 0.05
-
-
-def _cv(s):
-    """The coefficient of variation of a Stats' durations, from its histogram."""
-    values = [_stats.bucket_value(i) for i in range(len(s.histogram))]
-    n = sum(s.histogram)
-    mean = sum(v * c for v, c in zip(values, s.histogram)) / n
-    var = sum(c * (v - mean) ** 2 for v, c in zip(values, s.histogram)) / n
-    return math.sqrt(var) / mean
+    # The sampled mean is the exact one's within 8 standard errors of the
+    # ratio estimator, CV * sqrt((N - 1) / n) (README): CV is about 4 here,
+    # so about 4% each (the seeded choice of timed calls lands within 5%).
+    (n_s, total_s), (n_t, total_t) = _trimmed(s), _trimmed(truth)
+    error = _cv(truth) * math.sqrt(15 / calls)
+    assert abs((total_s / n_s) / (total_t / n_t) - 1) < 8 * error
 
 
 def test_the_sampled_total_estimates_the_exact_total_within_the_readmes_error():
@@ -403,9 +421,8 @@ def test_the_sampled_total_estimates_the_exact_total_within_the_readmes_error():
     assert (s.calls, s.completed, truth.completed) == (n, n, n)
     # README: relative standard error of total_ns ~ sqrt((N - 1)(1 + CV**2) / n).
     predicted = math.sqrt(15 * (1 + _cv(truth) ** 2) / n)
-    assert predicted < 0.04
-    # 8 of them, and what the two twins' own durations may differ by on a busy machine.
-    assert abs(s.total_ns / truth.total_ns - 1) < 8 * predicted + 0.05
+    (_, total_s), (_, total_t) = _trimmed(s), _trimmed(truth)
+    assert abs(total_s / total_t - 1) < 8 * predicted
 
 
 # --------------------------------------------------------------------------

@@ -208,14 +208,24 @@ sampler_next(void)
     return x * 0x2545f4914f6cdd1dULL;
 }
 
-/* The untimed activations before the next timed one, at rate n >= 2:
-   geometric with success probability 1/n, by inversion. */
+/* The untimed activations before the next timed one, for a probe sampled
+   at n >= 2: geometric with success probability 1/n, by inversion:
+   floor(ln(u) / ln(1 - 1/n)) for u uniform in (0, 1]. */
 static FP_NOINLINE uint32_t
-sampler_gap(uint32_t n)
+sampler_gap(const ProbeObject *p)
 {
     double u = (double)((sampler_next() >> 11) + 1) * (1.0 / 9007199254740992.0);  /* (0, 1] */
-    double gap = floor(log(u) / log1p(-1.0 / (double)n));
+    double gap = log(u) * p->gap_scale;  /* >= 0: both factors are <= 0 */
     return gap < (double)(UINT32_MAX - 2) ? (uint32_t)gap : UINT32_MAX - 2;
+}
+
+/* Set a probe's rate (a checked one: 0 to FP_MAX_SAMPLE); the countdown
+   is the caller's. */
+static void
+probe_set_rate(ProbeObject *p, uint32_t rate)
+{
+    p->sample = rate;
+    p->gap_scale = rate >= 2 ? 1.0 / log1p(-1.0 / (double)rate) : 0.0;
 }
 
 /* The countdown that starts a probe at its rate (see ProbeObject.countdown). */
@@ -233,7 +243,7 @@ probe_arm_countdown(ProbeObject *p)
         p->countdown = UINT32_MAX;
     }
     else {
-        p->countdown = sampler_gap(p->sample) + 1;
+        p->countdown = sampler_gap(p) + 1;
     }
 }
 
@@ -257,7 +267,7 @@ probe_decide_weight(ProbeObject *p)
         p->countdown = UINT32_MAX;
         return 0;
     }
-    p->countdown = sampler_gap(p->sample) + 1;
+    p->countdown = sampler_gap(p) + 1;
     return p->sample;
 }
 
@@ -560,7 +570,7 @@ probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     p->hist = NULL;
     p->tsc = fp_state_of(module)->default_tsc;
     p->stop_errors = 0;
-    p->sample = fp_state_of(module)->default_sample;
+    probe_set_rate(p, fp_state_of(module)->default_sample);
     p->countdown = 1;  /* armed by the first activation (probe_start_counting) */
     p->called_index = FP_NOT_CALLED;
     p->telemetry_file = p->telemetry_slot = 0;
@@ -687,7 +697,7 @@ probe_set_sample(PyObject *self, PyObject *arg)
     if (sample_from_object(arg, &rate) < 0) {
         return NULL;
     }
-    p->sample = rate;
+    probe_set_rate(p, rate);
     if (p->called_index != FP_NOT_CALLED) {
         probe_arm_countdown(p);
     }

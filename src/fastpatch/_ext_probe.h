@@ -59,6 +59,10 @@ struct ProbeObject {
        are never called. 64 bits and never halved, so that every count only
        grows between two resets. */
     uint64_t *hist;
+    /* 1 / ln(1 - 1/sample) when sample >= 2 (else 0): what turns a uniform
+       draw into the geometric gap to the next timed activation, with one
+       log() per timed activation (see sampler_gap). */
+    double gap_scale;
 };
 
 /* called_index of a probe not in its module's called list. */
