@@ -73,7 +73,7 @@ if sys.platform != "win32":
 # a dependency of each (a change to one rebuilds them all).
 EXTENSIONS = {
     # The probes. _ext_probe.c holds the whole hot path in one translation unit.
-    "_ext": ["_ext.c", "_ext_clock.c", "_ext_probe.c", "_ext_origin.c", "_ext_code.c", "_ext_testing.c"],
+    "_ext": ["_ext.c", "_ext_clock.c", "_ext_probe.c", "_ext_origin.c", "_ext_code.c", "_ext_telemetry.c", "_ext_testing.c"],
     # The splicer: the module and its dialect, the splice's phases, the line
     # and exception tables, and the walk over a module's tree of code objects
     # (the import hook splices every function it reaches).

@@ -581,16 +581,52 @@ class FastpatchTsc(_FastpatchOnClock):
     tsc = True
 
 
+class FastpatchTelemetry(Fastpatch):
+    """fastpatch with live telemetry on (fastpatch.export.start, the default
+    1 s interval, in a directory of its own): its writer's thread runs
+    beside the calls and snapshots this probe every interval. The per-call
+    number must equal ``fastpatch``'s within noise."""
+
+    name = "fastpatch-telemetry"
+
+    def install(self, func: FunctionType) -> Any:
+        import tempfile
+
+        import fastpatch.export
+
+        self.directory = tempfile.mkdtemp(prefix="fastpatch-bench-")
+        fastpatch.export.start(os.path.join(self.directory, "bench"))
+        return super().install(func)
+
+    def verify(self, calls: int) -> Dict[str, Any]:
+        from fastpatch import _ext
+
+        info = super().verify(calls)
+        status = _ext.telemetry_status()
+        assert status["running"] and status["file_open"], f"the telemetry writer is not running: {status}"
+        info["telemetry_snapshots"] = status["generation"]
+        return info
+
+    def close(self) -> None:
+        import shutil
+
+        import fastpatch.export
+
+        fastpatch.export.stop()
+        super().close()
+        shutil.rmtree(getattr(self, "directory", ""), ignore_errors=True)
+
+
 VARIANT_CLASSES = {cls.name: cls for cls in (
     Bare, Floor, Naive, Functools, FunctoolsActivation, Wrapt, Monitoring, MonitoringC, Profiled, Fastpatch,
-    FastpatchMonotonic, FastpatchTsc, FastpatchSample16, FastpatchCountOnly,
+    FastpatchMonotonic, FastpatchTsc, FastpatchSample16, FastpatchCountOnly, FastpatchTelemetry,
 )}
 
 #: Order of the variants in reports.
 VARIANT_ORDER = [
     "bare", "floor-2x-perf_counter_ns", "naive-time.time", "functools-perf_counter_ns", "functools-activation",
     "wrapt", "sys.monitoring", "sys.monitoring-C-callback", "cProfile", "fastpatch", "fastpatch-monotonic",
-    "fastpatch-tsc", "fastpatch-sample16", "fastpatch-count-only",
+    "fastpatch-tsc", "fastpatch-sample16", "fastpatch-count-only", "fastpatch-telemetry",
 ]
 
 
@@ -600,6 +636,7 @@ def variants_for(workload: Workload) -> List[str]:
         names.remove("functools-activation")
     if workload.name != "trivial":
         names.remove("floor-2x-perf_counter_ns")
+        names.remove("fastpatch-telemetry")
         # sampled timing is measured where it is meant to matter: the cheapest call
         names.remove("fastpatch-sample16")
         names.remove("fastpatch-count-only")

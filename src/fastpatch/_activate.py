@@ -140,6 +140,10 @@ def activate(
 
     atexit.register(_at_exit, activation)
     _write_report_on_sigterm()
+    if os.environ.get("FASTPATCH_TELEMETRY", "").strip() == "1":
+        from .export import start_from_environment
+
+        start_from_environment()
     when_imported("multiprocessing.process", _patch_multiprocessing_bootstrap)
     when_imported("billiard.process", _patch_multiprocessing_bootstrap)  # celery's fork of multiprocessing
     when_imported("multiprocessing.spawn", _patch_multiprocessing_main_fixup)

@@ -4,7 +4,7 @@
 
     python -m fastpatch run [-o FILE] [-f text|json|pstats] [-s SORT] [-i PATTERN]... [-x PATTERN]...
                             (-m MODULE | -c CODE | SCRIPT) [ARGS...]
-    python -m fastpatch report [-o FILE] [-f text|json|pstats] [-s SORT] FILE...
+    python -m fastpatch report [-o FILE] [-f text|json|pstats] [-s SORT] (FILE | DIR)...
 
 ``run`` runs a program as ``python`` would (a real ``__main__``, its
 ``sys.argv``, ``__file__`` and ``sys.path[0]``) with the import hook
@@ -119,12 +119,23 @@ def _report(prog: str, args: List[str]) -> int:
 
     parser = argparse.ArgumentParser(
         prog=f"{prog} report",
-        description="Merge fastpatch JSON reports (one per process) exactly, and print or convert the result.",
+        description="Merge fastpatch JSON reports (one per process) and live telemetry directories exactly, "
+                    "and print or convert the result.",
     )
     _add_report_options(parser)
-    parser.add_argument("files", nargs="+", metavar="FILE", help="JSON reports written by run or FASTPATCH_OUTPUT")
+    parser.add_argument("files", nargs="*", metavar="FILE|DIR",
+                        help="JSON reports written by run or FASTPATCH_OUTPUT, or live telemetry directories "
+                             "(default: the directory of FASTPATCH_SERVICE)")
     ns = parser.parse_args(args)
-    return report_main(ns.files, ns.output, ns.format, ns.sort)
+    files = ns.files
+    if not files:
+        from .export._writer import service_directories
+
+        found = service_directories()
+        if isinstance(found, int):
+            return found
+        files = [found]
+    return report_main(files, ns.output, ns.format, ns.sort)
 
 
 def report_main(files: Sequence[str], output: Optional[str] = None, fmt: Optional[str] = None,

@@ -13,6 +13,9 @@
  *                         has asked about yet
  *   _ext_code.c, .h       spliced code put where it runs: set_code, and the
  *                         main script's audit hook
+ *   _ext_telemetry.c, .h  live telemetry: the seqlock copy readers use
+ *                         (read_slots) and the snapshot writer's thread;
+ *                         the file layout is _telemetry.h
  *   _ext_testing.c, .h    the test hooks, in a method table of their own
  *   _compat.h             CPython versions, compilers, private API
  *
@@ -30,6 +33,7 @@
 #include "_ext_origin.h"
 #include "_ext_probe.h"
 #include "_ext_state.h"
+#include "_ext_telemetry.h"
 #include "_ext_testing.h"
 
 static PyMethodDef fp_methods[] = {
@@ -57,6 +61,25 @@ static PyMethodDef fp_methods[] = {
      "In a child just forked: activations that started before the fork are no longer counted."},
     {"called_probes", fp_called_probes, METH_NOARGS,
      "called_probes() -> list: every live probe activated in this process (since the fork, in a forked child)."},
+    {"read_slots", (PyCFunction)(void (*)(void))fp_read_slots, METH_FASTCALL,
+     "read_slots(buffer, first, count) -> bytes: count slots of a counters file from slot first, each copied\n"
+     "under its seqlock (an unstable one comes back with an odd seq); ValueError for slots beyond the buffer."},
+    {"telemetry_layout", fp_telemetry_layout, METH_NOARGS,
+     "telemetry_layout() -> dict: sizes and offsets of _telemetry.h's structs, as compiled."},
+    {"telemetry_arm", (PyCFunction)(void (*)(void))fp_telemetry_arm, METH_FASTCALL,
+     "telemetry_arm(opener, namer, interval_ms, layout_crc, service, python, version): the writer's thread\n"
+     "starts at the first activation of a probe (now if one ran already) and opens its file by opener(size)."},
+    {"telemetry_stop", fp_telemetry_stop, METH_O,
+     "telemetry_stop(final): join the writer's thread; if final, a last snapshot and the file marked exited;\n"
+     "close the file and disarm."},
+    {"telemetry_snapshot", fp_telemetry_snapshot, METH_NOARGS,
+     "telemetry_snapshot() -> bool: write a snapshot now; False when there is no file."},
+    {"telemetry_pause", fp_telemetry_pause, METH_NOARGS, "Before a fork: join the writer's thread."},
+    {"telemetry_resume", fp_telemetry_resume, METH_NOARGS, "After a fork, in the parent: restart the thread."},
+    {"telemetry_forked_child", fp_telemetry_forked_child, METH_NOARGS,
+     "After a fork, in the child: forget the parent's file without writing to it."},
+    {"telemetry_status", fp_telemetry_status, METH_NOARGS,
+     "telemetry_status() -> dict: armed, running, file_open, slots, generation."},
     {"clock_name", fp_clock_name, METH_NOARGS, "The default clock of new probes: 'tsc' or 'monotonic'."},
     {NULL, NULL, 0, NULL},
 };

@@ -159,3 +159,26 @@ def _testing_idle_tokens() -> int:
 
 def _testing_seed_sampler(seed: int, /) -> None:
     """Seed the sampler's generator (process-wide), so that the timed activations repeat."""
+
+# Live telemetry (_ext_telemetry.c; the layout is _telemetry.h).
+def read_slots(buffer: object, first: int, count: int, /) -> bytes:
+    """``count`` slots of a mapped counters file from slot ``first``, each copied under its seqlock."""
+def telemetry_layout() -> dict[str, int]:
+    """Sizes and offsets of _telemetry.h's structs, as compiled."""
+def telemetry_arm(
+    opener: Callable[[int], tuple[int, int] | None],
+    namer: Callable[[list[Probe]], list[tuple[str, str, str, int]]],
+    interval_ms: int, layout_crc: int, service: str, python: str, version: str, /,
+) -> None:
+    """Arm the writer: its thread starts at the first activation of a probe."""
+def telemetry_stop(final: bool, /) -> None:
+    """Join the writer's thread; if final, a last snapshot and the file marked exited; disarm."""
+def telemetry_snapshot() -> bool:
+    """Write a snapshot now; False when there is no file."""
+def telemetry_pause() -> None: ...
+def telemetry_resume() -> None: ...
+def telemetry_forked_child() -> None: ...
+def telemetry_status() -> dict[str, object]:
+    """armed, running, file_open, slots, generation."""
+def _testing_hammer_slots(buffer: object, count: int, rounds: int, /) -> None:
+    """Rewrite the first ``count`` records of a mapped counters file ``rounds`` times, under their seqlocks."""

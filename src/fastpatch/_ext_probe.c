@@ -46,6 +46,7 @@
 #include "_ext_histogram.h"
 #include "_ext_probe.h"
 #include "_ext_state.h"
+#include "_ext_telemetry.h"
 
 /* ===================================================================== */
 /* The free list of idle tokens (in the module state)                    */
@@ -383,6 +384,9 @@ probe_start_counting(ProbeObject *p)
         return -1;
     }
     probe_arm_countdown(p);
+    if (fp_telemetry_armed) {
+        fp_telemetry_first_call();
+    }
     return 0;
 }
 
@@ -569,6 +573,7 @@ probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     probe_set_rate(p, fp_state_of(module)->default_sample);
     p->countdown = 1;  /* armed by the first activation (probe_start_counting) */
     p->called_index = FP_NOT_CALLED;
+    p->telemetry_file = p->telemetry_slot = 0;
     p->calls = 0;
     probe_clear_counters(p);
     p->epoch = 0;
@@ -629,6 +634,7 @@ probe_snapshot(PyObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 probe_reset(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
+    fp_telemetry_before_reset((ProbeObject *)self);
     probe_clear_counters((ProbeObject *)self);
     Py_RETURN_NONE;
 }

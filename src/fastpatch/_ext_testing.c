@@ -11,6 +11,7 @@
 #include "_ext_histogram.h"
 #include "_ext_probe.h"
 #include "_ext_state.h"
+#include "_ext_telemetry.h"
 #include "_ext_testing.h"
 
 /* _testing_bucket_index(ns) -> int: the histogram bucket of a duration in ns. */
@@ -58,5 +59,7 @@ PyMethodDef fp_testing_methods[] = {
     {"_testing_probe_size", testing_probe_size, METH_NOARGS,
      "For tests: bytes of C state per probe once called (the histogram is allocated at its first call)."},
     {"_testing_idle_tokens", testing_idle_tokens, METH_NOARGS, "For tests: the tokens waiting on the free list."},
+    {"_testing_hammer_slots", (PyCFunction)(void (*)(void))fp_testing_hammer_slots, METH_FASTCALL,
+     "For tests: rewrite the first count records of a mapped counters file rounds times, under their seqlocks."},
     {NULL, NULL, 0, NULL},
 };

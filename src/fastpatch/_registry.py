@@ -156,10 +156,24 @@ def register_origin(origin: Origin, patched: Optional[CodeType], name: Optional[
 
 def _register_lazy() -> None:
     """Register every definition the import hook spliced, that still lives."""
+    # Each Origin listed leaves the table by itself: another thread's import hook may add new ones
+    # meanwhile (registering runs Python code, which lets other threads run), and they must stay.
     for origin in ext.lazy_origins():
         if _by_probe.get(id(origin.probe)) is None:
             register_origin(origin, None)
-    ext.lazy_clear()
+        else:
+            ext.lazy_discard(origin)
+
+
+def definition_of_probe(probe: Any) -> Optional[Definition]:
+    """The definition whose probe is ``probe`` (registering the lazy table
+    if it is there), or None: a probe of no instrumented definition."""
+    d = _by_probe.get(id(probe))
+    if d is None:
+        with lock:
+            _register_lazy()
+        d = _by_probe.get(id(probe))
+    return d if d is not None and d.probe is probe else None
 
 
 def keep(func: FunctionType, patched: CodeType) -> None:
@@ -292,12 +306,8 @@ def has_definitions() -> bool:
 
 
 def _reduce_probe(probe: Any) -> Tuple[Any, Tuple[str, str, str, CodeType]]:
-    d = _by_probe.get(id(probe))
-    if d is None:
-        with lock:
-            _register_lazy()
-        d = _by_probe.get(id(probe))
-    original = d.original() if d is not None and d.probe is probe else None
+    d = definition_of_probe(probe)
+    original = d.original() if d is not None else None
     if d is None or original is None:
         import pickle
 

@@ -88,7 +88,7 @@ def bucket_value(index: int) -> int:
 #: ``Stats.sample`` of a merged Stats whose sources were sampled at different rates.
 MIXED_SAMPLE = -1
 #: The largest sampling rate (one activation timed in MAX_SAMPLE).
-MAX_SAMPLE: int = _ext.MAX_SAMPLE
+MAX_SAMPLE: int = ext.MAX_SAMPLE
 
 
 class Stats:

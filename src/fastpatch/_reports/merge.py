@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 from . import schema
 from .definitions import Definitions
 from .schema import MAX_INTEGER, MAX_TEXT, Report, ReportError
@@ -164,18 +166,39 @@ def load(path: str) -> Document:
     return schema.validate(report, path)
 
 
-def read(paths: Sequence[str]) -> Report:
-    """The reports in the files ``paths`` (:func:`load`) added up
-    exactly: what ``python -m fastpatch report`` prints or converts.
+def _telemetry_document(path: str) -> Document:
+    """The report of a live telemetry directory (every process there,
+    merged); a file the reader skips costs one line on stderr. ReportError
+    for a directory that cannot be read or holds no readable process file."""
+    import sys
 
-    Raises :class:`ReportError` for a file ``load`` refuses, a process
-    whose report was already read from another file (named), or what
+    from ..export import _files
+
+    try:
+        found = _files.read_directory(path)
+    except OSError as exc:
+        raise ReportError(f"cannot read telemetry directory {path}: {exc.strerror or exc}") from None
+    for name, why in found.bad_files:
+        sys.stderr.write(f"fastpatch: skipped telemetry file {os.path.join(path, name)}: {why}\n")
+    if not found.processes:
+        raise ReportError(f"telemetry directory {path} holds no readable process file")
+    return found.report()
+
+
+def read(paths: Sequence[str]) -> Report:
+    """The reports in the files ``paths`` (:func:`load`) and live
+    telemetry directories (every process file there) added up exactly:
+    what ``python -m fastpatch report`` prints or converts.
+
+    Raises :class:`ReportError` for a file ``load`` refuses, a directory
+    that cannot be read or holds no readable process file, a process whose
+    report was already read from another file (named), or what
     :func:`combine` refuses.
     """
     documents = []
     seen: Dict[Tuple[Any, ...], str] = {}
     for path in paths:
-        document = load(path)
+        document = _telemetry_document(path) if os.path.isdir(path) else load(path)
         _new_processes(document, path, seen, "read from")
         documents.append(document)
     return combine(documents)

@@ -1,0 +1,188 @@
+"""The telemetry file's layout: _telemetry.h is the one source of truth, and
+cffi's reading of it, the compiled extension's and the Python reader's
+struct formats agree on every offset and size; the reader refuses every
+damaged file with a reason and reads the others; the seqlock copy is never
+torn."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pathlib
+import struct
+import threading
+
+import pytest
+
+from fastpatch import _ext
+from fastpatch.export import _files
+from telemetry_files import SLOT, header, patch, record_slot, strings_slot, valid_file
+
+HEADER_H = pathlib.Path(_files.__file__).resolve().parent.parent / "_telemetry.h"
+
+# The Python reader's idea of each field: (struct, field) -> offset, from its struct formats.
+HEADER_FIELDS = ("magic major minor header_size slot_size hist_buckets hist_layout_crc endian pid start_ticks "
+                 "created_unix_ns heartbeat_unix_ns generation state n_slots interval_ms flags service python "
+                 "fastpatch_version").split()
+RECORD_FIELDS = ("seq kind flags firstlineno name_slot name_off sample reserved calls completed errors timed "
+                 "total_ns min_ns max_ns").split()
+STRINGS_FIELDS = "seq kind reserved used".split()
+
+
+def _offsets(fmt: struct.Struct, names: list[str]) -> dict[str, int]:
+    out, at = {}, 0
+    codes = [c for c in fmt.format.lstrip("<").replace(" ", "")]
+    items, digits = [], ""
+    for c in codes:
+        if c.isdigit():
+            digits += c
+            continue
+        items.append((int(digits or 1), c))
+        digits = ""
+    expanded = []
+    for n, c in items:
+        expanded += [(n, c)] if c == "s" else [(1, c)] * n
+    for name, (n, c) in zip(names, expanded):
+        out[name] = at
+        at += struct.calcsize("<" + (f"{n}s" if c == "s" else c))
+    return out
+
+
+def _layout_source() -> str:
+    text = HEADER_H.read_text()
+    return text.split("/* LAYOUT BEGIN */", 1)[1].split("/* LAYOUT END */", 1)[0]
+
+
+def test_cffi_reads_the_header_with_every_offset_and_size_the_extension_and_the_python_reader_use():
+    cffi = pytest.importorskip("cffi")
+    ffi = cffi.FFI()
+    ffi.cdef(_layout_source())
+    compiled = _ext.telemetry_layout()
+    python = {"fpt_header": _offsets(_files.HEADER, HEADER_FIELDS),
+              "fpt_record": _offsets(_files.RECORD, RECORD_FIELDS),
+              "fpt_strings": _offsets(_files.STRINGS, STRINGS_FIELDS),
+              "fpt_absorbed": _offsets(_files.ABSORBED, ["seq", "kind", "reserved", "count"])}
+    checked = 0
+    for key, offset in compiled.items():
+        kind, name = key.split(".")
+        if kind == "sizeof":
+            assert ffi.sizeof(f"struct {name}") == offset, key
+        else:
+            assert ffi.offsetof(f"struct {kind}", name) == offset, key
+            if name in python[kind]:
+                assert python[kind][name] == offset, key
+                checked += 1
+    assert checked == 20 + 14 + 3 + 2  # every field the reader unpacks but seq of absorbed and the reserved ones
+    assert ffi.offsetof("struct fpt_record", "hist") == _files.RECORD.size
+    assert ffi.offsetof("struct fpt_absorbed", "entries") == _files.ABSORBED.size
+    assert ffi.sizeof(dict(ffi.typeof("struct fpt_absorbed").fields)["entries"].type) // 24 == _files.ABSORBED_PER_SLOT
+    assert ffi.sizeof("struct fpt_record") == _files.SLOT_SIZE
+    assert ffi.sizeof("struct fpt_record") == SLOT
+    assert ffi.sizeof("struct fpt_strings") - ffi.offsetof("struct fpt_strings", "data") == SLOT - _files.STRINGS.size
+    assert ffi.sizeof(dict(ffi.typeof("struct fpt_record").fields)["hist"].type) == _files.HISTOGRAM.size
+    assert _files.HEADER.size <= ffi.sizeof("struct fpt_header") <= _files.HEADER_PAGE
+
+
+def _read(tmp_path: pathlib.Path, files: dict[str, bytes]) -> _files.Directory:
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    return _files.read_directory(str(tmp_path))
+
+
+GOOD = "fastpatch-4242-777.fpt"
+BAD = "fastpatch-5000-1.fpt"
+
+
+def _good_only(found: _files.Directory) -> None:
+    assert [(p.pid, p.start_ticks, p.state) for p in found.processes] == [(4242, 777, "exited")]
+    (s,) = found.stats()
+    assert (s.name, s.calls, s.completed, s.total_ns, s.filename, s.firstlineno) == ("app.f", 7, 7, 2100, "app.py", 10)
+
+
+def test_a_valid_file_is_read_with_its_exact_counters_and_an_unlocked_live_file_is_not_alive(tmp_path):
+    found = _read(tmp_path, {GOOD: valid_file(state=2)})
+    _good_only(found)
+    assert found.bad_files == []
+    assert found.processes[0].alive is False
+
+
+def _damaged() -> dict[str, tuple[bytes, str]]:
+    good = valid_file()
+    cases = {
+        "empty": (b"", "truncated: 0 bytes"),
+        "wrong magic": (b"NOTMAGIC" + good[8:], "wrong magic"),
+        "newer major": (patch(good, 8, "<H", 2), "layout major version 2"),
+        "other endian": (patch(good, 28, "<I", 0x04030201), "another byte order"),
+        "small slots": (patch(good, 16, "<I", 64), "slot size 64"),
+        "header beyond the file": (patch(good, 12, "<I", 1 << 30), "header size 1073741824"),
+        "other buckets": (patch(good, 20, "<I", 99), "another histogram layout"),
+        "being created": (patch(good, 72, "<I", 0), "state INIT"),
+        "unknown state": (patch(good, 72, "<I", 9), "unknown state 9"),
+        "n_slots past the end": (patch(good, 76, "<I", 3), "3 slots announced, the file holds 2"),
+        "name slot out of range": (header(n_slots=2) + strings_slot(b"app\0f\0app.py\0")
+                                   + record_slot(calls=1, name_slot=7), "names slot 7"),
+        "name offset out of range": (header(n_slots=2) + strings_slot(b"app\0f\0app.py\0")
+                                     + record_slot(calls=1, name_off=500), "offset 500"),
+        "names without their NULs": (header(n_slots=2) + strings_slot(b"app\0f")
+                                     + record_slot(calls=1), "not three NUL-terminated"),
+        "strings used past the slot": (patch(good, 4096 + 12, "<I", 5000), "5000 bytes of names"),
+    }
+    for cut in (100, 4095, 4096 + 10, 4096 + SLOT + 500):
+        cases[f"truncated at {cut}"] = (good[:cut], "truncated" if cut < 4096 else "slots announced")
+    return cases
+
+
+@pytest.mark.parametrize("case", sorted(_damaged()))
+def test_a_damaged_file_is_skipped_with_its_reason_and_the_others_are_still_read(tmp_path, case):
+    data, reason = _damaged()[case]
+    found = _read(tmp_path, {GOOD: valid_file(state=2), BAD: data})
+    _good_only(found)
+    assert len(found.bad_files) == 1
+    name, why = found.bad_files[0]
+    assert name == BAD and reason in why
+
+
+def test_a_directory_of_garbage_and_foreign_names_costs_one_bad_entry_per_process_file(tmp_path):
+    files = {GOOD: valid_file(state=2), "notes.txt": b"hello", "fastpatch-x-1.fpt": b"junk",
+             "fastpatch-1-2.fpt": os.urandom(8192), "fastpatch-3-4.fpt": b"\0" * 10000}
+    (tmp_path / "fastpatch-9-9.fpt").mkdir()
+    os.symlink(str(tmp_path / GOOD), str(tmp_path / "fastpatch-8-8.fpt"))
+    found = _read(tmp_path, files)
+    _good_only(found)
+    assert sorted(name for name, _ in found.bad_files) == [
+        "fastpatch-1-2.fpt", "fastpatch-3-4.fpt", "fastpatch-8-8.fpt", "fastpatch-9-9.fpt"]
+
+
+def test_read_slots_refuses_slots_beyond_its_buffer():
+    data = valid_file()
+    with pytest.raises(ValueError, match="beyond the buffer"):
+        _ext.read_slots(data, 1, 2)
+    with pytest.raises(ValueError, match="holds no header"):
+        _ext.read_slots(b"FPTELEM", 0, 0)
+    assert len(_ext.read_slots(data, 0, 2)) == 2 * SLOT
+
+
+def test_records_copied_while_a_c_writer_rewrites_them_are_never_torn(tmp_path):
+    records = 200
+    data = header(n_slots=records) + b"".join(record_slot(calls=0, seq=0) for _ in range(records))
+    path = tmp_path / GOOD
+    path.write_bytes(data)
+    with open(path, "r+b") as fh, mmap.mmap(fh.fileno(), len(data)) as mm:
+        writer = threading.Thread(target=_ext._testing_hammer_slots, args=(mm, records, 20000))
+        writer.start()
+        copies = inconsistent = unstable = 0
+        while writer.is_alive() or copies == 0:
+            raw = _ext.read_slots(mm, 0, records)
+            for i in range(records):
+                seq, = struct.unpack_from("<Q", raw, i * SLOT)
+                if seq & 1:
+                    unstable += 1
+                    continue
+                fields = _files.RECORD.unpack_from(raw, i * SLOT)
+                hist = _files.HISTOGRAM.unpack_from(raw, i * SLOT + _files.RECORD.size)
+                calls, completed, timed = fields[8], fields[9], fields[11]
+                copies += 1
+                inconsistent += not (calls == completed == timed == sum(hist))
+        writer.join()
+    assert inconsistent == 0
+    assert copies > records
