@@ -718,8 +718,10 @@ def _put(stdscr: Any, y: int, text: str, attr: int = 0) -> None:
     height, width = stdscr.getmaxyx()
     if not 0 <= y < height or width < 2:
         return
+    encoding = getattr(stdscr, "encoding", None) or "utf-8"
+    text = text[:width - 1].encode(encoding, "replace").decode(encoding)  # MAX≈ in an ASCII locale: MAX?
     try:
-        stdscr.addstr(y, 0, text[:width - 1], attr)
+        stdscr.addstr(y, 0, text, attr)
     except curses.error:
         pass  # a terminal resized under us: the next frame fits
 
