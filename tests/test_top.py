@@ -557,3 +557,50 @@ def test_a_terminal_too_small_shows_what_fits_and_never_crashes(tmp_path, servic
     t.keys("q")
     assert t.exit_status() == 0
     assert t.alternate_screen() == 0
+
+
+# A function timed one call in 2 (the probe's rate; the public instrument(sample=N) is issue 17's).
+SAMPLED = """
+import sys, time
+import fastpatch, fastpatch.export
+from fastpatch import _patch
+from fastpatch.export import _files
+
+def sampled(x):
+    return x
+
+fastpatch.instrument(sampled)
+(probe,) = [d.probe for d in list(_patch._by_probe.values()) if d.qualname == "sampled"]
+probe.set_sample(2)
+fastpatch.export.start(sys.argv[1], interval=0.02)
+for i in range(1000):
+    sampled(i)
+deadline = time.monotonic() + 60
+def published():
+    return [(s.calls, s.completed) for p in _files.read_directory(sys.argv[1]).processes for s in p.stats()]
+
+while published() != [(1000, 1000)]:
+    assert time.monotonic() < deadline, "the writer never published"
+    time.sleep(0.01)  # the writer's thread publishes on its own: nothing to wait on
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_durations_of_a_sampled_function_are_marked_as_estimates(tmp_path):
+    script = tmp_path / "sampled.py"
+    script.write_text(SAMPLED)
+    d = tmp_path / "svc"
+    service = Service(str(d), str(script))
+    try:
+        sampler = _top.Sampler(str(d))
+        sampler.read()
+        (row,) = sampler.frame().rows
+        assert (row.lifetime.calls, row.lifetime.sample, row.estimated) == (1000, 2, True)
+        cells = _top.row_cells(row, False)
+        assert [cells[0][0], cells[3][0], cells[4][0], cells[5][0], cells[8], cells[9]] == \
+            ["~", "~", "~", "~", "1,000", "__main__.sampled"]
+        doc = _top.frame_document(sampler.frame(), 1.0)
+        assert [(f["sample"], f["interval_estimated"]) for f in doc["functions"]] == [(2, True)]
+    finally:
+        service.kill()
