@@ -170,6 +170,7 @@ def test_an_intervals_rates_are_its_calls_over_the_writers_heartbeats_and_lifeti
     first = {r.name: r for r in sampler.frame().rows}
     assert sampler.frame().mode == "lifetime"
     assert first["__main__.fast"].interval.calls == 300  # the first frame: lifetime values
+    sampler.reset()  # the key r: the view "since the baseline" counts from this read
     service.more()
     _wait_for(lambda: _moved(sampler, d, before.heartbeat_unix_ns), "a snapshot after 'more'")
     (after,) = sampler.directory.processes
@@ -191,6 +192,11 @@ def test_an_intervals_rates_are_its_calls_over_the_writers_heartbeats_and_lifeti
     assert 0 < p50 <= p99 <= fast.max_at_most_ns <= fast.lifetime.max_ns
     assert sum(fast.interval.histogram) == 100
     assert (blocked.active, fast.active) == (1, 0)  # blocked() runs in a live process
+    since = sampler.frame(since=True)
+    assert since.mode == "since"
+    rows = {r.name: r for r in since.rows}
+    assert (rows["__main__.fast"].interval.calls, rows["__main__.failing"].interval.errors) == (100, 10)
+    assert rows["__main__.fast"].calls_per_s == pytest.approx(100 / seconds, rel=1e-12)
 
 
 def _moved(sampler: _top.Sampler, d, heartbeat: int) -> bool:
@@ -521,6 +527,13 @@ def test_the_interactive_table_sorts_filters_shows_processes_and_help_then_q_res
     assert "q or Ctrl-C quit" in screen
     t.keys("x")  # any key leaves the help
     t.wait_screen(lambda s: "%WALL" in s, "the table again")
+    t.keys("r")  # the baseline moves to now: since then, nothing was called
+    screen = t.wait_screen(lambda s: "every 600s   rates since " in s, "the rates since the baseline")
+    assert [(r[1], r[-3], r[-1]) for r in _table(screen)] == [  # sorted by name, then PID
+        ("0.0", "200", "__main__.failing"), ("0.0", "200", "__main__.failing"),
+        ("0.0", "300", "__main__.fast"), ("0.0", "300", "__main__.fast")]
+    t.keys("a")
+    t.wait_screen(lambda s: "every 600s   lifetime rates (first read)" in s, "the last interval again")
     t.keys("q")
     assert t.exit_status() == 0
     assert t.alternate_screen() == 0

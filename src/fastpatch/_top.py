@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import sys
+from itertools import compress
 
 from . import _stats
 
@@ -358,8 +359,8 @@ class Sampler:
             active = 0
             for ident, s in members:
                 lifetime.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
-                    s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns, enumerate(s.histogram), s.clock,
-                    s.timed, s.sample)
+                    s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns,
+                    compress(enumerate(s.histogram), s.histogram), s.clock, s.timed, s.sample)
                 if ident in alive:
                     active += s.in_flight
                 got = intervals.get(ident)
@@ -367,8 +368,8 @@ class Sampler:
                 if got is None or d is None:
                     continue
                 interval.entry(d.name, d.module, d.qualname, d.filename, d.firstlineno).add(
-                    d.calls, d.errors, d.completed, d.total_ns, d.min_ns, d.max_ns, enumerate(d.histogram), d.clock,
-                    d.timed, d.sample)
+                    d.calls, d.errors, d.completed, d.total_ns, d.min_ns, d.max_ns,
+                    compress(enumerate(d.histogram), d.histogram), d.clock, d.timed, d.sample)
                 wall += 100 * d.total_ns / 1e9 / got.seconds
                 calls_per_s += d.calls / got.seconds
                 errors_per_s += d.errors / got.seconds
