@@ -231,6 +231,31 @@ def _prepare_newer_root(session: nox.Session, tool: str) -> None:
                     "-qq", "--no-install-recommends", *missing, external=True, silent=True)
 
 
+#: Programs the suite needs from the host's system, and their Debian packages: tmux runs ``top``
+#: in a real terminal (tests/test_top.py; the newer-pythons root has no pseudo-terminals, so
+#: those tests skip there, saying so).
+HOST_PACKAGES = {"tmux": "tmux"}
+
+
+def host_packages(session: nox.Session) -> None:
+    """Install the HOST_PACKAGES the host lacks, with apt-get as root (a fresh
+    CI machine); one session at a time. Elsewhere the tests that need them skip,
+    naming what is missing."""
+    import fcntl
+
+    wanted = [package for program, package in HOST_PACKAGES.items() if shutil.which(program) is None]
+    if not wanted or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return
+    WORK.mkdir(parents=True, exist_ok=True)
+    with open(WORK / "host-packages.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        wanted = [package for program, package in HOST_PACKAGES.items() if shutil.which(program) is None]
+        if wanted:
+            session.run("apt-get", "update", "-qq", external=True, silent=True)
+            session.run("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq",
+                        "--no-install-recommends", *wanted, external=True, silent=True)
+
+
 def missing(session: nox.Session, what: str) -> NoReturn:
     """Fail the session for want of an interpreter, or skip it (FASTPATCH_CI_ALLOW_MISSING=1)."""
     if ALLOW_MISSING:
@@ -384,6 +409,8 @@ def run_suite(session: nox.Session, venv: Venv, tests: Path, *, cwd: Path, what:
         **(env or {}),
     }
     args = [str(tests), "-q", "-p", "no:cacheprovider", "-p", "fastpatch_origin", "-rfEs", f"--junitxml={xml}"]
+    if not venv.python.prefix:
+        host_packages(session)
     started = time.monotonic()
     try:
         venv.run("python", "-m", "pytest", *args, cwd=cwd, env=env)
@@ -532,6 +559,7 @@ def readme(session: nox.Session) -> None:
     python = find_python(session, MAIN)
     venv = Venv(session, python, "readme")
     venv.run("pip", "install", "-q", ".[test]")
+    host_packages(session)
     venv.run("python", "tools/fastpatch_origin.py", env={"FASTPATCH_FORBIDDEN_ROOTS": str(ROOT / "src")})
     xml = WORK / "results" / f"{session.name}.xml"
     xml.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@
     python -m fastpatch run [-o FILE] [-f text|json|pstats] [-s SORT] [-i PATTERN]... [-x PATTERN]...
                             (-m MODULE | -c CODE | SCRIPT) [ARGS...]
     python -m fastpatch report [-o FILE] [-f text|json|pstats] [-s SORT] (FILE | DIR)...
+    python -m fastpatch top [DIR] [-d SECONDS] [-s SORT] [-n ITERATIONS] [--json]
 
 ``run`` runs a program as ``python`` would (a real ``__main__``, its
 ``sys.argv``, ``__file__`` and ``sys.path[0]``) with the import hook
@@ -51,7 +52,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     top = _top_parser(prog)
     if not args:
         top.print_usage(sys.stderr)
-        sys.stderr.write(f"{prog}: error: choose a command: run or report\n")
+        sys.stderr.write(f"{prog}: error: choose a command: run, report or top\n")
         return 2
     command, rest = args[0], args[1:]
     if command in ("-h", "--help"):
@@ -66,8 +67,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _run(prog, rest)
     if command == "report":
         return _report(prog, rest)
+    if command == "top":
+        from . import _top
+
+        return _top.main(prog, rest)
     top.print_usage(sys.stderr)
-    sys.stderr.write(f"{prog}: error: unknown command {command!r}: choose run or report\n")
+    sys.stderr.write(f"{prog}: error: unknown command {command!r}: choose run, report or top\n")
     return 2
 
 
@@ -76,15 +81,16 @@ def _top_parser(prog: str) -> argparse.ArgumentParser:
 
     return argparse.ArgumentParser(
         prog=prog,
-        usage=f"{prog} {{run,report}} ...",
+        usage=f"{prog} {{run,report,top}} ...",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Time every function of a Python program (fastpatch's whole-program mode).",
         epilog=(
             "commands:\n"
             "  run       run a program (-m MODULE, -c CODE or SCRIPT) with its functions timed,\n"
             "            and write the report at exit\n"
-            "  report    merge report files (JSON) and print or convert them\n\n"
-            f"'{prog} run -h' and '{prog} report -h' describe each.\n\n"
+            "  report    merge report files (JSON) and print or convert them\n"
+            "  top       a live table of a telemetry directory's functions\n\n"
+            f"'{prog} run -h', '{prog} report -h' and '{prog} top -h' describe each.\n\n"
             "environment: FASTPATCH_INCLUDE (comma-separated patterns; activates fastpatch in any\n"
             "Python process), FASTPATCH_EXCLUDE, FASTPATCH_OUTPUT ({pid} is the process id),\n"
             "FASTPATCH_FORMAT, FASTPATCH_SORT, FASTPATCH_ENABLED=0 (everything off), FASTPATCH_CLOCK."
