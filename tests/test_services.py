@@ -90,7 +90,8 @@ def _free_port() -> int:
 class Service:
     """A server started in its own process group, with telemetry in ``directory``."""
 
-    def __init__(self, tmp_path, argv: list[str], include: str, app_name: str, app_source: str) -> None:
+    def __init__(self, tmp_path, argv: list[str], include: str, app_name: str, app_source: str,
+                 interval: str = "0.05") -> None:
         (tmp_path / f"{app_name}.py").write_text(app_source)
         self.directory = str(tmp_path / "telemetry")
         self.port = _free_port()
@@ -100,7 +101,7 @@ class Service:
             "FASTPATCH_INCLUDE": include,
             "FASTPATCH_TELEMETRY": "1",
             "FASTPATCH_TELEMETRY_DIR": self.directory,
-            "FASTPATCH_TELEMETRY_INTERVAL": "0.05",
+            "FASTPATCH_TELEMETRY_INTERVAL": interval,
             "FASTPATCH_OUTPUT": str(tmp_path / "report-{pid}.json"),
             "PYTHONUNBUFFERED": "1",
         }
@@ -182,8 +183,8 @@ class Service:
 
 
 @contextlib.contextmanager
-def service(tmp_path, argv: list[str], include: str, app_name: str, app_source: str):
-    running = Service(tmp_path, argv, include, app_name, app_source)
+def service(tmp_path, argv: list[str], include: str, app_name: str, app_source: str, interval: str = "0.05"):
+    running = Service(tmp_path, argv, include, app_name, app_source, interval)
     try:
         yield running
     finally:
@@ -283,3 +284,22 @@ def test_gunicorn_uvicorn_workers_keep_every_published_count_though_sigterm_skip
         # snapshot left them, still "live" though nobody holds them, and they wrote no report at exit.
         workers = [p for p in _files.read_directory(svc.directory).processes if p.pid != svc.process.pid]
         assert [(p.state, p.alive) for p in workers] == [("live", False)] * len(workers) != []
+
+
+def test_uvicorn_workers_whose_lifespan_shutdown_calls_export_stop_leave_exact_totals_without_a_wait(tmp_path):
+    # The README's workaround for UvicornWorker: the app's lifespan shutdown writes the last snapshot itself.
+    source = ASGI_APP.replace('''            await send({"type": "lifespan.shutdown.complete"})''', '''            import fastpatch.export
+
+            fastpatch.export.stop()
+            await send({"type": "lifespan.shutdown.complete"})''')
+    assert "fastpatch.export.stop()" in source
+    argv = gunicorn("-w", "2", "-k", "uvicorn.workers.UvicornH11Worker", app="asgiapp:app")
+    # An hour between snapshots: only the one export.stop() writes can hold the counts.
+    with service(tmp_path, argv, "asgiapp,uvicorn", "asgiapp", source, interval="3600") as svc:
+        for _ in range(40):
+            svc.get()
+        svc.stop()
+        totals = report_dir(svc.directory)
+        assert {name: totals[name] for name in ASGI_PER_REQUEST} == dict.fromkeys(ASGI_PER_REQUEST, 40)
+        states = [p.state for p in _files.read_directory(svc.directory).processes]
+        assert states == ["exited"] * len(states) != []
