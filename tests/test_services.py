@@ -288,10 +288,9 @@ def test_gunicorn_uvicorn_workers_keep_every_published_count_though_sigterm_skip
 
 def test_uvicorn_workers_whose_lifespan_shutdown_calls_export_stop_leave_exact_totals_without_a_wait(tmp_path):
     # The README's workaround for UvicornWorker: the app's lifespan shutdown writes the last snapshot itself.
-    source = ASGI_APP.replace('''            await send({"type": "lifespan.shutdown.complete"})''', '''            import fastpatch.export
-
-            fastpatch.export.stop()
-            await send({"type": "lifespan.shutdown.complete"})''')
+    shutdown = '''            await send({"type": "lifespan.shutdown.complete"})'''
+    stop = "            import fastpatch.export\n\n            fastpatch.export.stop()\n"
+    source = ASGI_APP.replace(shutdown, stop + shutdown)
     assert "fastpatch.export.stop()" in source
     argv = gunicorn("-w", "2", "-k", "uvicorn.workers.UvicornH11Worker", app="asgiapp:app")
     # An hour between snapshots: only the one export.stop() writes can hold the counts.
