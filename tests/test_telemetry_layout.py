@@ -13,10 +13,10 @@ import struct
 import threading
 
 import pytest
-from telemetry_files import SLOT, header, patch, record_slot, strings_slot, valid_file
 
 from fastpatch import _ext
 from fastpatch.export import _files
+from telemetry_files import SLOT, header, patch, record_slot, strings_slot, valid_file
 
 HEADER_H = pathlib.Path(_files.__file__).resolve().parent.parent / "_telemetry.h"
 
@@ -76,7 +76,8 @@ def test_cffi_reads_the_header_with_every_offset_and_size_the_extension_and_the_
     assert ffi.sizeof("struct fpt_record") == SLOT
     assert ffi.sizeof("struct fpt_strings") - ffi.offsetof("struct fpt_strings", "data") == SLOT - _files.STRINGS.size
     assert ffi.sizeof(dict(ffi.typeof("struct fpt_record").fields)["hist"].type) == _files.HISTOGRAM.size
-    assert ffi.sizeof("struct fpt_header") <= _files.HEADER_PAGE and _files.HEADER.size <= ffi.sizeof("struct fpt_header")
+    assert ffi.sizeof("struct fpt_header") <= _files.HEADER_PAGE
+    assert _files.HEADER.size <= ffi.sizeof("struct fpt_header")
 
 
 def _read(tmp_path: pathlib.Path, files: dict[str, bytes]) -> _files.Directory:

@@ -15,6 +15,8 @@ HIST_BUCKETS: int
 #: Durations in ns are shifted right by this many bits before bucketing
 #: (the layout is in _ext_histogram.h, fp_bucket_of, and mirrored in _stats.py).
 HIST_SHIFT: int
+#: The largest sampling rate: one activation timed in MAX_SAMPLE.
+MAX_SAMPLE: int
 
 @final
 class Probe:
