@@ -150,10 +150,13 @@ def _register_origin(origin: Origin, patched: Optional[CodeType], name: Optional
 
 def _register_lazy() -> None:
     """Register every definition the import hook spliced, that still lives."""
+    # Each Origin listed leaves the table by itself: another thread's import hook may add new ones
+    # meanwhile (registering runs Python code, which lets other threads run), and they must stay.
     for origin in _ext.lazy_origins():
         if _by_probe.get(id(origin.probe)) is None:
             _register_origin(origin, None)
-    _ext.lazy_clear()
+        else:
+            _ext.lazy_discard(origin)
 
 
 def _keep(func: FunctionType, patched: CodeType) -> None:
