@@ -207,7 +207,7 @@ def _one_error_line(result, status=2):
         (["run", "missing.py"],
          "python -m fastpatch run: error: can't open file 'missing.py': [Errno 2] No such file or directory"),
         (["run", "-i", "a..b", "prog.py"], "python -m fastpatch run: error: bad pattern 'a..b'"),
-        (["report"], "python -m fastpatch report: error: the following arguments are required: FILE"),
+        (["report"], "fastpatch: error: name a telemetry directory or set FASTPATCH_SERVICE"),
     ],
 )
 def test_bad_input_gets_one_clear_line_and_status_2(project, args, message):
