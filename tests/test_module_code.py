@@ -177,6 +177,27 @@ def test_the_lazy_table_holds_origins_weakly_by_their_original_code():
     assert _ext.lazy_count() == before
 
 
+def test_a_definition_spliced_while_another_thread_registers_the_lazy_table_keeps_its_name(monkeypatch):
+    # The telemetry writer's thread registers the lazy table (to name new records) while the main thread's
+    # import hook splices a module: what the hook adds meanwhile must stay listed, under its own name.
+    early_code, late_code = (c for c in compile("def early():\n    return 1\ndef late():\n    return 2\n",
+                                                "<race>", "exec").co_consts if hasattr(c, "co_code"))
+    early = _ext.Origin(early_code, _ext.Probe(), "racemod", "early")
+    late = _ext.Origin(late_code, _ext.Probe(), "racemod", "late")
+    _ext.lazy_add(early)
+    register = _registry.register_origin
+
+    def register_while_the_hook_splices(origin, patched, name=None):
+        if origin is early:
+            _ext.lazy_add(late)
+        return register(origin, patched, name)
+
+    monkeypatch.setattr(_registry, "register_origin", register_while_the_hook_splices)
+    _registry._register_lazy()
+    monkeypatch.undo()
+    assert {s.name for s in fastpatch.all_stats() if s.module == "racemod"} == {"racemod.early", "racemod.late"}
+
+
 def test_an_origin_is_built_only_from_a_code_object_a_probe_and_two_names():
     f_code = compile("def f():\n    return 1\n", "<origin>", "exec").co_consts[0]
     origin = _ext.Origin(f_code, _ext.Probe(), "m", "f")

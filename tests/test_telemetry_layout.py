@@ -18,7 +18,10 @@ from fastpatch import _ext
 from fastpatch.export import _files
 from telemetry_files import SLOT, header, patch, record_slot, strings_slot, valid_file
 
-HEADER_H = pathlib.Path(_files.__file__).resolve().parent.parent / "_telemetry.h"
+# The header is a source file: a wheel does not carry it (tools/release_checks.py), so an installed fastpatch
+# is tested against the header of the tree its tests come from (a checkout or the sdist), else the package's own.
+HEADER_H = next(p for p in (pathlib.Path(__file__).resolve().parent.parent / "src" / "fastpatch" / "_telemetry.h",
+                            pathlib.Path(_files.__file__).resolve().parent.parent / "_telemetry.h") if p.is_file())
 
 # The Python reader's idea of each field: (struct, field) -> offset, from its struct formats.
 HEADER_FIELDS = ("magic major minor header_size slot_size hist_buckets hist_layout_crc endian pid start_ticks "
