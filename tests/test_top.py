@@ -572,19 +572,16 @@ def test_a_terminal_too_small_shows_what_fits_and_never_crashes(tmp_path, servic
     assert t.alternate_screen() == 0
 
 
-# A function timed one call in 2 (the probe's rate; the public instrument(sample=N) is issue 17's).
+# A function timed one call in 2.
 SAMPLED = """
 import sys, time
 import fastpatch, fastpatch.export
-from fastpatch import _patch
 from fastpatch.export import _files
 
 def sampled(x):
     return x
 
-fastpatch.instrument(sampled)
-(probe,) = [d.probe for d in list(_patch._by_probe.values()) if d.qualname == "sampled"]
-probe.set_sample(2)
+fastpatch.instrument(sampled, sample=2)
 fastpatch.export.start(sys.argv[1], interval=0.02)
 for i in range(1000):
     sampled(i)

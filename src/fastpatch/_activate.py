@@ -301,7 +301,7 @@ def _write(activation: Activation, pid: int) -> Optional[str]:
     try:
         writer.export(stats, True)  # a failure is the caller's to say, in its one line
     finally:
-        for exporter in activation.exporters:
+        for exporter in _exporters(activation):
             try:
                 exporter.export(stats, True)
             except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit; the others still run
@@ -309,12 +309,20 @@ def _write(activation: Activation, pid: int) -> Optional[str]:
     return writer.written
 
 
+def _exporters(activation: Activation) -> List[Exporter]:
+    """The activation's exporters after the report writer, then those a
+    sink started for the process (``_reports.exporter.process_exporters``)."""
+    from ._reports.exporter import process_exporters
+
+    return activation.exporters + process_exporters
+
+
 def _close_exporters(activation: Activation) -> None:
     """Close the exporters, after the final export or instead of it: once
     per process (a forked child closes the copies it inherited). A report
     writer never made has nothing to close, and is not made for it."""
     writer = activation._report_writer
-    for exporter in ([writer] if writer is not None else []) + activation.exporters:
+    for exporter in ([writer] if writer is not None else []) + _exporters(activation):
         try:
             exporter.close()
         except Exception as exc:  # noqa: BLE001 - one line, never a traceback at exit

@@ -52,6 +52,13 @@ class Exporter:
         pass
 
 
+#: Exporters a sink started for this process (live telemetry's last
+#: snapshot, ``fastpatch.export``): the activation in effect, if any, runs
+#: them at exit after its own, on every path its own take (atexit, SIGTERM,
+#: multiprocessing's children); without one, the sink sees to its own exit.
+process_exporters: List[Exporter] = []
+
+
 class ReportWriter(Exporter):
     """The report at exit: a file (``output``, with ``{pid}`` as
     ``output.resolve_path`` reads it) in format ``fmt`` (or the one its

@@ -73,17 +73,20 @@ def start_from_environment() -> Optional[str]:
 
 
 def _on_exit() -> None:
-    """The last snapshot when the process ends: through the activation's
-    exporters (atexit, SIGTERM, multiprocessing's children), else atexit."""
-    from .. import _activate
+    """The last snapshot when the process ends: through an activation's
+    exit handler where there is one (atexit, SIGTERM, multiprocessing's
+    children: ``_reports.exporter.process_exporters``), and at exit in any
+    case (a second ``stop()`` does nothing)."""
+    import atexit
 
-    activation = _activate.current()
-    if activation is not None:
-        activation.exporters.append(_exit_exporter())
-    else:
-        import atexit
+    from .._reports.exporter import process_exporters
 
-        atexit.register(stop)
+    if not any(getattr(e, "what", None) == _EXPORTER_WHAT for e in process_exporters):
+        process_exporters.append(_exit_exporter())
+    atexit.register(stop)
+
+
+_EXPORTER_WHAT = "the live telemetry file"
 
 
 def _exit_exporter() -> Any:
@@ -91,7 +94,7 @@ def _exit_exporter() -> Any:
     from .._reports.exporter import Exporter
 
     class TelemetryExporter(Exporter):
-        what = "the live telemetry file"
+        what = _EXPORTER_WHAT
 
         def export(self, stats: Any, final: bool) -> None:
             if final:
