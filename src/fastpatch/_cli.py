@@ -66,6 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _run(prog, rest)
     if command == "report":
         return _report(prog, rest)
+    if command == "export":
+        return _export(prog, rest)
     top.print_usage(sys.stderr)
     sys.stderr.write(f"{prog}: error: unknown command {command!r}: choose run or report\n")
     return 2
@@ -83,7 +85,8 @@ def _top_parser(prog: str) -> argparse.ArgumentParser:
             "commands:\n"
             "  run       run a program (-m MODULE, -c CODE or SCRIPT) with its functions timed,\n"
             "            and write the report at exit\n"
-            "  report    merge report files (JSON) and print or convert them\n\n"
+            "  report    merge report files (JSON) and print or convert them\n"
+            "  export    export prometheus: serve a live telemetry directory on /metrics\n\n"
             f"'{prog} run -h' and '{prog} report -h' describe each.\n\n"
             "environment: FASTPATCH_INCLUDE (comma-separated patterns; activates fastpatch in any\n"
             "Python process), FASTPATCH_EXCLUDE, FASTPATCH_OUTPUT ({pid} is the process id),\n"
@@ -107,6 +110,32 @@ def _add_report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-s", "--sort", choices=sorted(SORT_KEYS), default="total", help="sort key of the table (default: total)"
     )
+
+
+# --------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------
+
+
+def _export(prog: str, args: List[str]) -> int:
+    """``export prometheus ...``: see fastpatch.export.prometheus.main."""
+    if not args or args[0] in ("-h", "--help"):
+        stream = sys.stdout if args else sys.stderr
+        stream.write(f"usage: {prog} export prometheus [DIR] [--port PORT] [--addr ADDR]\n\n"
+                     "Serve the merged numbers of a live telemetry directory to Prometheus on /metrics.\n")
+        return 0 if args else 2
+    if args[0] != "prometheus":
+        sys.stderr.write(f"{prog} export: error: unknown exporter {args[0]!r}: choose prometheus\n")
+        return 2
+    try:
+        from .export import prometheus
+    except ImportError as exc:
+        if not (exc.name or "").startswith("prometheus_client"):
+            raise
+        sys.stderr.write(f"{prog} export prometheus: error: needs prometheus_client: "
+                         "pip install 'fastpatch[prometheus]'\n")
+        return 2
+    return prometheus.main(f"{prog} export", args[1:])
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""What both exporters export: the counters of every definition merged by
+function name (``module.qualname``, the ``code_function_name`` label and
+the ``code.function.name`` attribute), and the histogram's counts summed
+into the buckets a choice of bounds leaves.
+
+Durations are whole nanoseconds and fastpatch's bucket *i* holds
+``[low_i, high_i)``, so a bound of ``(high_i - 1)`` ns holds exactly the
+durations of buckets 0 to *i*: every exported bound is an edge minus 1 ns.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import _stats
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
+
+    from .._stats import Stats
+
+#: The named bucket choices of both exporters (``buckets=``).
+BUCKET_CHOICES = ("quarter", "octave", "all")
+
+#: Indexes of a merged row.
+CALLS, ERRORS, TOTAL_NS, ACTIVE, COUNTS, MIN_NS, MAX_NS = range(7)
+
+
+def all_edges() -> List[int]:
+    """Every finite upper edge of fastpatch's histogram buckets, in ns (bucket i's at index i)."""
+    return [_stats.bucket_bounds(i)[1] for i in range(_stats.HIST_BUCKETS - 1)]
+
+
+def bucket_edges(buckets: Union[str, Sequence[float]] = "quarter") -> List[int]:
+    """The bucket edges, in nanoseconds and increasing, that a choice of
+    ``buckets`` exports (each bound is one of them minus 1 ns).
+
+    ``"quarter"``: every 4th power of two from 256 ns to 2**40 ns (about
+    18 minutes), 17 bounds; ``"octave"``: every power of two from 32 ns to
+    2**41 ns, 37 bounds; ``"all"``: all 230 edges of fastpatch's histogram;
+    or a sequence of seconds, each snapped to the nearest edge (within
+    6.25%; bounds that snap to the same edge count once). ValueError names
+    a bad choice.
+    """
+    edges = all_edges()
+    if isinstance(buckets, str):
+        if buckets == "quarter":
+            return [1 << k for k in range(8, 41, 2)]
+        if buckets == "octave":
+            return [1 << k for k in range(5, 42)]
+        if buckets == "all":
+            return edges
+        raise ValueError(f"buckets={buckets!r}: choose 'quarter', 'octave', 'all' or a list of seconds")
+    try:
+        values = list(buckets)
+    except TypeError:
+        raise ValueError(f"buckets={buckets!r}: choose 'quarter', 'octave', 'all' or a list of seconds") from None
+    if not values:
+        raise ValueError("buckets=[]: give at least one bound in seconds")
+    top = edges[-1] / 1e9
+    chosen = set()
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ValueError(f"buckets: {value!r} is not a positive number of seconds")
+        if value > top:
+            raise ValueError(f"buckets: {value!r} s is beyond fastpatch's histogram, whose last edge is {top:g} s")
+        ns = value * 1e9
+        chosen.add(min(edges, key=lambda e: abs(math.log(e / ns))))
+    return sorted(chosen)
+
+
+def bounds_seconds(edges: Sequence[int]) -> Tuple[float, ...]:
+    """The exported upper bounds, in seconds, of ``edges``: each an edge minus 1 ns."""
+    return tuple((e - 1) / 1e9 for e in edges)
+
+
+def spans(edges: Sequence[int]) -> List[Tuple[int, int]]:
+    """[first, end) of the histogram buckets summed into each exported
+    bucket: one per edge, then the open-ended last one."""
+    index = {e: i for i, e in enumerate(all_edges())}
+    cuts = [index[e] + 1 for e in edges] + [_stats.HIST_BUCKETS]
+    return list(zip([0] + cuts[:-1], cuts))
+
+
+def merge_by_name(sources: Iterable[Tuple[Iterable[Stats], bool]], spans: List[Tuple[int, int]]
+                  ) -> Dict[str, List[Any]]:
+    """Function name -> [calls, errors, total_ns, active, counts per span,
+    min_ns, max_ns] summed over ``sources``, each (its Stats, whether its
+    process is alive): ``active`` (calls started and not ended) counts the
+    live ones only. min_ns and max_ns are over the timed calls (0 when none)."""
+    merged: Dict[str, List[Any]] = {}
+    every_bucket = len(spans) == _stats.HIST_BUCKETS
+    for stats, alive in sources:
+        for s in stats:
+            name = f"{s.module}.{s.qualname}" if s.module else s.name
+            h = s.histogram
+            counts = list(h) if every_bucket else [sum(h[a:b]) for a, b in spans]
+            timed = s.timed > 0
+            row = merged.get(name)
+            if row is None:
+                merged[name] = [s.calls, s.errors, s.total_ns, s.in_flight if alive else 0, counts,
+                                s.min_ns if timed else None, s.max_ns if timed else 0]
+                continue
+            row[CALLS] += s.calls
+            row[ERRORS] += s.errors
+            row[TOTAL_NS] += s.total_ns
+            if alive:
+                row[ACTIVE] += s.in_flight
+            row[COUNTS] = [x + y for x, y in zip(row[COUNTS], counts)]
+            if timed:
+                row[MIN_NS] = s.min_ns if row[MIN_NS] is None else min(row[MIN_NS], s.min_ns)
+                row[MAX_NS] = max(row[MAX_NS], s.max_ns)
+    for row in merged.values():
+        if row[MIN_NS] is None:
+            row[MIN_NS] = 0
+    return merged

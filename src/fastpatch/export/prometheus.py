@@ -1,0 +1,188 @@
+"""Prometheus: a collector over a whole telemetry directory, so that one
+``/metrics`` (the app's own, or the ``python -m fastpatch export
+prometheus`` sidecar) serves every worker of a service.
+
+Needs prometheus_client (the extra ``fastpatch[prometheus]``), imported
+when this module is. ``import fastpatch`` and the activation never import
+it.
+
+Every ``le`` bound is a bucket edge minus 1 ns, which holds exactly the
+calls of fastpatch's buckets below the edge (see ``_functions``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from itertools import accumulate
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
+
+from ._functions import BUCKET_CHOICES, bounds_seconds, bucket_edges, merge_by_name, spans
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+
+    from prometheus_client.metrics_core import Metric
+
+    from ._files import ProcessView
+
+__all__ = ["FastpatchCollector", "BUCKET_CHOICES", "bucket_edges", "main"]
+
+LABEL = "code_function_name"
+#: The states of ``fastpatch_telemetry_processes``, each always exported.
+PROCESS_STATES = ("live", "exited", "stale", "archive")
+
+_HELP = {
+    "calls": "Calls of the function started, summed over every process of the telemetry directory "
+             "(live, exited and archived).",
+    "errors": "Calls of the function that ended by an exception, over every process of the telemetry directory.",
+    "duration": "Duration of the function's completed calls in seconds (a generator or coroutine: from its first "
+                "entry to its end, suspensions included). Each le bound is a fastpatch bucket edge minus 1 ns, "
+                "exact for durations in whole nanoseconds. _count (the +Inf bucket) is the number of completed "
+                "calls and _sum their total; for a sampled function (one call timed in N) each timed call counts "
+                "N times, so both are unbiased estimates.",
+    "active": "Calls of the function started and not yet ended, in live processes.",
+    "processes": "Process files of the telemetry directory by state: live (its writer runs), exited (ended "
+                 "normally), stale (ended without a last snapshot, e.g. SIGKILL), archive (dead workers folded).",
+    "bad": "Files of the telemetry directory skipped as damaged or foreign (each named once in a warning).",
+}
+
+
+class FastpatchCollector:
+    """The numbers of every process of a telemetry directory (``None``: the
+    default directory of FASTPATCH_SERVICE), merged by
+    ``code_function_name`` (``module.qualname``) at each scrape.
+
+    Register it in any ``CollectorRegistry``, beside prometheus_client's
+    ``MultiProcessCollector`` if the app has one. A missing directory
+    exports no function (nothing has run yet); a damaged or foreign file is
+    skipped, counted in ``fastpatch_telemetry_bad_files`` and named once in
+    a RuntimeWarning: it never fails a scrape. ``buckets`` chooses the
+    histogram's bounds (see :func:`bucket_edges`); ``bounds`` holds the
+    ``le`` values exported, in seconds.
+    """
+
+    def __init__(self, directory: Optional[str] = None, *, buckets: Union[str, Sequence[float]] = "quarter") -> None:
+        from . import _writer
+
+        self.directory = os.fspath(directory) if directory is not None else _writer.default_directory()
+        edges = bucket_edges(buckets)
+        #: The le bounds exported, in seconds: each an edge minus 1 ns.
+        self.bounds = bounds_seconds(edges)
+        self._le = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        self._spans = spans(edges)
+        self._warned: Set[Tuple[str, str]] = set()
+
+    def describe(self) -> List[Metric]:
+        """The families, without reading the directory (what a registry asks at registration)."""
+        return list(self._families({}, {}, 0))
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family, from one read of the directory."""
+        from . import _files
+
+        try:
+            found = _files.read_directory(self.directory)
+        except FileNotFoundError:
+            processes: List[ProcessView] = []
+            bad: List[Tuple[str, str]] = []
+        except OSError as exc:
+            self._warn((self.directory, f"cannot be listed: {exc.strerror or exc}"))
+            processes, bad = [], []
+        else:
+            processes, bad = found.processes, found.bad_files
+        for name_why in bad:
+            self._warn(name_why)
+        states = dict.fromkeys(PROCESS_STATES, 0)
+        for p in processes:
+            states["live" if p.alive else "stale" if p.state == "live" else p.state] += 1
+        merged = merge_by_name(((p.stats(), p.alive) for p in processes), self._spans)
+        yield from self._families(merged, states, len(bad))
+
+    def _warn(self, name_why: Tuple[str, str]) -> None:
+        if name_why not in self._warned:
+            import warnings
+
+            self._warned.add(name_why)
+            warnings.warn(f"fastpatch: skipped telemetry file {name_why[0]}: {name_why[1]}", RuntimeWarning,
+                          stacklevel=3)
+
+    def _families(self, merged: Dict[str, List[Any]], states: Dict[str, int], bad: int) -> Iterator[Metric]:
+        labels = [LABEL]
+        calls = CounterMetricFamily("fastpatch_function_calls", _HELP["calls"], labels=labels)
+        errors = CounterMetricFamily("fastpatch_function_errors", _HELP["errors"], labels=labels)
+        duration = HistogramMetricFamily("fastpatch_function_duration_seconds", _HELP["duration"], labels=labels)
+        active = GaugeMetricFamily("fastpatch_function_active_calls", _HELP["active"], labels=labels)
+        le = self._le
+        for name in sorted(merged):
+            n_calls, n_errors, total_ns, n_active, counts, _min, _max = merged[name]
+            value = [name]
+            calls.add_metric(value, n_calls)
+            errors.add_metric(value, n_errors)
+            duration.add_metric(value, list(zip(le, accumulate(counts))), total_ns / 1e9)
+            active.add_metric(value, n_active)
+        yield calls
+        yield errors
+        yield duration
+        yield active
+        processes = GaugeMetricFamily("fastpatch_telemetry_processes", _HELP["processes"], labels=["state"])
+        for state in PROCESS_STATES:
+            processes.add_metric([state], states.get(state, 0))
+        yield processes
+        yield GaugeMetricFamily("fastpatch_telemetry_bad_files", _HELP["bad"], value=bad)
+
+
+def main(prog: str, args: List[str]) -> int:
+    """``export prometheus [DIR] [--port PORT] [--addr ADDR]``: serve
+    /metrics until interrupted. Exit status 2 with one line for an unsafe
+    directory or an address that cannot be served."""
+    import argparse
+
+    from . import _writer
+
+    parser = argparse.ArgumentParser(
+        prog=f"{prog} prometheus",
+        description="Serve the merged numbers of every process of a telemetry directory on /metrics "
+                    "(Prometheus text format), until interrupted.",
+    )
+    parser.add_argument("directory", nargs="?", metavar="DIR",
+                        help="the telemetry directory (default: the directory of FASTPATCH_SERVICE)")
+    parser.add_argument("--port", type=int, default=9464, help="TCP port (default: 9464; 0 picks a free one)")
+    parser.add_argument("--addr", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    ns = parser.parse_args(args)
+    directory = ns.directory
+    if directory is None:
+        found = _writer.service_directories()
+        if isinstance(found, int):
+            return found
+        directory = found
+    if not 0 <= ns.port <= 65535:
+        sys.stderr.write(f"fastpatch: error: --port {ns.port} is not a TCP port (0 to 65535)\n")
+        return 2
+    if os.path.lexists(directory):
+        try:
+            os.close(_writer._check_directory(directory))
+        except ValueError as exc:  # UnsafeDirectory
+            sys.stderr.write(f"fastpatch: error: {exc}\n")
+            return 2
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(FastpatchCollector(directory))
+    try:
+        server, thread = start_http_server(ns.port, addr=ns.addr, registry=registry)
+    except OSError as exc:
+        sys.stderr.write(f"fastpatch: error: cannot serve on {ns.addr}:{ns.port}: {exc.strerror or exc}\n")
+        return 2
+    host = f"[{ns.addr}]" if ":" in ns.addr else ns.addr
+    sys.stderr.write(f"fastpatch: serving http://{host}:{server.server_port}/metrics for {directory}\n")
+    sys.stderr.flush()
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        pass
+    server.shutdown()
+    return 0
