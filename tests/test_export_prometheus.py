@@ -14,7 +14,8 @@ import urllib.request
 
 import pytest
 
-pytest.importorskip("prometheus_client", reason="the Prometheus exporter needs prometheus_client (fastpatch[prometheus])")
+pytest.importorskip("prometheus_client",
+                    reason="the Prometheus exporter needs prometheus_client (fastpatch[prometheus])")
 
 from prometheus_client import CollectorRegistry, start_http_server  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402

@@ -11,6 +11,7 @@ durations of buckets 0 to *i*: every exported bound is an edge minus 1 ns.
 from __future__ import annotations
 
 import math
+from itertools import compress
 
 from .. import _stats
 
@@ -90,12 +91,17 @@ def merge_by_name(sources: Iterable[Tuple[Iterable[Stats], bool]], spans: List[T
     process is alive): ``active`` (calls started and not ended) counts the
     live ones only. min_ns and max_ns are over the timed calls (0 when none)."""
     merged: Dict[str, List[Any]] = {}
-    every_bucket = len(spans) == _stats.HIST_BUCKETS
+    span_of = [j for j, (a, b) in enumerate(spans) for _ in range(a, b)]
+    indexes = range(_stats.HIST_BUCKETS)
+    n_spans = len(spans)
     for stats, alive in sources:
         for s in stats:
             name = f"{s.module}.{s.qualname}" if s.module else s.name
             h = s.histogram
-            counts = list(h) if every_bucket else [sum(h[a:b]) for a, b in spans]
+            counts = [0] * n_spans
+            # A function's durations fill a few buckets: visit the nonzero ones only.
+            for i in compress(indexes, h):
+                counts[span_of[i]] += h[i]
             timed = s.timed > 0
             row = merged.get(name)
             if row is None:

@@ -37,8 +37,19 @@ from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from ._functions import ACTIVE, CALLS, COUNTS, ERRORS, MAX_NS, MIN_NS, TOTAL_NS, bounds_seconds, bucket_edges
-from ._functions import merge_by_name, spans
+from ._functions import (
+    ACTIVE,
+    CALLS,
+    COUNTS,
+    ERRORS,
+    MAX_NS,
+    MIN_NS,
+    TOTAL_NS,
+    bounds_seconds,
+    bucket_edges,
+    merge_by_name,
+    spans,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -157,7 +168,7 @@ class FastpatchMetricExporter(MetricExporter):
         self._last_ns = now
         if not merged:
             return None
-        kinds = {k: self._temporality[k] for k in ("sum", "histogram", "updown")}
+        kinds = self._temporality
         calls: List[NumberDataPoint] = []
         errors: List[NumberDataPoint] = []
         durations: List[HistogramDataPoint] = []
@@ -171,28 +182,20 @@ class FastpatchMetricExporter(MetricExporter):
             self._series[name] = (start, row)
             attributes = {ATTRIBUTE: name}
 
-            def window(kind: str) -> int:
-                delta = kinds[kind] is _DELTA
-                return (last if delta and previous is not None and last is not None else start)
-
-            def value(index: int, kind: str) -> int:
-                if kinds[kind] is _DELTA and previous is not None:
-                    return int(row[index] - previous[index])
-                return int(row[index])
-
-            calls.append(NumberDataPoint(attributes, window("sum"), now, value(CALLS, "sum")))
-            errors.append(NumberDataPoint(attributes, window("sum"), now, value(ERRORS, "sum")))
-            active.append(NumberDataPoint(attributes, window("updown"), now, value(ACTIVE, "updown")))
+            sums_since, sums_base = self._window("sum", start, previous, last)
+            updown_since, updown_base = self._window("updown", start, previous, last)
+            hist_since, hist_base = self._window("histogram", start, previous, last)
+            calls.append(NumberDataPoint(attributes, sums_since, now, _change(row, sums_base, CALLS)))
+            errors.append(NumberDataPoint(attributes, sums_since, now, _change(row, sums_base, ERRORS)))
+            active.append(NumberDataPoint(attributes, updown_since, now, _change(row, updown_base, ACTIVE)))
             counts = row[COUNTS]
-            total_ns = row[TOTAL_NS]
             low, high = row[MIN_NS] / 1e9, row[MAX_NS] / 1e9
-            if kinds["histogram"] is _DELTA and previous is not None:
-                counts = [c - p for c, p in zip(counts, previous[COUNTS])]
-                total_ns -= previous[TOTAL_NS]
-                low, high = math.inf, -math.inf
+            if hist_base is not None:
+                counts = [c - p for c, p in zip(counts, hist_base[COUNTS])]
+                low, high = math.inf, -math.inf  # not known for the interval alone
             durations.append(HistogramDataPoint(
-                attributes=attributes, start_time_unix_nano=window("histogram"), time_unix_nano=now,
-                count=sum(counts), sum=total_ns / 1e9, bucket_counts=counts, explicit_bounds=self.bounds,
+                attributes=attributes, start_time_unix_nano=hist_since, time_unix_nano=now, count=sum(counts),
+                sum=_change(row, hist_base, TOTAL_NS) / 1e9, bucket_counts=counts, explicit_bounds=self.bounds,
                 min=low, max=high,
             ))
         metrics = [
@@ -211,6 +214,19 @@ class FastpatchMetricExporter(MetricExporter):
         resources = metrics_data.resource_metrics
         resource = resources[0].resource if resources else Resource.create()
         return ResourceMetrics(resource, [ScopeMetrics(self._scope, metrics, "")], resource.schema_url)
+
+
+    def _window(self, kind: str, start: int, previous: Optional[List[Any]], last: Optional[int]
+                ) -> Tuple[int, Optional[List[Any]]]:
+        """(start time, the row values are counted from, None for zero) of a point of ``kind``: since the previous
+        export under DELTA, since the series' start under CUMULATIVE (and for a series' first point)."""
+        if self._temporality[kind] is _DELTA and previous is not None and last is not None:
+            return last, previous
+        return start, None
+
+
+def _change(row: List[Any], base: Optional[List[Any]], index: int) -> int:
+    return int(row[index] - (base[index] if base is not None else 0))
 
 
 def _version() -> str:

@@ -72,7 +72,7 @@ class FastpatchCollector:
         edges = bucket_edges(buckets)
         #: The le bounds exported, in seconds: each an edge minus 1 ns.
         self.bounds = bounds_seconds(edges)
-        self._le = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        self._le = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call, unused-ignore]
         self._spans = spans(edges)
         self._warned: Set[Tuple[str, str]] = set()
 
