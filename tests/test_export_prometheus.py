@@ -335,6 +335,8 @@ def test_export_prometheus_sidecar_serves_the_directory_on_loopback(tmp_path):
         for i in range(10):
             f(i)
     """)
+    with open(os.path.join(d, "fastpatch-9-9.fpt"), "wb") as fh:
+        fh.write(b"damaged" * 1000)
     sidecar = _sidecar(d)
     try:
         line = sidecar.stderr.readline()
@@ -350,6 +352,9 @@ def test_export_prometheus_sidecar_serves_the_directory_on_loopback(tmp_path):
     finally:
         sidecar.terminate()
         sidecar.wait(60)
+    assert sidecar.stderr.read() == ("fastpatch: skipped telemetry file fastpatch-9-9.fpt: not a fastpatch telemetry "
+                                     "file (wrong magic)\n")
+    assert first["fastpatch_telemetry_bad_files"] == {("fastpatch_telemetry_bad_files", ()): 1}
     key = ("fastpatch_function_calls_total", (("code_function_name", "__main__.f"),))
     assert (first["fastpatch_function_calls"], second["fastpatch_function_calls"]) == ({key: 10}, {key: 15})
     assert set(first) == {"fastpatch_function_calls", "fastpatch_function_errors", DURATION,

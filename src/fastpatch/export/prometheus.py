@@ -165,9 +165,16 @@ def main(prog: str, args: List[str]) -> int:
     if os.path.lexists(directory):
         try:
             os.close(_writer._check_directory(directory))
-        except ValueError as exc:  # UnsafeDirectory
+        except ValueError as exc:  # UnsafeDirectory: the message names the problem
             sys.stderr.write(f"fastpatch: error: {exc}\n")
             return 2
+        except OSError as exc:
+            sys.stderr.write(f"fastpatch: error: telemetry directory {directory}: {exc.strerror or exc}\n")
+            return 2
+    import warnings
+
+    # A skipped file is one line on stderr (the message names it), not a warning with its source line.
+    warnings.formatwarning = _one_line
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry(auto_describe=True)
@@ -186,3 +193,8 @@ def main(prog: str, args: List[str]) -> int:
         pass
     server.shutdown()
     return 0
+
+
+def _one_line(message: Union[Warning, str], category: type, filename: str, lineno: int,
+              line: Optional[str] = None) -> str:
+    return f"{message}\n"
