@@ -389,3 +389,22 @@ def test_export_of_an_unknown_exporter_is_one_error_line(tmp_path):
                           timeout=120)
     assert (done.returncode, done.stdout, done.stderr) == (
         2, "", "python -m fastpatch export: error: unknown exporter 'graphite': choose prometheus\n")
+
+
+def test_export_prometheus_without_dir_serves_fastpatch_services_directory_or_lists_the_services(tmp_path):
+    (tmp_path / "fastpatch" / "shop").mkdir(parents=True, mode=0o700)
+    (tmp_path / "fastpatch" / "api").mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if k != "FASTPATCH_SERVICE"}
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "fastpatch", "export", "prometheus", "--port", "0"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (
+        2, f"fastpatch: error: name a telemetry directory or set FASTPATCH_SERVICE; services in "
+           f"{tmp_path / 'fastpatch'}: api, shop\n")
+    sidecar = _sidecar(env={**env, "FASTPATCH_SERVICE": "shop"})
+    try:
+        line = sidecar.stderr.readline()
+    finally:
+        sidecar.terminate()
+        sidecar.wait(60)
+    assert line.endswith(f"/metrics for {tmp_path / 'fastpatch' / 'shop'}\n")
