@@ -117,13 +117,21 @@ class FastpatchCollector:
         duration = HistogramMetricFamily("fastpatch_function_duration_seconds", _HELP["duration"], labels=labels)
         active = GaugeMetricFamily("fastpatch_function_active_calls", _HELP["active"], labels=labels)
         le = self._le
+        # Metric.add_sample, not add_metric: the same samples, built without
+        # add_metric's per-sample list and dict copies (a scrape can hold
+        # tens of thousands of bucket samples).
+        add_calls, add_errors, add_duration, add_active = (
+            f.add_sample for f in (calls, errors, duration, active))
         for name in sorted(merged):
             n_calls, n_errors, total_ns, n_active, counts, _min, _max = merged[name]
-            value = [name]
-            calls.add_metric(value, n_calls)
-            errors.add_metric(value, n_errors)
-            duration.add_metric(value, list(zip(le, accumulate(counts))), total_ns / 1e9)
-            active.add_metric(value, n_active)
+            label = {LABEL: name}
+            add_calls("fastpatch_function_calls_total", label, n_calls)
+            add_errors("fastpatch_function_errors_total", label, n_errors)
+            for bound, count in zip(le, accumulate(counts)):
+                add_duration("fastpatch_function_duration_seconds_bucket", {LABEL: name, "le": bound}, count)
+            add_duration("fastpatch_function_duration_seconds_count", label, count)
+            add_duration("fastpatch_function_duration_seconds_sum", label, total_ns / 1e9)
+            add_active("fastpatch_function_active_calls", label, n_active)
         yield calls
         yield errors
         yield duration
