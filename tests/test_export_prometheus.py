@@ -408,3 +408,13 @@ def test_export_prometheus_without_dir_serves_fastpatch_services_directory_or_li
         sidecar.terminate()
         sidecar.wait(60)
     assert line.endswith(f"/metrics for {tmp_path / 'fastpatch' / 'shop'}\n")
+
+
+def test_export_prometheus_without_prometheus_client_names_the_extra_in_one_line(tmp_path):
+    code = ("import sys; sys.modules['prometheus_client'] = None\n"
+            "from fastpatch._cli import main\n"
+            f"sys.exit(main(['export', 'prometheus', {str(tmp_path)!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2, "", "python -m fastpatch export prometheus: error: needs prometheus_client: "
+               "pip install 'fastpatch[prometheus]'\n")
