@@ -21,7 +21,7 @@ import sys
 import textwrap
 import time
 from types import CodeType, FunctionType
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -487,11 +487,13 @@ class Profiled(Variant):
 
 class Fastpatch(Variant):
     name = "fastpatch"
+    #: instrument()'s sample=: None for the default (exact timing)
+    sample: Optional[int] = None
 
     def install(self, func: FunctionType) -> Any:
         self.func = func
         self.original = func.__code__
-        fastpatch.instrument(func)
+        fastpatch.instrument(func, sample=self.sample)
         assert fastpatch.is_instrumented(func), "instrument() did not instrument the function"
         assert func.__code__ is not self.original, "instrument() left __code__ unchanged"
         return func
@@ -509,7 +511,15 @@ class Fastpatch(Variant):
         assert s.calls == calls, f"fastpatch counted {s.calls} calls, the benchmark made {calls}"
         assert s.completed == calls, f"fastpatch completed {s.completed} activations of {calls}"
         assert s.errors == errors, f"fastpatch counted {s.errors} errors, expected {errors}"
-        assert s.total_ns > 0 and s.min_ns <= s.max_ns, f"fastpatch durations look wrong: {s}"
+        if self.sample == 0:
+            assert (s.timed, s.total_ns, sum(s.histogram)) == (0, 0, 0), f"count-only timed something: {s}"
+        elif self.sample is not None and self.sample > 1:
+            # one in N timed: far below every call, and each timed one weighted N
+            assert 0 < s.timed < calls and sum(s.histogram) == self.sample * s.timed, f"sampling looks wrong: {s}"
+            assert s.total_ns > 0 and s.min_ns <= s.max_ns, f"fastpatch durations look wrong: {s}"
+        else:
+            assert s.timed == calls and sum(s.histogram) == calls, f"exact timing missed calls: {s}"
+            assert s.total_ns > 0 and s.min_ns <= s.max_ns, f"fastpatch durations look wrong: {s}"
         info = {f"fastpatch_{k}": v for k, v in s.to_dict().items() if k != "name"}
         info["fastpatch_clock"] = s.clock
         return info
@@ -519,6 +529,20 @@ class Fastpatch(Variant):
         if func is not None:
             fastpatch.uninstrument(func)
             assert func.__code__ is self.original, "uninstrument() did not restore the original code"
+
+
+class FastpatchSample16(Fastpatch):
+    """Sampled timing: every call counted, one in 16 timed."""
+
+    name = "fastpatch-sample16"
+    sample = 16
+
+
+class FastpatchCountOnly(Fastpatch):
+    """Count-only: every call counted, none timed, no clock read."""
+
+    name = "fastpatch-count-only"
+    sample = 0
 
 
 class _FastpatchOnClock(Fastpatch):
@@ -557,16 +581,52 @@ class FastpatchTsc(_FastpatchOnClock):
     tsc = True
 
 
+class FastpatchTelemetry(Fastpatch):
+    """fastpatch with live telemetry on (fastpatch.export.start, the default
+    1 s interval, in a directory of its own): its writer's thread runs
+    beside the calls and snapshots this probe every interval. The per-call
+    number must equal ``fastpatch``'s within noise."""
+
+    name = "fastpatch-telemetry"
+
+    def install(self, func: FunctionType) -> Any:
+        import tempfile
+
+        import fastpatch.export
+
+        self.directory = tempfile.mkdtemp(prefix="fastpatch-bench-")
+        fastpatch.export.start(os.path.join(self.directory, "bench"))
+        return super().install(func)
+
+    def verify(self, calls: int) -> Dict[str, Any]:
+        from fastpatch import _ext
+
+        info = super().verify(calls)
+        status = _ext.telemetry_status()
+        assert status["running"] and status["file_open"], f"the telemetry writer is not running: {status}"
+        info["telemetry_snapshots"] = status["generation"]
+        return info
+
+    def close(self) -> None:
+        import shutil
+
+        import fastpatch.export
+
+        fastpatch.export.stop()
+        super().close()
+        shutil.rmtree(getattr(self, "directory", ""), ignore_errors=True)
+
+
 VARIANT_CLASSES = {cls.name: cls for cls in (
     Bare, Floor, Naive, Functools, FunctoolsActivation, Wrapt, Monitoring, MonitoringC, Profiled, Fastpatch,
-    FastpatchMonotonic, FastpatchTsc,
+    FastpatchMonotonic, FastpatchTsc, FastpatchSample16, FastpatchCountOnly, FastpatchTelemetry,
 )}
 
 #: Order of the variants in reports.
 VARIANT_ORDER = [
     "bare", "floor-2x-perf_counter_ns", "naive-time.time", "functools-perf_counter_ns", "functools-activation",
     "wrapt", "sys.monitoring", "sys.monitoring-C-callback", "cProfile", "fastpatch", "fastpatch-monotonic",
-    "fastpatch-tsc",
+    "fastpatch-tsc", "fastpatch-sample16", "fastpatch-count-only", "fastpatch-telemetry",
 ]
 
 
@@ -576,6 +636,10 @@ def variants_for(workload: Workload) -> List[str]:
         names.remove("functools-activation")
     if workload.name != "trivial":
         names.remove("floor-2x-perf_counter_ns")
+        names.remove("fastpatch-telemetry")
+        # sampled timing is measured where it is meant to matter: the cheapest call
+        names.remove("fastpatch-sample16")
+        names.remove("fastpatch-count-only")
     return names
 
 

@@ -293,8 +293,7 @@ def test_run_takes_unambiguous_prefixes_of_its_long_options_as_argparse_does(pro
 def test_an_ambiguous_long_option_is_refused_as_argparse_refuses_it(capsys):
     from fastpatch._cli import _run_parser, _split_run_args
 
-    parser = _run_parser("python -m fastpatch")
-    parser.add_argument("--sample", metavar="N")  # run has no two long options with a common prefix (yet)
+    parser = _run_parser("python -m fastpatch")  # --sort and --sample share a prefix
     options, kind, target, program_args = _split_run_args(["--s", "3", "prog.py", "x"], parser)
     assert (kind, target, program_args) == ("script", "3", ["prog.py", "x"])
     with pytest.raises(SystemExit) as exc:

@@ -52,9 +52,20 @@ def sample(func, n):
 """
 
 
-def _run(directory: str, body: str) -> None:
-    code = PROGRAM + f"fastpatch.export.start({directory!r}, interval=0.02)\n" + textwrap.dedent(body)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+def _run(directory: str, body: str, *children: str) -> None:
+    """Run ``body`` in a process publishing to ``directory``, and each of
+    ``children`` in a process of its own while the first one lives: one run
+    of the service (a process started after the others ended would start a
+    new run, from zero)."""
+    codes = [PROGRAM + f"fastpatch.export.start({directory!r}, interval=0.02)\n" + textwrap.dedent(b)
+             for b in (body, *children)]
+    parent = codes[0] + textwrap.dedent(f"""
+        import subprocess
+        for code in {codes[1:]!r}:
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+            assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    """)
+    done = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=300)
     assert (done.returncode, done.stderr) == (0, "")
 
 
@@ -178,8 +189,25 @@ def test_two_definitions_of_one_name_in_two_processes_are_one_series(tmp_path):
     assert families[DURATION] == _expected_histogram("app.f", doubled, 8000, bucket_edges("all"))
     assert families["fastpatch_telemetry_processes"] == {
         ("fastpatch_telemetry_processes", (("state", s),)): n
-        for s, n in (("live", 0), ("exited", 2), ("stale", 0), ("archive", 0))
+        for s, n in (("live", 0), ("exited", 0), ("stale", 0), ("archive", 1))
     }
+
+
+@pytest.mark.parametrize("sweep", [True, False])
+def test_a_scrape_folds_dead_processes_into_the_archive_unless_told_not_to_and_counts_the_same(tmp_path, sweep):
+    (tmp_path / "fastpatch-1-1.fpt").write_bytes(tf.valid_file(calls=7, pid=1, state=2))
+    (tmp_path / "fastpatch-2-2.fpt").write_bytes(tf.valid_file(calls=5, pid=2, state=1))  # died without a stop
+    collector = FastpatchCollector(str(tmp_path), sweep=sweep)
+    first, second = _scrape_collector(collector), _scrape_collector(collector)
+    key = ("fastpatch_function_calls_total", (("code_function_name", "app.f"),))
+    assert (first["fastpatch_function_calls"], second["fastpatch_function_calls"]) == ({key: 12}, {key: 12})
+    states = {k[1][0][1]: v for k, v in second["fastpatch_telemetry_processes"].items()}
+    if sweep:
+        assert states == {"live": 0, "exited": 0, "stale": 0, "archive": 1}
+        assert sorted(n for n in os.listdir(tmp_path) if n.endswith(".fpt")) == ["archive.fpt"]
+    else:
+        assert states == {"live": 0, "exited": 1, "stale": 1, "archive": 0}
+        assert sorted(os.listdir(tmp_path)) == ["fastpatch-1-1.fpt", "fastpatch-2-2.fpt"]
 
 
 def test_real_processes_exact_and_sampled_are_scraped_over_http_with_exact_values(tmp_path):
@@ -192,12 +220,10 @@ def test_real_processes_exact_and_sampled_are_scraped_over_http_with_exact_value
                 g(i)
             except ValueError:
                 pass
-    """)
-    _run(d, """
+    """, """
         for i in range(500):
             f(i)
-    """)
-    _run(d, """
+    """, """
         _ext._testing_seed_sampler(20261207)
         sample(f, 4)
         for i in range(4000):
@@ -262,7 +288,7 @@ def test_active_calls_count_live_processes_only_and_processes_are_counted_by_sta
     states = {k[1][0][1]: v for k, v in live["fastpatch_telemetry_processes"].items()}
     assert states == {"live": 1, "exited": 0, "stale": 0, "archive": 0}
     states = {k[1][0][1]: v for k, v in dead["fastpatch_telemetry_processes"].items()}
-    assert states == {"live": 0, "exited": 0, "stale": 1, "archive": 0}
+    assert states == {"live": 0, "exited": 0, "stale": 0, "archive": 1}  # the killed process, swept
 
 
 def test_damaged_and_foreign_files_are_counted_and_never_fail_a_scrape(tmp_path):
@@ -280,7 +306,8 @@ def test_damaged_and_foreign_files_are_counted_and_never_fail_a_scrape(tmp_path)
     assert families["fastpatch_telemetry_bad_files"] == {("fastpatch_telemetry_bad_files", ()): 2}
     assert families["fastpatch_function_calls"] == {("fastpatch_function_calls_total",
                                                      (("code_function_name", "app.f"),)): 7}
-    assert sorted(os.listdir(tmp_path)) == ["fastpatch-1-1.fpt", "fastpatch-2-2.fpt", "fastpatch-3-3.fpt",
+    # the damaged files stay where they were; the good one is folded into the archive
+    assert sorted(os.listdir(tmp_path)) == ["archive.fpt", "archive.lock", "fastpatch-2-2.fpt", "fastpatch-3-3.fpt",
                                             "notes.txt"]
 
 
@@ -331,35 +358,48 @@ def _sidecar(*args: str, env=None) -> subprocess.Popen[str]:
 
 def test_export_prometheus_sidecar_serves_the_directory_on_loopback(tmp_path):
     d = str(tmp_path / "svc")
-    _run(d, """
+    code = PROGRAM + f"fastpatch.export.start({d!r}, interval=0.02)\n" + textwrap.dedent("""
         for i in range(10):
             f(i)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for i in range(5):
+            f(i)
+        print("ready", flush=True)
+        sys.stdin.readline()
     """)
-    with open(os.path.join(d, "fastpatch-9-9.fpt"), "wb") as fh:
-        fh.write(b"damaged" * 1000)
-    sidecar = _sidecar(d)
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    sidecar = None
     try:
+        assert child.stdout.readline() == "ready\n"
+        with open(os.path.join(d, "fastpatch-9-9.fpt"), "wb") as fh:
+            fh.write(b"damaged" * 1000)
+        sidecar = _sidecar(d)
         line = sidecar.stderr.readline()
         prefix = "fastpatch: serving http://127.0.0.1:"
         assert line.startswith(prefix) and line.endswith(f"/metrics for {d}\n")
         url = line[len("fastpatch: serving "):-len(f" for {d}\n")]
-        first = _scrape(url)
-        _run(d, """
-            for i in range(5):
-                f(i)
-        """)
-        second = _scrape(url)
+        key = ("fastpatch_function_calls_total", (("code_function_name", "__main__.f"),))
+        scrapes = []
+        _wait_until(lambda: scrapes.append(_scrape(url)) or scrapes[-1]["fastpatch_function_calls"] == {key: 10},
+                    "10 calls")
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "ready\n"
+        _wait_until(lambda: scrapes.append(_scrape(url)) or scrapes[-1]["fastpatch_function_calls"] == {key: 15},
+                    "15 calls")
     finally:
-        sidecar.terminate()
-        sidecar.wait(60)
+        child.kill()
+        child.wait()
+        if sidecar is not None:
+            sidecar.terminate()
+            sidecar.wait(60)
     assert sidecar.stderr.read() == ("fastpatch: skipped telemetry file fastpatch-9-9.fpt: not a fastpatch telemetry "
                                      "file (wrong magic)\n")
-    assert first["fastpatch_telemetry_bad_files"] == {("fastpatch_telemetry_bad_files", ()): 1}
-    key = ("fastpatch_function_calls_total", (("code_function_name", "__main__.f"),))
-    assert (first["fastpatch_function_calls"], second["fastpatch_function_calls"]) == ({key: 10}, {key: 15})
-    assert set(first) == {"fastpatch_function_calls", "fastpatch_function_errors", DURATION,
-                          "fastpatch_function_active_calls", "fastpatch_telemetry_processes",
-                          "fastpatch_telemetry_bad_files"}
+    assert scrapes[0]["fastpatch_telemetry_bad_files"] == {("fastpatch_telemetry_bad_files", ()): 1}
+    assert set(scrapes[0]) == {"fastpatch_function_calls", "fastpatch_function_errors", DURATION,
+                               "fastpatch_function_active_calls", "fastpatch_telemetry_processes",
+                               "fastpatch_telemetry_bad_files"}
 
 
 def test_export_prometheus_serves_a_directory_that_does_not_exist_yet(tmp_path):

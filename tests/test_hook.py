@@ -328,7 +328,7 @@ def test_a_module_the_hook_fails_to_splice_is_imported_and_walked_with_a_warning
     root, name, hooks = tree
     _write(root, {f"{name}.py": "def f():\n    return 1\nRESULT = f()\n"})
 
-    def failing(code, module):
+    def failing(code, module, sample):
         raise RuntimeError("no splice today")
 
     monkeypatch.setattr(fastpatch._hook, "patch_module_code", failing)

@@ -1138,7 +1138,7 @@ def _extreme_report():
     report = build([synthetic([10, 20])])
     report["pid"] = report["created"] = top
     report["functions"][0].update(
-        calls=top, errors=top, completed=top, total_ns=top, min_ns=1, max_ns=top, firstlineno=top,
+        calls=top, errors=top, completed=top, timed=top, total_ns=top, min_ns=1, max_ns=top, firstlineno=top,
         histogram={"layout": _stats.histogram_layout(), "counts": {str(i): top for i in range(B)}},
     )
     return report

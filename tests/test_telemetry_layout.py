@@ -13,10 +13,10 @@ import struct
 import threading
 
 import pytest
-from telemetry_files import SLOT, header, patch, record_slot, strings_slot, valid_file
 
 from fastpatch import _ext
 from fastpatch.export import _files
+from telemetry_files import SLOT, header, patch, record_slot, strings_slot, valid_file
 
 HEADER_H = pathlib.Path(_files.__file__).resolve().parent.parent / "_telemetry.h"
 
@@ -60,7 +60,8 @@ def test_cffi_reads_the_header_with_every_offset_and_size_the_extension_and_the_
     compiled = _ext.telemetry_layout()
     python = {"fpt_header": _offsets(_files.HEADER, HEADER_FIELDS),
               "fpt_record": _offsets(_files.RECORD, RECORD_FIELDS),
-              "fpt_strings": _offsets(_files.STRINGS, STRINGS_FIELDS)}
+              "fpt_strings": _offsets(_files.STRINGS, STRINGS_FIELDS),
+              "fpt_absorbed": _offsets(_files.ABSORBED, ["seq", "kind", "reserved", "count"])}
     checked = 0
     for key, offset in compiled.items():
         kind, name = key.split(".")
@@ -71,12 +72,15 @@ def test_cffi_reads_the_header_with_every_offset_and_size_the_extension_and_the_
             if name in python[kind]:
                 assert python[kind][name] == offset, key
                 checked += 1
-    assert checked == 20 + 14 + 3  # every field the reader unpacks but the records' and strings' reserved
+    assert checked == 20 + 14 + 3 + 2  # every field the reader unpacks but seq of absorbed and the reserved ones
     assert ffi.offsetof("struct fpt_record", "hist") == _files.RECORD.size
+    assert ffi.offsetof("struct fpt_absorbed", "entries") == _files.ABSORBED.size
+    assert ffi.sizeof(dict(ffi.typeof("struct fpt_absorbed").fields)["entries"].type) // 24 == _files.ABSORBED_PER_SLOT
+    assert ffi.sizeof("struct fpt_record") == _files.SLOT_SIZE
     assert ffi.sizeof("struct fpt_record") == SLOT
     assert ffi.sizeof("struct fpt_strings") - ffi.offsetof("struct fpt_strings", "data") == SLOT - _files.STRINGS.size
     assert ffi.sizeof(dict(ffi.typeof("struct fpt_record").fields)["hist"].type) == _files.HISTOGRAM.size
-    assert ffi.sizeof("struct fpt_header") <= _files.HEADER_PAGE and _files.HEADER.size <= ffi.sizeof("struct fpt_header")
+    assert _files.HEADER.size <= ffi.sizeof("struct fpt_header") <= _files.HEADER_PAGE
 
 
 def _read(tmp_path: pathlib.Path, files: dict[str, bytes]) -> _files.Directory:

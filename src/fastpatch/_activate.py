@@ -44,6 +44,7 @@ import os
 import sys
 
 from ._hook import ImportHook, install_import_hook, own_work, splice_main_when_it_runs, when_imported
+from ._patch import check_sample
 from ._select import split_patterns
 
 TYPE_CHECKING = False
@@ -100,13 +101,15 @@ def current() -> Optional[Activation]:
 
 def activate(
     include: Iterable[str], exclude: Iterable[str] = (), *, output: Optional[str] = None, fmt: Optional[str] = None,
-    sort: str = "total", root: bool = False, warn_unmatched: bool = False,
+    sort: str = "total", root: bool = False, warn_unmatched: bool = False, sample: Optional[int] = None,
 ) -> Activation:
     """Install the import hook, write the report at exit (in this process
     and its children), and hand the settings to child processes through
-    the environment. Replaces an earlier activation of this process."""
+    the environment. Replaces an earlier activation of this process.
+    ``sample``: the hook's sampling rate (``install_import_hook``)."""
     global _current
     include, exclude = list(include), list(exclude)
+    check_sample(sample)
     if _current is not None:
         deactivate()
     if output is not None:
@@ -115,10 +118,10 @@ def activate(
         # Absolute now: the program (or a child) may change directory before exit.
         output = os.path.abspath(output)
         claim(output)
-    hook = install_import_hook(include, exclude)
+    hook = install_import_hook(include, exclude, sample=sample)
     activation = Activation(hook, output, fmt, sort, root, warn_unmatched)
     _current = activation
-    _export(include, exclude, output, fmt, sort)
+    _export(include, exclude, output, fmt, sort, sample)
     import atexit
 
     atexit.register(_at_exit, activation)
@@ -147,7 +150,8 @@ def deactivate() -> None:
 
 
 def _export(
-    include: Iterable[str], exclude: Iterable[str], output: Optional[str], fmt: Optional[str], sort: str
+    include: Iterable[str], exclude: Iterable[str], output: Optional[str], fmt: Optional[str], sort: str,
+    sample: Optional[int] = None,
 ) -> None:
     """The settings, for child processes (they activate at startup from these)."""
     env = os.environ
@@ -170,6 +174,10 @@ def _export(
         env["FASTPATCH_SORT"] = sort
     else:
         env.pop("FASTPATCH_SORT", None)
+    if sample is not None:
+        env["FASTPATCH_SAMPLE"] = str(sample)
+    else:
+        env.pop("FASTPATCH_SAMPLE", None)
 
 
 def activate_from_environment() -> Optional[Activation]:
@@ -200,9 +208,23 @@ def activate_from_environment() -> Optional[Activation]:
         if sort not in SORT_KEYS:
             _say(f"FASTPATCH_SORT={sort!r} is not one of {', '.join(sorted(SORT_KEYS))}; using total")
             sort = "total"
-    activation = activate(include, exclude, output=output, fmt=fmt, sort=sort)
+    activation = activate(include, exclude, output=output, fmt=fmt, sort=sort, sample=_sample_from(env))
     splice_main_when_it_runs()  # `python SCRIPT` and `-c CODE` run their main code without importing it
     return activation
+
+
+def _sample_from(env: Any) -> Optional[int]:
+    """``FASTPATCH_SAMPLE``: the sampling rate, or None (exact timing) when
+    unset; a bad value is one line on stderr, and exact timing."""
+    text = env.get("FASTPATCH_SAMPLE", "").strip()
+    if not text:
+        return None
+    try:
+        return check_sample(int(text), "FASTPATCH_SAMPLE")
+    except ValueError as exc:
+        why = str(exc) if text.lstrip("-").isdigit() else f"FASTPATCH_SAMPLE must be an integer, not {text!r}"
+        _say(f"{why}; timing every call")
+        return None
 
 
 # --------------------------------------------------------------------------

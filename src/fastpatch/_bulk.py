@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 
-from ._patch import instrument, is_instrumented
+from ._patch import check_sample, instrument, is_instrumented
 from ._resolve import FunctionType
 from ._select import Selection, is_own_module
 
@@ -47,8 +47,11 @@ _C_CALLABLES = (
 class _Walk:
     """One walk: the selection it fills and what it has already met."""
 
-    def __init__(self, selection: Selection, wanted: Optional[Callable[[str], bool]] = None) -> None:
+    def __init__(
+        self, selection: Selection, wanted: Optional[Callable[[str], bool]] = None, sample: Optional[int] = None
+    ) -> None:
         self.selection = selection
+        self.sample = sample  # the rate of every function met (instrument's sample=), None to leave it
         # Only definitions whose qualname passes ``wanted`` (module:Qual.name patterns).
         self.wanted = wanted
         self.seen: Set[int] = set()
@@ -95,10 +98,12 @@ class _Walk:
         if self.wanted is not None and not self.wanted(func.__qualname__):
             return
         if is_instrumented(func):
+            if self.sample is not None:
+                instrument(func, sample=self.sample)  # a new rate, as instrument() again sets it
             self.skip(name, ALREADY)
             return
         try:
-            instrument(func)
+            instrument(func, sample=self.sample)
         except (TypeError, ValueError) as exc:
             self.skip(name, f"refused: {exc}")
             return
@@ -155,7 +160,7 @@ def _module(module: Union[ModuleType, str]) -> ModuleType:
     return module
 
 
-def instrument_module(module: Union[ModuleType, str]) -> Selection:
+def instrument_module(module: Union[ModuleType, str], *, sample: Optional[int] = None) -> Selection:
     """Time every function and method that ``module`` defines.
 
     ``module`` is a module object or a dotted name (imported if it is not
@@ -170,44 +175,51 @@ def instrument_module(module: Union[ModuleType, str]) -> Selection:
     skipped, with reasons (C functions, objects imported from other
     modules, functions already instrumented...). Instrumenting again is
     harmless: everything is then "already instrumented".
+
+    ``sample`` is the sampling rate of every function it instruments (see
+    ``instrument``): given, it also sets the rate of those already
+    instrumented.
     """
+    check_sample(sample)
     module = _module(module)
     selection = Selection()
-    _Walk(selection).module(module)
+    _Walk(selection, sample=sample).module(module)
     return selection
 
 
-def instrument_class(cls: type) -> Selection:
+def instrument_class(cls: type, *, sample: Optional[int] = None) -> Selection:
     """Time every method that class ``cls`` defines in its body.
 
     Plain, static and class methods, property accessors
     (``fget``/``fset``/``fdel``), ``functools.cached_property`` functions,
     and the methods of classes nested in it; not inherited methods. Returns
-    a ``Selection`` (see ``instrument_module``).
+    a ``Selection`` and takes ``sample`` (see ``instrument_module``).
     """
+    check_sample(sample)
     if not isinstance(cls, type):
         raise TypeError(f"instrument_class() needs a class, not {type(cls).__name__}")
     if is_own_module(cls.__module__):
         raise ValueError(f"fastpatch never instruments its own classes ({cls.__module__}.{cls.__qualname__})")
     selection = Selection()
-    _Walk(selection).cls(cls, cls.__module__, f"{cls.__module__}.{cls.__qualname__}")
+    _Walk(selection, sample=sample).cls(cls, cls.__module__, f"{cls.__module__}.{cls.__qualname__}")
     return selection
 
 
-def instrument_package(package: Union[ModuleType, str]) -> Selection:
+def instrument_package(package: Union[ModuleType, str], *, sample: Optional[int] = None) -> Selection:
     """Time every function of ``package`` and of every submodule in it.
 
     Each submodule is imported (a ``__main__`` submodule is not: it runs a
     program) and walked as by ``instrument_module``. A submodule that fails
     to import (a missing optional dependency, say) is listed in
     ``Selection.skipped`` with the error; the rest go on. A plain module
-    (not a package) is walked alone.
+    (not a package) is walked alone. ``sample``: see ``instrument_module``.
     """
     import importlib
 
+    check_sample(sample)
     root = _module(package)
     selection = Selection()
-    walk = _Walk(selection)
+    walk = _Walk(selection, sample=sample)
     walk.module(root)
     path = getattr(root, "__path__", None)
     if path is None:
@@ -240,9 +252,11 @@ def instrument_package(package: Union[ModuleType, str]) -> Selection:
     return selection
 
 
-def instrument_selected(module: ModuleType, wanted: Optional[Callable[[str], bool]] = None) -> Selection:
+def instrument_selected(
+    module: ModuleType, wanted: Optional[Callable[[str], bool]] = None, sample: Optional[int] = None
+) -> Selection:
     """The hook's walk of a module it could not splice: every function it
-    defines, or those whose qualname passes ``wanted``."""
+    defines, or those whose qualname passes ``wanted``, at rate ``sample``."""
     selection = Selection()
-    _Walk(selection, wanted).module(module)
+    _Walk(selection, wanted, sample).module(module)
     return selection

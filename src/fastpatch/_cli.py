@@ -236,7 +236,7 @@ def _run_parser(prog: str) -> argparse.ArgumentParser:
         prog=f"{prog} run",
         usage=(
             f"{prog} run [-o FILE] [-f {'|'.join(formats.names())}] [-s SORT] [-i PATTERN]... [-x PATTERN]...\n"
-            f"{' ' * (len(prog) + 11)}(-m MODULE | -c CODE | SCRIPT) [ARGS...]"
+            f"{' ' * (len(prog) + 11)}[--sample N] (-m MODULE | -c CODE | SCRIPT) [ARGS...]"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
@@ -260,6 +260,11 @@ def _run_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "-x", "--exclude", action="append", default=[], metavar="PATTERN", help="never time what PATTERN selects"
     )
+    parser.add_argument(
+        "--sample", type=_sample_argument, default=None, metavar="N",
+        help="count every call and time one in N, at random (estimated times); 0 counts only; 1 (the default) times "
+        "every call",
+    )
     parser.add_argument("-m", dest="module", metavar="MODULE", help="run library module MODULE as a script")
     parser.add_argument("-c", dest="code", metavar="CODE", help="run the program passed as a string")
     parser.add_argument(
@@ -267,6 +272,21 @@ def _run_parser(prog: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("args", nargs="*", metavar="ARGS", help="passed to the program as sys.argv[1:]")
     return parser
+
+
+def _sample_argument(text: str) -> int:
+    """``--sample``'s value, or argparse's one-line usage error."""
+    import argparse
+
+    from ._patch import check_sample
+
+    try:
+        sample = check_sample(int(text.strip()), "--sample")
+    except ValueError as exc:
+        message = str(exc) if text.strip().lstrip("-").isdigit() else f"--sample must be an integer, not {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    assert sample is not None
+    return sample
 
 
 def _split_run_args(
@@ -358,7 +378,7 @@ def _run_program(prog: str, ns: argparse.Namespace, kind: str, target: str, prog
 
         activate(
             include, ns.exclude, output=ns.output, fmt=ns.format, sort=ns.sort, root=True,
-            warn_unmatched=bool(ns.include),
+            warn_unmatched=bool(ns.include), sample=ns.sample,
         )
     else:
         sys.stderr.write("fastpatch: FASTPATCH_ENABLED=0: running the program without instrumentation\n")

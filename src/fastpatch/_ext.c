@@ -54,6 +54,9 @@ static PyMethodDef fp_methods[] = {
      "set_code(func, code): assign func.__code__, keeping calls to func specialisable."},
     {"set_default_clock", fp_set_default_clock, METH_O,
      "set_default_clock(tsc) -> bool: the clock of probes this interpreter creates from now on."},
+    {"set_default_sample", fp_set_default_sample, METH_O,
+     "set_default_sample(n) -> int: the sampling rate of probes this interpreter creates from now on; returns the\n"
+     "previous one."},
     {"forked_child", fp_forked_child, METH_NOARGS,
      "In a child just forked: activations that started before the fork are no longer counted."},
     {"called_probes", fp_called_probes, METH_NOARGS,
@@ -104,6 +107,7 @@ fp_exec(PyObject *module)
     fp_clock_init();
     fp_sampler_init();
     st->free_tokens = NULL;
+    st->default_sample = 1;
     st->called = NULL;
     st->n_called = st->called_capacity = 0;
     st->n_free = 0;
@@ -165,6 +169,7 @@ fp_free(void *module)
     fp_free_idle_tokens(st);
     /* No probe is left to take itself out: each holds its type, which holds the module. */
     PyMem_Free(st->called);
+    st->default_sample = 1;
     st->called = NULL;
     st->n_called = st->called_capacity = 0;
     fp_clear((PyObject *)module);

@@ -15,6 +15,8 @@ HIST_BUCKETS: int
 #: Durations in ns are shifted right by this many bits before bucketing
 #: (the layout is in _ext_histogram.h, fp_bucket_of, and mirrored in _stats.py).
 HIST_SHIFT: int
+#: The largest sampling rate a probe takes (one activation timed in MAX_SAMPLE).
+MAX_SAMPLE: int
 
 @final
 class Probe:
@@ -29,19 +31,32 @@ class Probe:
     @property
     def calls(self) -> int:
         """Activations started (cheaper than ``snapshot()[0]``)."""
-    def snapshot(self) -> tuple[int, int, int, int, int, int, bytes, float]:
-        """(calls, completed, errors, total, min, max, histogram, ns_per_tick).
+    @property
+    def sample(self) -> int:
+        """The sampling rate of the next activation: 1 exact, N one in N, 0 count only."""
+    @property
+    def epoch(self) -> int:
+        """How many times the counters were zeroed (``reset()``, a forked child's ``clear()``)."""
+    def snapshot(self) -> tuple[int, int, int, int, int, int, bytes, float, int, int, int]:
+        """(calls, completed, errors, total, min, max, histogram, ns_per_tick, timed, sample, epoch).
 
         ``total``, ``min`` and ``max`` are in this probe's clock ticks and
         ``ns_per_tick`` converts them (1.0 for CLOCK_MONOTONIC); ``min`` is
-        0 while nothing has completed. ``histogram`` holds HIST_BUCKETS
-        native-endian uint32 counts of durations in nanoseconds, on either
-        clock.
+        0 while nothing timed has completed. ``histogram`` holds
+        HIST_BUCKETS native-endian uint64 counts of durations in
+        nanoseconds, on either clock, each timed activation weighted by its
+        rate (Horvitz-Thompson), as ``total`` is; ``min`` and ``max`` are
+        over the timed activations. ``timed`` counts the timed activations
+        that ended, ``sample`` is the current rate, ``epoch`` counts resets.
         """
+    def set_sample(self, n: int, /) -> None:
+        """Time every activation (1), each with probability 1/n (n >= 2,
+        at most MAX_SAMPLE) or none (0: no clock read), from the next
+        activation on; each activation keeps the weight it started with."""
     def reset(self) -> None:
-        """Zero every counter; activations running now stay counted as started."""
+        """Zero every counter and start a new epoch; activations running now stay counted as started."""
     def clear(self) -> None:
-        """Zero every counter, in a forked child (after ``forked_child()``)."""
+        """Zero every counter and start a new epoch, in a forked child (after ``forked_child()``)."""
     def _testing_fill_histogram(self, count: int) -> None:
         """A test hook: set every histogram bucket to ``count``."""
 
@@ -117,8 +132,16 @@ def set_default_clock(tsc: object, /) -> bool:
     """The clock of probes this interpreter creates from now on: the TSC if
     ``tsc`` is true and the TSC is invariant. Returns whether the TSC is used."""
 
+def set_default_sample(n: int, /) -> int:
+    """The sampling rate of probes this interpreter creates from now on; returns the previous one."""
+
 def forked_child() -> None:
-    """In a child just forked: activations started before the fork are no longer counted."""
+    """In a child just forked: activations started before the fork are no longer counted, the
+    sampler is seeded again, and the called list starts empty."""
+
+def called_probes() -> list[Probe]:
+    """Every live probe activated in this process (since the fork, in a forked child), in no
+    particular order: what a snapshot writer walks."""
 
 def clock_name() -> str:
     """``"tsc"`` or ``"monotonic"``."""
@@ -133,6 +156,9 @@ def _testing_probe_size() -> int:
 
 def _testing_idle_tokens() -> int:
     """Tokens waiting on the free list."""
+
+def _testing_seed_sampler(seed: int, /) -> None:
+    """Seed the sampler's generator (process-wide), so that the timed activations repeat."""
 
 # Live telemetry (_ext_telemetry.c; the layout is _telemetry.h).
 def read_slots(buffer: object, first: int, count: int, /) -> bytes:

@@ -560,7 +560,7 @@ probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     p->hist = NULL;
     p->tsc = fp_state_of(module)->default_tsc;
     p->stop_errors = 0;
-    p->sample = 1;
+    p->sample = fp_state_of(module)->default_sample;
     p->countdown = 1;  /* armed by the first activation (probe_start_counting) */
     p->called_index = FP_NOT_CALLED;
     p->telemetry_file = p->telemetry_slot = 0;
@@ -640,28 +640,54 @@ probe_clear(PyObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* A sampling rate from Python: 0 and the rate, or -1 with TypeError or
+   ValueError set. */
+static int
+sample_from_object(PyObject *arg, uint32_t *rate)
+{
+    if (!PyLong_Check(arg) || PyBool_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "sample must be an int, not %.100s", Py_TYPE(arg)->tp_name);
+        return -1;
+    }
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(arg, &overflow);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow != 0 || n < 0 || n > (long long)FP_MAX_SAMPLE) {
+        PyErr_Format(PyExc_ValueError,
+                     "sample must be 1 (exact timing), N from 2 to %u (time one call in N) or 0 (count only), not %R",
+                     FP_MAX_SAMPLE, arg);
+        return -1;
+    }
+    *rate = (uint32_t)n;
+    return 0;
+}
+
+PyObject *
+fp_set_default_sample(PyObject *module, PyObject *arg)
+{
+    fp_state *st = fp_state_of(module);
+    uint32_t rate;
+    if (sample_from_object(arg, &rate) < 0) {
+        return NULL;
+    }
+    uint32_t previous = st->default_sample;
+    st->default_sample = rate;
+    return PyLong_FromUnsignedLong((unsigned long)previous);
+}
+
 /* set_sample(n): the rate from the next activation on (see
    ProbeObject.sample); activations already started keep their weight. */
 static PyObject *
 probe_set_sample(PyObject *self, PyObject *arg)
 {
     ProbeObject *p = (ProbeObject *)self;
-    if (!PyLong_Check(arg) || PyBool_Check(arg)) {
-        PyErr_Format(PyExc_TypeError, "sample must be an int, not %.100s", Py_TYPE(arg)->tp_name);
+    uint32_t rate;
+    if (sample_from_object(arg, &rate) < 0) {
         return NULL;
     }
-    int overflow = 0;
-    long long n = PyLong_AsLongLongAndOverflow(arg, &overflow);
-    if (n == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (overflow != 0 || n < 0 || n > (long long)FP_MAX_SAMPLE) {
-        PyErr_Format(PyExc_ValueError,
-                     "sample must be 1 (exact timing), N from 2 to %u (time one call in N) or 0 (count only), not %R",
-                     FP_MAX_SAMPLE, arg);
-        return NULL;
-    }
-    p->sample = (uint32_t)n;
+    p->sample = rate;
     if (p->called_index != FP_NOT_CALLED) {
         probe_arm_countdown(p);
     }

@@ -121,6 +121,11 @@ FP_INTERNAL PyObject *fp_forked_child(PyObject *module, PyObject *ignored);
    called list (see fp_state.called), in its order. */
 FP_INTERNAL PyObject *fp_called_probes(PyObject *module, PyObject *ignored);
 
+/* Module function (METH_O) set_default_sample(n) -> int: the rate of the
+   probes made from now on (the import hook's, for a whole module); returns
+   the previous one. */
+FP_INTERNAL PyObject *fp_set_default_sample(PyObject *module, PyObject *arg);
+
 /* The sampler's generator, process-wide: seeded from the operating system
    at the module's first import and in a forked child; the test hook seeds
    it with a known value. */

@@ -21,6 +21,7 @@ typedef struct {
     TokenObject *free_tokens; /* idle tokens, singly linked through TokenObject.next (_ext_probe.c) */
     Py_ssize_t n_free;
     int default_tsc;          /* the clock of probes this interpreter creates from now on */
+    uint32_t default_sample;  /* the sampling rate of probes this interpreter creates from now on */
     /* The called list: every live probe of this interpreter that has been
        activated (since the fork, in a forked child), borrowed, in no
        particular order. A probe is appended at its first activation (the

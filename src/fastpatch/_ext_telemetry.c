@@ -209,7 +209,7 @@ fp_telemetry_layout(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 #define FPT_FIELD(type, field) #type "." #field, (Py_ssize_t)offsetof(struct type, field)
     return Py_BuildValue(
         "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
-        "s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
+        "s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
         "sizeof.fpt_header", (Py_ssize_t)sizeof(struct fpt_header),
         "sizeof.fpt_record", (Py_ssize_t)sizeof(struct fpt_record),
         "sizeof.fpt_strings", (Py_ssize_t)sizeof(struct fpt_strings),
@@ -226,7 +226,8 @@ fp_telemetry_layout(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
         FPT_FIELD(fpt_record, errors), FPT_FIELD(fpt_record, timed), FPT_FIELD(fpt_record, total_ns),
         FPT_FIELD(fpt_record, min_ns), FPT_FIELD(fpt_record, max_ns), FPT_FIELD(fpt_record, hist),
         FPT_FIELD(fpt_strings, seq), FPT_FIELD(fpt_strings, kind), FPT_FIELD(fpt_strings, used),
-        FPT_FIELD(fpt_strings, data));
+        FPT_FIELD(fpt_strings, data), "sizeof.fpt_absorbed", (Py_ssize_t)sizeof(struct fpt_absorbed),
+        FPT_FIELD(fpt_absorbed, kind), FPT_FIELD(fpt_absorbed, count), FPT_FIELD(fpt_absorbed, entries));
 #undef FPT_FIELD
 }
 

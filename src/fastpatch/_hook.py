@@ -44,7 +44,7 @@ import os
 import sys
 
 from . import _ext
-from ._patch import _nested_qualname, _our_constants, patch_module_code
+from ._patch import _nested_qualname, _our_constants, check_sample, patch_module_code
 from ._recipes import running_dialect
 from ._select import Patterns, Selection, is_own_module
 from ._splice import c_splicer_in_use
@@ -66,8 +66,10 @@ class ImportHook:
     instrumented stays instrumented (``fastpatch.uninstrument`` undoes that).
     """
 
-    def __init__(self, patterns: Patterns) -> None:
+    def __init__(self, patterns: Patterns, sample: Optional[int] = None) -> None:
         self.patterns = patterns
+        # The rate of the functions it instruments, as instrument()'s sample= (None: exact timing for new ones).
+        self.sample = sample
         self.selection: Selection = Selection()
         self.installed = False
 
@@ -414,7 +416,8 @@ class _Finder:
             return self._splice(code, name, plan)
 
     def _splice(self, code: CodeType, name: str, plan: _Plan) -> CodeType:
-        tree = patch_module_code(code, name)
+        sample = plan.hook.sample
+        tree = patch_module_code(code, name, 1 if sample is None else sample)
         spliced = tree.code
         instrumented = tree.instrumented
         if not plan.everything:
@@ -453,7 +456,7 @@ class _Finder:
         before the hook was installed) by walking it."""
         from ._bulk import instrument_selected
 
-        found = instrument_selected(module, None if plan.everything else plan.wanted)
+        found = instrument_selected(module, None if plan.everything else plan.wanted, plan.hook.sample)
         selection = plan.hook.selection
         if plan.whole:
             selection.modules.append(module.__name__)
@@ -562,7 +565,9 @@ def _warn(message: str) -> None:
 _finder = _Finder()
 
 
-def install_import_hook(include: Iterable[str], exclude: Iterable[str] = ()) -> ImportHook:
+def install_import_hook(
+    include: Iterable[str], exclude: Iterable[str] = (), *, sample: Optional[int] = None
+) -> ImportHook:
     """Instrument every function of the modules ``include`` selects as they
     are imported, before their bodies run.
 
@@ -583,8 +588,14 @@ def install_import_hook(include: Iterable[str], exclude: Iterable[str] = ()) -> 
     install_import_hook(...):`` does so on exit), ``hook.selection`` says
     what was instrumented and skipped, and ``hook.unmatched()`` lists the
     include patterns that have selected nothing so far.
+
+    ``sample`` is the sampling rate of the functions it instruments, as
+    ``instrument`` takes it: N >= 2 times one call in N, 0 counts calls and
+    times none, 1 times every call, which None (the default) does too
+    without changing the rate of functions instrumented already.
     """
-    hook = ImportHook(Patterns(include, exclude))
+    check_sample(sample)
+    hook = ImportHook(Patterns(include, exclude), sample)
     with own_work:
         _finder.add_hook(hook)
         _walk_imported(hook)

@@ -249,6 +249,30 @@ def _check_name(name: Optional[str]) -> None:
         raise ValueError("instrument() name must be a non-empty string, or None for module.qualname")
 
 
+def check_sample(sample: object, what: str = "sample") -> Optional[int]:
+    """``sample`` if it is None or a sampling rate (1 exact, N >= 2 one call
+    in N timed, 0 count-only); else TypeError or ValueError, one line that
+    names ``what`` (``"sample"``, ``"--sample"``, ``"FASTPATCH_SAMPLE"``)."""
+    if sample is None:
+        return None
+    if isinstance(sample, bool) or not isinstance(sample, int):
+        raise TypeError(f"{what} must be an int (1 exact, N >= 2 one call in N, 0 count only), "
+                        f"not {type(sample).__name__}")
+    if not 0 <= sample <= _ext.MAX_SAMPLE:
+        raise ValueError(f"{what} must be 1 (exact timing), N from 2 to {_ext.MAX_SAMPLE} (time one call in N) "
+                         f"or 0 (count only), not {sample!r}")
+    return sample
+
+
+def set_sample(d: _Definition, sample: Optional[int]) -> None:
+    """Time definition ``d`` at rate ``sample`` (checked by ``check_sample``)
+    from its next activation on; None leaves its rate as it is. Activations
+    already running or suspended keep the rate they started with, and its
+    counters carry on: sampled estimates add up with exact sums."""
+    if sample is not None:
+        d.probe.set_sample(sample)
+
+
 def _patched_code(d: _Definition, original: CodeType) -> CodeType:
     """The definition's patched code, spliced again if nothing kept it."""
     patched = d.patched()
@@ -293,17 +317,26 @@ def _install_jump_guard() -> None:
         _jump_guard_installed = True
 
 
-def instrument(target: Any, *, name: Optional[str] = None) -> Any:
+def instrument(target: Any, *, name: Optional[str] = None, sample: Optional[int] = None) -> Any:
     """Time every call of ``target`` by patching its code object in place.
 
     ``target`` is a Python function (def, lambda, nested, generator,
     coroutine, async generator), a bound method (its ``__func__``) or a
     staticmethod/classmethod; anything else raises TypeError and nothing
     changes. Returns ``target``, so it works as a decorator. Instrumenting
-    again does nothing but rename (``name``); every function made from the
-    same definition shares one entry, named ``module.qualname`` by default.
+    again does nothing but rename (``name``) and set the rate (``sample``);
+    every function made from the same definition shares one entry, named
+    ``module.qualname`` by default.
+
+    ``sample`` is the sampling rate: 1 times every call (exact timing, what
+    a new definition gets when it is None); N >= 2 counts every call and
+    times one in N, chosen at random, so that totals, means and percentiles
+    are estimates (``Stats.sampled``); 0 counts calls and times none. None
+    leaves an instrumented definition's rate as it is. A new rate applies
+    from the next call, with no new patching.
     """
     _check_name(name)
+    check_sample(sample)
     func = resolve_function(target)
     with _lock:
         _install_jump_guard()
@@ -314,6 +347,7 @@ def instrument(target: Any, *, name: Optional[str] = None) -> Any:
             if running is not None:  # already instrumented
                 if name is not None:
                     running.name = name
+                set_sample(running, sample)
                 return target
             _refuse_foreign_probe(code, f"{func.__module__}.{func.__qualname__}")
             d, patched = _new_definition(code, func.__module__ or "?", func.__qualname__, name)
@@ -327,6 +361,7 @@ def instrument(target: Any, *, name: Optional[str] = None) -> Any:
                 patched = current
                 if d.patched() is None:
                     d.set_patched(patched)
+        set_sample(d, sample)
         _ext.set_code(func, patched)
         _keepalive.pop(id(func), None)
     return target
@@ -466,22 +501,29 @@ class PatchedTree:
         self.skipped: List[Tuple[str, str]] = []
 
 
-def patch_module_code(code: CodeType, module: str) -> PatchedTree:
+def patch_module_code(code: CodeType, module: str, sample: int = 1) -> PatchedTree:
     """``code`` (a module body) with every function code object nested in it
     spliced, recursively, so that the functions and closures it creates run
     instrumented from their first call. The module body itself is not timed.
 
-    Each function becomes a definition named ``module.qualname``; one the
-    splicer cannot handle is left as it is and listed in ``skipped``.
+    Each function becomes a definition named ``module.qualname``, timed at
+    rate ``sample`` (see ``instrument``); one the splicer cannot handle is
+    left as it is and listed in ``skipped``.
     """
     tree = PatchedTree(code)
     with _lock:
         _install_jump_guard()
         c = c_splicer_in_use()
-        if c is not None:
-            tree.code = c.patch_tree(code, module, _ext.Probe, _ext.lazy_origin, tree.instrumented, tree.skipped)
-        else:
-            tree.code = _patch_tree(code, module, "", tree)
+        # Every probe made here (by either splicer) gets the rate; the lock
+        # keeps any other probe from being made meanwhile.
+        previous = _ext.set_default_sample(sample)
+        try:
+            if c is not None:
+                tree.code = c.patch_tree(code, module, _ext.Probe, _ext.lazy_origin, tree.instrumented, tree.skipped)
+            else:
+                tree.code = _patch_tree(code, module, "", tree)
+        finally:
+            _ext.set_default_sample(previous)
     return tree
 
 

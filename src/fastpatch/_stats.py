@@ -105,8 +105,9 @@ class Stats:
     ``sampled`` is true, the durations are estimates from the timed
     activations (Horvitz-Thompson: each stands for N activations):
     ``total_ns`` estimates the total of every completed activation,
-    ``mean_ns`` is ``total_ns / completed``, ``histogram`` holds estimated
-    counts (its sum estimates ``completed``) and percentiles come from it;
+    ``histogram`` holds estimated counts (its sum estimates ``completed``),
+    ``mean_ns`` is ``total_ns / sum(histogram)``, and percentiles come from
+    the histogram;
     ``min_ns`` and ``max_ns`` are the least and greatest timed durations.
     Count-only stats have no durations (all 0). Under exact timing every
     field is exact and ``histogram`` sums to ``completed``.
@@ -176,8 +177,19 @@ class Stats:
 
     @property
     def mean_ns(self) -> float:
-        """``total_ns / completed``: an estimate when ``sampled``; 0.0 when nothing timed has ended."""
-        return self.total_ns / self.completed if self.completed and self.timed else 0.0
+        """The mean duration: ``total_ns / completed`` under exact timing;
+        when ``sampled``, ``total_ns / sum(histogram)``, the estimated total
+        over the estimated number of activations it covers, which is the
+        mean of the timed durations at one rate (a ratio estimator: its
+        error does not grow with the spread of how many calls were timed,
+        and calls made while count-only do not pull it down). 0.0 when
+        nothing timed has ended."""
+        if not self.timed:
+            return 0.0
+        if not self.sampled:
+            return self.total_ns / self.completed
+        weight = sum(self.histogram)
+        return self.total_ns / weight if weight else 0.0
 
     @property
     def sampled(self) -> bool:

@@ -5,7 +5,9 @@
  * Python reader (fastpatch/export/_files.py) to every offset and size.
  *
  * A file is one 4096-byte header page, then an array of fixed-size slots,
- * each either a record (one definition's counters) or a block of names.
+ * each either a record (one definition's counters) or a block of names;
+ * the archive of a directory (archive.fpt, written by a sweep, never by the
+ * C writer) also lists the processes it absorbed.
  * Everything is little-endian and naturally aligned. Readers refuse another
  * major version; a minor version only adds fields in what is zero or padding
  * now, and slot_size / header_size let an older reader skip them.
@@ -80,6 +82,14 @@ struct fpt_strings {             /* slot kind 2: packed NUL-terminated names */
     uint32_t used;               /* bytes of data in use */
     char data[1968];             /* to slot_size */
 };
+
+struct fpt_absorbed {            /* slot kind 3, archive files only: processes folded in */
+    uint64_t seq;
+    uint16_t kind;               /* 3 */
+    uint16_t reserved;
+    uint32_t count;              /* entries in use */
+    uint64_t entries[246];       /* count triples (pid, start_ticks, absorbed_unix_ns) */
+};
 /* LAYOUT END */
 
 #define FPT_MAGIC "FPTELEM"      /* and its NUL: 8 bytes */
@@ -96,6 +106,7 @@ struct fpt_strings {             /* slot kind 2: packed NUL-terminated names */
 
 #define FPT_KIND_RECORD 1u
 #define FPT_KIND_STRINGS 2u
+#define FPT_KIND_ABSORBED 3u
 
 #define FPT_RECORD_TSC 1u
 
@@ -130,5 +141,7 @@ FPT_STATIC_ASSERT(offsetof(struct fpt_record, max_ns) == 80, "max_ns");
 FPT_STATIC_ASSERT(offsetof(struct fpt_record, hist) == 88, "hist");
 FPT_STATIC_ASSERT(sizeof(struct fpt_strings) == sizeof(struct fpt_record), "one slot size");
 FPT_STATIC_ASSERT(offsetof(struct fpt_strings, data) == 16, "strings data");
+FPT_STATIC_ASSERT(sizeof(struct fpt_absorbed) == sizeof(struct fpt_record), "one slot size");
+FPT_STATIC_ASSERT(offsetof(struct fpt_absorbed, entries) == 16, "absorbed entries");
 
 #endif /* FASTPATCH_TELEMETRY_H */

@@ -12,7 +12,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Iterable, List, Optional, TextIO
+    from typing import Iterable, List, Optional, TextIO, Tuple
 
     from .._stats import Stats
 
@@ -76,7 +76,7 @@ def render(
         rows = rows[:limit]
     out = file if file is not None else sys.stdout
     header = ("calls", "errors", "total", "mean", "min", "p50", "p99", "max", "name")
-    table = [header]
+    table: List[Tuple[str, ...]] = [header]
     for s in rows:
         table.append((str(s.calls), str(s.errors), *_duration_cells(s), s.name))
     widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]

@@ -34,6 +34,7 @@ HEADER_PAGE = 4096
 STATES = {1: "live", 2: "exited", 3: "archive"}
 KIND_RECORD = 1
 KIND_STRINGS = 2
+KIND_ABSORBED = 3
 RECORD_TSC = 1
 FILE_PREFIX = "fastpatch-"
 FILE_SUFFIX = ".fpt"
@@ -46,8 +47,19 @@ RECORD = struct.Struct("<QHHIIIII 7Q")
 HISTOGRAM = struct.Struct(f"<{_stats.HIST_BUCKETS}Q")
 #: struct fpt_strings up to its data.
 STRINGS = struct.Struct("<QHHI")
+#: struct fpt_absorbed up to its entries: (pid, start_ticks, absorbed_unix_ns) triples follow.
+ABSORBED = struct.Struct("<QHHI")
+ABSORBED_PER_SLOT = 82
+#: A sweep forgets an absorbed process this long after it folded it, once its file is gone.
+ABSORBED_KEEP_NS = 600 * 10**9
+#: The slot size this fastpatch writes (sizeof(struct fpt_record)).
+SLOT_SIZE = 1984
 #: The smallest slot that holds a record of this major version.
 RECORD_SIZE = RECORD.size + HISTOGRAM.size
+
+
+#: How a record stores Stats.sample == MIXED_SAMPLE (an archive's merge of several rates).
+MIXED_SAMPLE_U32 = 0xFFFFFFFF
 
 
 class BadFile(Exception):
@@ -81,10 +93,10 @@ class ProcessView:
 
     __slots__ = ("name", "pid", "start_ticks", "state", "alive", "created_unix_ns", "heartbeat_unix_ns",
                  "generation", "interval_ms", "service", "python", "fastpatch_version", "unstable_records",
-                 "_stats")
+                 "absorbed", "_stats")
 
     def __init__(self, name: str, header: Tuple[Any, ...], alive: bool, stats: List[Stats],
-                 unstable: int) -> None:
+                 unstable: int, absorbed: List[Tuple[int, int, int]]) -> None:
         (_magic, _major, _minor, _hsize, _ssize, _buckets, _crc, _endian, pid, start_ticks, created, heartbeat,
          generation, state, _n_slots, interval_ms, _flags, service, python, version) = header
         self.name = name
@@ -100,6 +112,8 @@ class ProcessView:
         self.python = _text(python)
         self.fastpatch_version = _text(version)
         self.unstable_records = unstable
+        #: An archive's (pid, start_ticks, absorbed_unix_ns) of each process folded into it.
+        self.absorbed = absorbed
         self._stats = stats
 
     def stats(self) -> List[Stats]:
@@ -153,6 +167,7 @@ def _decode(name: str, buf: Any, size: int, alive: bool) -> ProcessView:
     data = _ext.read_slots(buf, 0, n_slots)
     strings: Dict[int, bytes] = {}
     records = []
+    absorbed: List[Tuple[int, int, int]] = []
     unstable = 0
     for i in range(n_slots):
         at = i * slot_size
@@ -165,6 +180,12 @@ def _decode(name: str, buf: Any, size: int, alive: bool) -> ProcessView:
             if used > slot_size - STRINGS.size:
                 raise BadFile(f"slot {i} says {used} bytes of names, more than the slot holds")
             strings[i] = data[at + STRINGS.size:at + STRINGS.size + used]
+        elif kind == KIND_ABSORBED:
+            count = ABSORBED.unpack_from(data, at)[3]
+            if count > min(ABSORBED_PER_SLOT, (slot_size - ABSORBED.size) // 24):
+                raise BadFile(f"slot {i} says {count} absorbed processes, more than the slot holds")
+            entries = struct.unpack_from(f"<{3 * count}Q", data, at + ABSORBED.size)
+            absorbed += zip(entries[0::3], entries[1::3], entries[2::3])
         elif kind == KIND_RECORD:
             records.append((RECORD.unpack_from(data, at), HISTOGRAM.unpack_from(data, at + RECORD.size)))
     stats = []
@@ -181,10 +202,10 @@ def _decode(name: str, buf: Any, size: int, alive: bool) -> ProcessView:
         stats.append(_stats.Stats(
             name=f"{module}.{qualname}", calls=calls, errors=errors, total_ns=total_ns, min_ns=min_ns,
             max_ns=max_ns, completed=completed, histogram=hist, clock="tsc" if flags & RECORD_TSC else "monotonic",
-            module=module, qualname=qualname, filename=filename, firstlineno=firstlineno, sample=sample,
-            timed=timed,
+            module=module, qualname=qualname, filename=filename, firstlineno=firstlineno,
+            sample=_stats.MIXED_SAMPLE if sample == MIXED_SAMPLE_U32 else sample, timed=timed,
         ))
-    return ProcessView(name, header, alive, stats, unstable)
+    return ProcessView(name, header, alive, stats, unstable, absorbed)
 
 
 def read_file(path: str, *, dir_fd: Optional[int] = None) -> ProcessView:
@@ -237,14 +258,16 @@ class Directory:
 
     def report(self) -> Dict[str, Any]:
         """A JSON report (version 1) merging every process of the directory;
-        ``"processes"`` lists them (``report_id`` ``telemetry-<pid>-<starttime>``)."""
+        ``"processes"`` lists them (``report_id`` ``telemetry-<pid>-<starttime>``,
+        or ``telemetry-archive-<created ns>`` for the archive of dead ones)."""
         from .._reports import build, schema
         from .._reports.schema import Report
 
         functions = self.stats()
         processes = [
             {"pid": p.pid, "argv": [], "python": p.python, "created": p.created_unix_ns / 1e9,
-             "report_id": f"telemetry-{p.pid}-{p.start_ticks}"}
+             "report_id": f"telemetry-archive-{p.created_unix_ns}" if p.state == "archive"
+             else f"telemetry-{p.pid}-{p.start_ticks}"}
             for p in self.processes
         ]
         clocks = sorted({s.clock for s in functions})
@@ -263,27 +286,176 @@ class Directory:
 
 
 def read_directory(path: str) -> Directory:
-    """Read every process file of the telemetry directory ``path``.
+    """Read every process file of the telemetry directory ``path``, then
+    its archive: a process the archive absorbed (a sweep folded it in, its
+    file perhaps not yet unlinked) is counted once, in the archive.
 
     FileNotFoundError if it does not exist, NotADirectoryError or
     PermissionError as ``os.listdir`` raises them; a file that cannot be
     read or that this reader refuses is in ``bad_files``, never raised.
     """
-    names = sorted(os.listdir(path))
+    # Process files first, the archive last: a sweep between the two moves
+    # a process into the archive and lists it there, never out of both.
+    names = sorted(name for name in os.listdir(path) if parse_file_name(name) is not None) + [ARCHIVE_NAME]
     processes: List[ProcessView] = []
     bad: List[Tuple[str, str]] = []
     for name in names:
-        if parse_file_name(name) is None and name != ARCHIVE_NAME:
-            continue
         try:
             view = read_file(os.path.join(path, name))
         except BadFile as exc:
             bad.append((name, str(exc)))
             continue
         except FileNotFoundError:
-            continue  # swept or removed since the listing
+            continue  # swept or removed since the listing; no archive yet
         except OSError as exc:
             bad.append((name, exc.strerror or str(exc)))
             continue
         processes.append(view)
+    archive = processes[-1] if processes and processes[-1].state == "archive" else None
+    if archive is not None and archive.absorbed:
+        folded = {(pid, ticks): when for pid, ticks, when in archive.absorbed}
+        processes = [p for p in processes if p is archive or not _absorbed(p, folded)]
     return Directory(path, processes, bad)
+
+
+def _absorbed(view: ProcessView, folded: Dict[Tuple[int, int], int]) -> bool:
+    """Whether an archive that ``folded`` processes holds ``view``'s counts
+    (not a later file of the same process, made after a stop and a start)."""
+    when = folded.get((view.pid, view.start_ticks))
+    return when is not None and view.created_unix_ns <= when
+
+
+# --------------------------------------------------------------------------
+# Writing archives, and the sweep
+# --------------------------------------------------------------------------
+
+
+def encode_file(stats: List[Stats], *, state: int, pid: int = 0, start_ticks: int = 0, created_unix_ns: int = 0,
+                heartbeat_unix_ns: int = 0, generation: int = 0, service: str = "", python: str = "",
+                absorbed: Optional[List[Tuple[int, int, int]]] = None) -> bytes:
+    """A whole counters file (this layout) holding ``stats``: what a sweep
+    writes as the archive (``state`` 3), and what tests build."""
+    from .._reports.schema import fastpatch_version
+
+    slots: List[bytes] = []
+    names = bytearray()
+    names_slot = -1
+    records = []
+    room = SLOT_SIZE - STRINGS.size
+
+    def close_names() -> None:
+        if names_slot >= 0:
+            slots[names_slot] = (STRINGS.pack(0, KIND_STRINGS, 0, len(names)) + bytes(names)).ljust(SLOT_SIZE, b"\0")
+
+    for s in stats:
+        text = b"".join(part.encode("utf-8", "replace").replace(b"\0", b"_")[:room // 3] + b"\0"
+                        for part in (s.module, s.qualname, s.filename))
+        if names_slot < 0 or len(names) + len(text) > room:
+            close_names()
+            names = bytearray()
+            names_slot = len(slots)
+            slots.append(b"")
+        offset = len(names)
+        names += text
+        sample = MIXED_SAMPLE_U32 if s.sample == _stats.MIXED_SAMPLE else s.sample
+        fields = RECORD.pack(0, KIND_RECORD, RECORD_TSC if s.clock == "tsc" else 0, max(s.firstlineno, 0),
+                             names_slot, offset, sample, 0, s.calls, s.completed, s.errors, s.timed, s.total_ns,
+                             s.min_ns, s.max_ns)
+        records.append(len(slots))
+        slots.append((fields + HISTOGRAM.pack(*s.histogram)).ljust(SLOT_SIZE, b"\0"))
+    close_names()
+    entries = list(absorbed or ())
+    for at in range(0, len(entries), ABSORBED_PER_SLOT):
+        chunk = entries[at:at + ABSORBED_PER_SLOT]
+        flat = [v for entry in chunk for v in entry]
+        slots.append((ABSORBED.pack(0, KIND_ABSORBED, 0, len(chunk)) + struct.pack(f"<{len(flat)}Q", *flat))
+                     .ljust(SLOT_SIZE, b"\0"))
+    header = HEADER.pack(
+        MAGIC, MAJOR, 0, HEADER_PAGE, SLOT_SIZE, _stats.HIST_BUCKETS, _layout_crc(), ENDIAN, pid, start_ticks,
+        created_unix_ns, heartbeat_unix_ns, generation, state, len(slots), 0, 0,
+        service.encode()[:63], python.encode()[:15], fastpatch_version().encode()[:15],
+    )
+    return header.ljust(HEADER_PAGE, b"\0") + b"".join(slots)
+
+
+def sweep(path: str, *, _after_rename: Optional[Any] = None) -> int:
+    """Fold the files of dead processes (no writer holds their lock) into
+    ``archive.fpt`` and remove them; returns how many were folded.
+
+    Sweepers take ``archive.lock`` in turn. The new archive is written aside
+    and renamed over the old one, listing every process it absorbed, and
+    only then are their files unlinked: a sweep that stops between the two
+    leaves files that readers skip and the next sweep removes, so no process
+    is ever counted twice or lost. Damaged and foreign files are never
+    folded or removed. A damaged archive stops the sweep (0).
+    """
+    import fcntl
+    import time
+
+    dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        lock = os.open("archive.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _sweep_locked(path, dir_fd, time.time_ns(), _after_rename)
+        finally:
+            os.close(lock)
+    finally:
+        os.close(dir_fd)
+
+
+def _sweep_locked(path: str, dir_fd: int, now: int, after_rename: Optional[Any]) -> int:
+    try:
+        archive: Optional[ProcessView] = read_file(ARCHIVE_NAME, dir_fd=dir_fd)
+    except FileNotFoundError:
+        archive = None
+    except (BadFile, OSError):
+        return 0
+    folded = {(pid, ticks): when for pid, ticks, when in (archive.absorbed if archive is not None else [])}
+    dead: List[Tuple[str, ProcessView]] = []
+    stale: List[str] = []
+    for name in sorted(os.listdir(dir_fd)):
+        if parse_file_name(name) is None:
+            continue
+        try:
+            view = read_file(name, dir_fd=dir_fd)
+        except (BadFile, OSError):
+            continue
+        if _absorbed(view, folded):
+            stale.append(name)  # folded by a sweep that stopped before removing it
+        elif not view.alive:
+            dead.append((name, view))
+    if dead:
+        from .._reports.definitions import Definitions
+
+        definitions = Definitions()
+        sources = ([archive] if archive is not None else []) + [view for _, view in dead]
+        for s in (s for view in sources for s in view.stats()):
+            definitions.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
+                s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns, enumerate(s.histogram), s.clock,
+                s.timed, s.sample,
+            )
+        present = {parse_file_name(n) for n in os.listdir(dir_fd)}
+        absorbed = [(pid, ticks, when) for (pid, ticks), when in folded.items()
+                    if now - when < ABSORBED_KEEP_NS or (pid, ticks) in present]
+        absorbed += [(view.pid, view.start_ticks, now) for _, view in dead]
+        data = encode_file(definitions.stats(), state=3, created_unix_ns=archive.created_unix_ns if archive else now,
+                           heartbeat_unix_ns=now, generation=(archive.generation if archive else 0) + 1,
+                           service=dead[0][1].service, python=dead[0][1].python, absorbed=absorbed)
+        temp = f"archive.fpt.{os.getpid()}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(temp, flags, 0o600, dir_fd=dir_fd)
+        try:
+            os.fchmod(fd, os.stat(dead[0][0], dir_fd=dir_fd).st_mode & 0o644)
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.rename(temp, ARCHIVE_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        if after_rename is not None:
+            after_rename()
+    for name in [name for name, _ in dead] + stale:
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+    return len(dead)

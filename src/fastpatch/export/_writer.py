@@ -180,7 +180,14 @@ class _Opener:
         name = file_name(os.getpid(), ticks)
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(name, flags, self.mode, dir_fd=self.dir_fd)
+            try:
+                fd = os.open(name, flags, self.mode, dir_fd=self.dir_fd)
+            except FileExistsError:
+                # This process's own file from before a stop(): fold it into the archive, then start anew.
+                from ._files import sweep
+
+                sweep(self.path)
+                fd = os.open(name, flags, self.mode, dir_fd=self.dir_fd)
         except OSError as exc:
             _warn(f"cannot create the telemetry file {os.path.join(self.path, name)}: {exc.strerror}; "
                   "no live telemetry")
@@ -202,6 +209,36 @@ class _Opener:
                   f"{exc.strerror or exc}; no live telemetry")
             return None
         return fd, ticks
+
+
+def _join_run(path: str, dir_fd: int) -> int:
+    """Join the run of the directory: every process of a run holds
+    ``run.lock`` shared (forked children share their parent's). The first
+    process that can lock it exclusively knows that no process of an
+    earlier run lives: it folds their files into the archive and moves the
+    archive aside as ``previous-archive.fpt``, so that a new run (a
+    restarted service) counts from zero. Returns the lock's descriptor."""
+    import fcntl
+
+    from ._files import ARCHIVE_NAME, sweep
+
+    fd = os.open("run.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # a run is under way: join it
+        else:
+            sweep(path)
+            try:
+                os.rename(ARCHIVE_NAME, "previous-archive.fpt", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _names(probes: Sequence[Any]) -> List[Tuple[str, str, str, int]]:
@@ -229,9 +266,10 @@ def _names(probes: Sequence[Any]) -> List[Tuple[str, str, str, int]]:
 class _Writer:
     """The armed writer of this process: its directory and descriptor."""
 
-    def __init__(self, path: str, dir_fd: int) -> None:
+    def __init__(self, path: str, dir_fd: int, run_fd: int) -> None:
         self.path = path
         self.dir_fd = dir_fd
+        self.run_fd = run_fd
 
 
 _writer: Optional[_Writer] = None
@@ -251,6 +289,11 @@ def arm(directory: Optional[str], service: Optional[str], interval: float, mode:
         raise RuntimeError(f"live telemetry is already on in this process (directory {_writer.path})")
     path = os.path.abspath(directory if directory is not None else default_directory(service))
     dir_fd = secure_directory(path, mode)
+    try:
+        run_fd = _join_run(path, dir_fd)
+    except BaseException:
+        os.close(dir_fd)
+        raise
     from .. import _stats
     from .._reports.build import python_version
     from .._reports.schema import fastpatch_version
@@ -263,8 +306,9 @@ def arm(directory: Optional[str], service: Optional[str], interval: float, mode:
                            fastpatch_version())
     except BaseException:
         os.close(dir_fd)
+        os.close(run_fd)
         raise
-    _writer = _Writer(path, dir_fd)
+    _writer = _Writer(path, dir_fd, run_fd)
     if not _fork_hooks:
         os.register_at_fork(before=_ext.telemetry_pause, after_in_parent=_ext.telemetry_resume,
                             after_in_child=_ext.telemetry_forked_child)
@@ -280,6 +324,7 @@ def disarm(final: bool = True) -> None:
     _ext.telemetry_stop(final)
     if _writer is not None:
         os.close(_writer.dir_fd)
+        os.close(_writer.run_fd)
         _writer = None
 
 

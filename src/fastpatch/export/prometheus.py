@@ -45,8 +45,9 @@ _HELP = {
                 "calls and _sum their total; for a sampled function (one call timed in N) each timed call counts "
                 "N times, so both are unbiased estimates.",
     "active": "Calls of the function started and not yet ended, in live processes.",
-    "processes": "Process files of the telemetry directory by state: live (its writer runs), exited (ended "
-                 "normally), stale (ended without a last snapshot, e.g. SIGKILL), archive (dead workers folded).",
+    "processes": "Files of the telemetry directory by state: live (its process runs), exited (ended normally), "
+                 "stale (ended without a last snapshot, e.g. SIGKILL), archive (the file dead processes are folded "
+                 "into by a sweep).",
     "bad": "Files of the telemetry directory skipped as damaged or foreign (each named once in a warning).",
 }
 
@@ -63,18 +64,25 @@ class FastpatchCollector:
     a RuntimeWarning: it never fails a scrape. ``buckets`` chooses the
     histogram's bounds (see :func:`bucket_edges`); ``bounds`` holds the
     ``le`` values exported, in seconds.
+
+    With ``sweep`` (the default), each scrape first folds the files of dead
+    processes into the directory's archive (``fastpatch.export._files.sweep``),
+    so the directory stays small; the counts exported are the same either
+    way. A reader without write access to the directory does not sweep.
     """
 
-    def __init__(self, directory: Optional[str] = None, *, buckets: Union[str, Sequence[float]] = "quarter") -> None:
+    def __init__(self, directory: Optional[str] = None, *, buckets: Union[str, Sequence[float]] = "quarter",
+                 sweep: bool = True) -> None:
         from . import _writer
 
         self.directory = os.fspath(directory) if directory is not None else _writer.default_directory()
+        self.sweep = sweep
         edges = bucket_edges(buckets)
         #: The le bounds exported, in seconds: each an edge minus 1 ns.
         self.bounds = bounds_seconds(edges)
         self._le = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call, unused-ignore]
         self._spans = spans(edges)
-        self._warned: Set[Tuple[str, str]] = set()
+        self._warned: Set[str] = set()
 
     def describe(self) -> List[Metric]:
         """The families, without reading the directory (what a registry asks at registration)."""
@@ -84,31 +92,39 @@ class FastpatchCollector:
         """Every family, from one read of the directory."""
         from . import _files
 
+        if self.sweep:
+            try:
+                _files.sweep(self.directory)
+            except (FileNotFoundError, PermissionError):
+                pass  # nothing yet, or a reader that may only read
+            except Exception as exc:  # noqa: BLE001 - a sweep that fails never fails the scrape
+                why = getattr(exc, "strerror", None) or exc
+                self._warn(f"fastpatch: telemetry directory {self.directory} cannot be swept: {why}")
         try:
             found = _files.read_directory(self.directory)
         except FileNotFoundError:
             processes: List[ProcessView] = []
             bad: List[Tuple[str, str]] = []
         except OSError as exc:
-            self._warn((self.directory, f"cannot be listed: {exc.strerror or exc}"))
+            self._warn(f"fastpatch: telemetry directory {self.directory} cannot be listed: {exc.strerror or exc}")
             processes, bad = [], []
         else:
             processes, bad = found.processes, found.bad_files
-        for name_why in bad:
-            self._warn(name_why)
+        for name, why in bad:
+            self._warn(f"fastpatch: skipped telemetry file {name}: {why}")
         states = dict.fromkeys(PROCESS_STATES, 0)
         for p in processes:
             states["live" if p.alive else "stale" if p.state == "live" else p.state] += 1
         merged = merge_by_name(((p.stats(), p.alive) for p in processes), self._spans)
         yield from self._families(merged, states, len(bad))
 
-    def _warn(self, name_why: Tuple[str, str]) -> None:
-        if name_why not in self._warned:
+    def _warn(self, message: str) -> None:
+        """A RuntimeWarning, the first time only: a scrape comes every few seconds."""
+        if message not in self._warned:
             import warnings
 
-            self._warned.add(name_why)
-            warnings.warn(f"fastpatch: skipped telemetry file {name_why[0]}: {name_why[1]}", RuntimeWarning,
-                          stacklevel=3)
+            self._warned.add(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     def _families(self, merged: Dict[str, List[Any]], states: Dict[str, int], bad: int) -> Iterator[Metric]:
         labels = [LABEL]
