@@ -46,8 +46,8 @@ _HELP = {
                 "N times, so both are unbiased estimates.",
     "active": "Calls of the function started and not yet ended, in live processes.",
     "processes": "Files of the telemetry directory by state: live (its process runs), exited (ended normally), "
-                 "stale (ended without a last snapshot, e.g. SIGKILL), archive (the file dead processes are folded "
-                 "into by a sweep).",
+                 "stale (died without marking its file, e.g. by SIGKILL: its last snapshot counts), archive (the file "
+                 "dead processes are folded into by a sweep).",
     "bad": "Files of the telemetry directory skipped as damaged or foreign (each named once in a warning).",
 }
 
