@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from typing import Any, Dict, Iterable, List, Sequence, Tuple, Union
 
     from .._stats import Stats
+    from ._files import Folded
 
 #: The named bucket choices of both exporters (``buckets=``).
 BUCKET_CHOICES = ("quarter", "octave", "all")
@@ -82,6 +83,38 @@ def spans(edges: Sequence[int]) -> List[Tuple[int, int]]:
     index = {e: i for i, e in enumerate(all_edges())}
     cuts = [index[e] + 1 for e in edges] + [_stats.HIST_BUCKETS]
     return list(zip([0] + cuts[:-1], cuts))
+
+
+def cuts(spans: List[Tuple[int, int]]) -> Tuple[int, ...]:
+    """The end of each span: the ``cuts`` that fold a histogram into ``spans`` as the reader reads it."""
+    return tuple(end for _, end in spans)
+
+
+def merge_folded(sources: Iterable[Tuple[Iterable[Folded], bool]]) -> Dict[str, List[Any]]:
+    """What ``merge_by_name`` returns, from records read with the spans' ``cuts``
+    (``fastpatch.export._files.read_directory(path, cuts=...)``), each source
+    (its folded records, whether its process is alive)."""
+    merged: Dict[str, List[Any]] = {}
+    for records, alive in sources:
+        for name, calls, completed, errors, timed, total_ns, min_ns, max_ns, counts in records:
+            row = merged.get(name)
+            if row is None:
+                merged[name] = [calls, errors, total_ns, max(calls - completed, 0) if alive else 0, counts,
+                                min_ns if timed else None, max_ns if timed else 0]
+                continue
+            row[CALLS] += calls
+            row[ERRORS] += errors
+            row[TOTAL_NS] += total_ns
+            if alive:
+                row[ACTIVE] += max(calls - completed, 0)
+            row[COUNTS] = [x + y for x, y in zip(row[COUNTS], counts)]
+            if timed:
+                row[MIN_NS] = min_ns if row[MIN_NS] is None else min(row[MIN_NS], min_ns)
+                row[MAX_NS] = max(row[MAX_NS], max_ns)
+    for row in merged.values():
+        if row[MIN_NS] is None:
+            row[MIN_NS] = 0
+    return merged
 
 
 def merge_by_name(sources: Iterable[Tuple[Iterable[Stats], bool]], spans: List[Tuple[int, int]]

@@ -19,7 +19,7 @@ from itertools import accumulate
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from ._functions import BUCKET_CHOICES, bounds_seconds, bucket_edges, merge_by_name, spans
+from ._functions import BUCKET_CHOICES, bounds_seconds, bucket_edges, cuts, merge_folded, spans
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class FastpatchCollector:
         #: The le bounds exported, in seconds: each an edge minus 1 ns.
         self.bounds = bounds_seconds(edges)
         self._le = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call, unused-ignore]
-        self._spans = spans(edges)
+        self._cuts = cuts(spans(edges))
         self._warned: Set[str] = set()
 
     def describe(self) -> List[Metric]:
@@ -101,7 +101,7 @@ class FastpatchCollector:
                 why = getattr(exc, "strerror", None) or exc
                 self._warn(f"fastpatch: telemetry directory {self.directory} cannot be swept: {why}")
         try:
-            found = _files.read_directory(self.directory)
+            found = _files.read_directory(self.directory, cuts=self._cuts)
         except FileNotFoundError:
             processes: List[ProcessView] = []
             bad: List[Tuple[str, str]] = []
@@ -115,7 +115,7 @@ class FastpatchCollector:
         states = dict.fromkeys(PROCESS_STATES, 0)
         for p in processes:
             states["live" if p.alive else "stale" if p.state == "live" else p.state] += 1
-        merged = merge_by_name(((p.stats(), p.alive) for p in processes), self._spans)
+        merged = merge_folded((p.folded or [], p.alive) for p in processes)
         yield from self._families(merged, states, len(bad))
 
     def _warn(self, message: str) -> None:
