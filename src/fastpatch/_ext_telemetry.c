@@ -185,45 +185,122 @@ sum_buckets(const uint64_t *hist, Py_ssize_t first, Py_ssize_t end)
     return total;
 }
 
-/* The tuple of one record: its fields, then its histogram's sums over
-   [cuts[j-1], cuts[j]) for each cut. */
+/* The names of a record, "module.qualname", or with `full` the tuple
+   ("module.qualname", module, qualname, filename), from the strings slot
+   `name_slot` of the copy `base` of `n_slots` slots; ValueError saying
+   what is wrong if the slot or the offset holds no three names. */
 static PyObject *
-record_tuple(const unsigned char *slot, Py_ssize_t index, const Py_ssize_t *cuts, Py_ssize_t n_cuts)
+record_names(const unsigned char *base, Py_ssize_t n_slots, Py_ssize_t slot_size, uint32_t name_slot,
+             uint32_t name_off, int full)
 {
+    const unsigned char *slot = base;
+    uint64_t seq = 1;
+    uint16_t kind = 0;
+    uint32_t used = 0;
+    if (name_slot < n_slots) {
+        slot = base + (size_t)name_slot * slot_size;
+        memcpy(&seq, slot, sizeof seq);
+        memcpy(&kind, slot + offsetof(struct fpt_strings, kind), sizeof kind);
+        memcpy(&used, slot + offsetof(struct fpt_strings, used), sizeof used);
+    }
+    if (seq & 1 || kind != FPT_KIND_STRINGS) {
+        return PyErr_Format(PyExc_ValueError, "a record names slot %u offset %u, which holds no names", name_slot,
+                            name_off);
+    }
+    if (used > (uint64_t)slot_size - offsetof(struct fpt_strings, data)) {
+        return PyErr_Format(PyExc_ValueError, "slot %u says %u bytes of names, more than the slot holds",
+                            name_slot, used);
+    }
+    if (name_off >= used) {
+        return PyErr_Format(PyExc_ValueError, "a record names slot %u offset %u, which holds no names", name_slot,
+                            name_off);
+    }
+    const char *start = (const char *)slot + offsetof(struct fpt_strings, data) + name_off;
+    const char *end = start + (used - name_off);
+    const char *parts[4];
+    parts[0] = start;
+    for (int k = 1; k < 4; k++) {
+        const char *nul = memchr(parts[k - 1], 0, (size_t)(end - parts[k - 1]));
+        if (nul == NULL) {
+            return PyErr_Format(PyExc_ValueError,
+                                "the names at slot %u offset %u are not three NUL-terminated strings", name_slot,
+                                name_off);
+        }
+        parts[k] = nul + 1;
+    }
+    PyObject *module = PyUnicode_DecodeUTF8(parts[0], parts[1] - parts[0] - 1, "replace");
+    PyObject *qualname = PyUnicode_DecodeUTF8(parts[1], parts[2] - parts[1] - 1, "replace");
+    PyObject *name = NULL, *result = NULL;
+    if (module != NULL && qualname != NULL) {
+        name = PyUnicode_FromFormat("%U.%U", module, qualname);
+    }
+    if (name != NULL && full) {
+        PyObject *filename = PyUnicode_DecodeUTF8(parts[2], parts[3] - parts[2] - 1, "replace");
+        if (filename != NULL) {
+            result = PyTuple_Pack(4, name, module, qualname, filename);
+            Py_DECREF(filename);
+        }
+        Py_DECREF(name);
+    }
+    else {
+        result = name;
+    }
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    return result;
+}
+
+/* The tuple of one record: its names, its fields, then its histogram's
+   sums over [cuts[j-1], cuts[j]) for each cut. */
+static PyObject *
+record_tuple(const unsigned char *base, Py_ssize_t n_slots, Py_ssize_t slot_size, Py_ssize_t index,
+             const Py_ssize_t *cuts, Py_ssize_t n_cuts, int full)
+{
+    const unsigned char *slot = base + index * slot_size;
     struct fpt_record r;
     /* Everything up to the histogram, and the histogram itself: memcpy,
        as the copy's slots are only 8-byte aligned. */
     memcpy(&r, slot, offsetof(struct fpt_record, hist));
     uint64_t hist[FPT_HIST_BUCKETS];
     memcpy(hist, slot + offsetof(struct fpt_record, hist), sizeof hist);
+    PyObject *names = record_names(base, n_slots, slot_size, r.name_slot, r.name_off, full);
+    if (names == NULL) {
+        return NULL;
+    }
     PyObject *counts = PyTuple_New(n_cuts);
     if (counts == NULL) {
+        Py_DECREF(names);
         return NULL;
     }
     Py_ssize_t first = 0;
     for (Py_ssize_t j = 0; j < n_cuts; j++) {
         PyObject *sum = sum_buckets(hist, first, cuts[j]);
         if (sum == NULL) {
+            Py_DECREF(names);
             Py_DECREF(counts);
             return NULL;
         }
         PyTuple_SET_ITEM(counts, j, sum);
         first = cuts[j];
     }
-    return Py_BuildValue("(nHIIIIKKKKKKKN)", index, r.flags, r.firstlineno, r.name_slot, r.name_off, r.sample,
+    return Py_BuildValue("(NHIIKKKKKKKN)", names, r.flags, r.firstlineno, r.sample,
                          (unsigned long long)r.calls, (unsigned long long)r.completed,
                          (unsigned long long)r.errors, (unsigned long long)r.timed,
                          (unsigned long long)r.total_ns, (unsigned long long)r.min_ns,
                          (unsigned long long)r.max_ns, counts);
 }
 
-/* decode_records(data, slot_size, cuts) -> (records, others, unstable):
+/* decode_records(data, slot_size, cuts, full_names) -> (records, others, unstable):
    see the docstring in _ext.c's method table. Returns a new reference. */
 PyObject *
 fp_decode_records(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "decode_records(data, slot_size, cuts) takes 3 arguments");
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "decode_records(data, slot_size, cuts, full_names) takes 4 arguments");
+        return NULL;
+    }
+    int full = PyObject_IsTrue(args[3]);
+    if (full < 0) {
         return NULL;
     }
     Py_ssize_t slot_size = PyLong_AsSsize_t(args[1]);
@@ -287,7 +364,7 @@ fp_decode_records(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
             continue;
         }
         if (kind == FPT_KIND_RECORD) {
-            item = record_tuple(slot, i, cuts, n_cuts);
+            item = record_tuple(base, view.len / slot_size, slot_size, i, cuts, n_cuts, full);
         }
         else if (kind == FPT_KIND_STRINGS || kind == FPT_KIND_ABSORBED) {
             item = PyLong_FromSsize_t(i);

@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
     from .._stats import Stats
 
-    #: A record read with cuts: (function name, calls, completed, errors, timed, total_ns, min_ns, max_ns,
-    #: its histogram summed over each [cut j-1, cut j) of buckets).
-    Folded = Tuple[str, int, int, int, int, int, int, int, Tuple[int, ...]]
+    #: A record read with cuts: (function name, flags, firstlineno, sample, calls, completed, errors, timed,
+    #: total_ns, min_ns, max_ns, its histogram summed over each [cut j-1, cut j) of buckets).
+    Folded = Tuple[str, int, int, int, int, int, int, int, int, int, int, Tuple[int, ...]]
 
 MAGIC = b"FPTELEM\0"
 MAJOR = 1
@@ -178,10 +178,13 @@ def _decode(name: str, buf: Any, size: int, alive: bool, cuts: Optional[Sequence
     if n_slots > room:
         raise BadFile(f"{n_slots} slots announced, the file holds {room}")
     data = _ext.read_slots(buf, 0, n_slots)
-    # The records' fields and histograms are decoded (and folded into cuts) in C:
-    # 24,000 records x 231 buckets would be 5.5 million Python ints.
-    rows, others, unstable = _ext.decode_records(data, slot_size, _EVERY_BUCKET if cuts is None else cuts)
-    strings: Dict[int, bytes] = {}
+    # The records' fields, names and histograms are decoded (and folded into
+    # cuts) in C: 24,000 records x 231 buckets would be 5.5 million Python ints.
+    try:
+        rows, others, unstable = _ext.decode_records(data, slot_size, _EVERY_BUCKET if cuts is None else cuts,
+                                                     cuts is None)
+    except ValueError as exc:  # a record's names: the message says what is wrong
+        raise BadFile(str(exc)) from None
     absorbed: List[Tuple[int, int, int]] = []
     for i in others:
         at = i * slot_size
@@ -189,41 +192,24 @@ def _decode(name: str, buf: Any, size: int, alive: bool, cuts: Optional[Sequence
             used = STRINGS.unpack_from(data, at)[3]
             if used > slot_size - STRINGS.size:
                 raise BadFile(f"slot {i} says {used} bytes of names, more than the slot holds")
-            strings[i] = data[at + STRINGS.size:at + STRINGS.size + used]
         else:
             count = ABSORBED.unpack_from(data, at)[3]
             if count > min(ABSORBED_PER_SLOT, (slot_size - ABSORBED.size) // 24):
                 raise BadFile(f"slot {i} says {count} absorbed processes, more than the slot holds")
             entries = struct.unpack_from(f"<{3 * count}Q", data, at + ABSORBED.size)
             absorbed += zip(entries[0::3], entries[1::3], entries[2::3])
-    names_at: Dict[Tuple[int, int], Tuple[str, str, str]] = {}
-    stats: List[Stats] = []
-    folded: List[Folded] = []
-    for (_slot, flags, firstlineno, name_slot, name_off, sample, calls, completed, errors, timed, total_ns, min_ns,
-         max_ns, counts) in rows:
-        found = names_at.get((name_slot, name_off))
-        if found is None:
-            names = strings.get(name_slot)
-            if names is None or name_off >= len(names):
-                raise BadFile(f"a record names slot {name_slot} offset {name_off}, which holds no names")
-            parts = names[name_off:].split(b"\0", 3)
-            if len(parts) < 4:
-                raise BadFile(f"the names at slot {name_slot} offset {name_off} are not three NUL-terminated strings")
-            module, qualname, filename = found = names_at[name_slot, name_off] = tuple(  # type: ignore[assignment]
-                p.decode("utf-8", "replace") for p in parts[:3])
-        else:
-            module, qualname, filename = found
-        if cuts is not None:
-            folded.append((f"{module}.{qualname}", calls, completed, errors, timed, total_ns, min_ns, max_ns, counts))
-            continue
-        stats.append(_stats.Stats(
-            name=f"{module}.{qualname}", calls=calls, errors=errors, total_ns=total_ns, min_ns=min_ns,
-            max_ns=max_ns, completed=completed, histogram=counts, clock="tsc" if flags & RECORD_TSC else "monotonic",
-            module=module, qualname=qualname, filename=filename, firstlineno=firstlineno,
-            sample=_stats.MIXED_SAMPLE if sample == MIXED_SAMPLE_U32 else sample, timed=timed,
-        ))
     if cuts is not None:
-        return ProcessView(name, header, alive, None, unstable, absorbed, folded)
+        return ProcessView(name, header, alive, None, unstable, absorbed, rows)
+    stats = [
+        _stats.Stats(
+            name=full_name, calls=calls, errors=errors, total_ns=total_ns, min_ns=min_ns, max_ns=max_ns,
+            completed=completed, histogram=counts, clock="tsc" if flags & RECORD_TSC else "monotonic", module=module,
+            qualname=qualname, filename=filename, firstlineno=firstlineno,
+            sample=_stats.MIXED_SAMPLE if sample == MIXED_SAMPLE_U32 else sample, timed=timed,
+        )
+        for ((full_name, module, qualname, filename), flags, firstlineno, sample, calls, completed, errors, timed,
+             total_ns, min_ns, max_ns, counts) in rows
+    ]
     return ProcessView(name, header, alive, stats, unstable, absorbed)
 
 

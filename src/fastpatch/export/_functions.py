@@ -96,7 +96,7 @@ def merge_folded(sources: Iterable[Tuple[Iterable[Folded], bool]]) -> Dict[str, 
     (its folded records, whether its process is alive)."""
     merged: Dict[str, List[Any]] = {}
     for records, alive in sources:
-        for name, calls, completed, errors, timed, total_ns, min_ns, max_ns, counts in records:
+        for name, _flags, _line, _sample, calls, completed, errors, timed, total_ns, min_ns, max_ns, counts in records:
             row = merged.get(name)
             if row is None:
                 merged[name] = [calls, errors, total_ns, max(calls - completed, 0) if alive else 0, counts,
