@@ -28,6 +28,7 @@ from fastpatch.export.prometheus import FastpatchCollector, bucket_edges  # noqa
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer's tests read /proc")
 
 DURATION = "fastpatch_function_duration_seconds"
+_HELP_BAD = (b"Files of the telemetry directory skipped as damaged or foreign (each named once in a warning).")
 
 PROGRAM = """
 import os, sys
@@ -458,3 +459,91 @@ def test_export_prometheus_without_prometheus_client_names_the_extra_in_one_line
     assert (done.returncode, done.stdout, done.stderr) == (
         2, "", "python -m fastpatch export prometheus: error: needs prometheus_client: "
                "pip install 'fastpatch[prometheus]'\n")
+
+
+def _awkward_archive(tmp_path) -> str:
+    """A directory holding an archive of three functions whose names need
+    escaping and whose counts need an exponent, or overflow 64 bits when summed."""
+    hist_big = [0] * _stats.HIST_BUCKETS
+    hist_big[80] = hist_big[81] = 2**63  # one quarter bucket: 2**64, beyond a uint64_t
+    hist_small = [0] * _stats.HIST_BUCKETS
+    hist_small[3], hist_small[120], hist_small[230] = 5, 1_000_002, 7
+    stats = [
+        _stats.Stats(name='app"x.C.f', module='app"x', qualname="C.f", calls=10**16 + 1, errors=3, total_ns=2**64 - 1,
+                     min_ns=100, max_ns=10**12, completed=2**64 - 1, histogram=tuple(hist_big), filename="a.py",
+                     firstlineno=3),
+        _stats.Stats(name="app\\y.g\nh", module="app\\y", qualname="g\nh", calls=1_000_020, errors=0,
+                     total_ns=12_345_678_901, min_ns=7, max_ns=9, completed=sum(hist_small),
+                     histogram=tuple(hist_small), filename="b.py", firstlineno=4),
+        _stats.Stats(name="app.k", module="app", qualname="k", calls=2, errors=0, total_ns=0, min_ns=0, max_ns=0,
+                     completed=0, histogram=(0,) * _stats.HIST_BUCKETS, filename="c.py", firstlineno=5),
+    ]
+    d = tmp_path / "svc"
+    d.mkdir(mode=0o700)
+    (d / _files.ARCHIVE_NAME).write_bytes(_files.encode_file(stats, state=3, created_unix_ns=1, service="svc"))
+    return str(d)
+
+
+@pytest.mark.parametrize("buckets", ["quarter", "octave", "all", [1e-6, 0.5]])
+def test_exposition_is_byte_for_byte_what_generate_latest_writes_in_both_text_formats(tmp_path, buckets):
+    from prometheus_client import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    collector = FastpatchCollector(_awkward_archive(tmp_path), buckets=buckets)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = collector.exposition()
+    assert text == generate_latest(registry)
+    assert collector.exposition(openmetrics=True) == generate_openmetrics(registry)
+    assert 'code_function_name="app\\\\y.g\\nh"' in text.decode()
+    counts = {s.labels["code_function_name"]: s.value for f in text_string_to_metric_families(text.decode())
+              for s in f.samples if s.name == f"{DURATION}_count"}
+    assert counts == {'app"x.C.f': 2.0**64, "app\\y.g\nh": 1_000_014.0, "app.k": 0.0}
+
+
+def test_the_reader_folds_histograms_into_cuts_exactly_beyond_64_bits(tmp_path):
+    d = _awkward_archive(tmp_path)
+    folded = _files.read_file(os.path.join(d, _files.ARCHIVE_NAME), cuts=(81, 100, _stats.HIST_BUCKETS)).folded
+    assert [(row[0], row[-1]) for row in folded] == [
+        ('app"x.C.f', (2**63, 2**63, 0)), ("app\\y.g\nh", (5, 0, 1_000_009)), ("app.k", (0, 0, 0))]
+    view = _files.read_file(os.path.join(d, _files.ARCHIVE_NAME))
+    assert view.folded is None and sum(view.stats()[0].histogram) == 2**64
+    with pytest.raises(ValueError, match="was read with its histograms folded"):
+        _files.read_file(os.path.join(d, _files.ARCHIVE_NAME), cuts=(_stats.HIST_BUCKETS,)).stats()
+
+
+@pytest.mark.parametrize("cuts", [(), (5, 3, 231), (0, 231), (5, 230), (5, 232)])
+def test_decode_records_refuses_cuts_that_do_not_increase_to_the_last_bucket(cuts):
+    from fastpatch import _ext
+
+    with pytest.raises(ValueError, match="^decode_records: cuts must increase from above 0 to 231$"):
+        _ext.decode_records(b"", _files.SLOT_SIZE, cuts, False)
+
+
+def test_export_prometheus_sidecar_serves_what_prometheus_client_would_in_each_format_and_encoding(tmp_path):
+    import gzip
+
+    d = _awkward_archive(tmp_path)
+    collector = FastpatchCollector(d)
+    sidecar = _sidecar(d)
+    try:
+        line = sidecar.stderr.readline()
+        url = line[len("fastpatch: serving "):-len(f" for {d}\n")]
+        openmetrics = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3"
+        got = {}
+        bad_only = "?name[]=fastpatch_telemetry_bad_files"
+        for accept, encoding, query in [("", "", ""), (openmetrics, "gzip", ""), ("", "", bad_only)]:
+            request = urllib.request.Request(url + query, headers={"Accept": accept, "Accept-Encoding": encoding})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                body = response.read()
+                got[accept, encoding, query] = (response.headers["Content-Type"],
+                                                response.headers["Content-Encoding"],
+                                                gzip.decompress(body) if encoding else body)
+    finally:
+        sidecar.terminate()
+        sidecar.wait(60)
+    assert got[("", "", "")] == ("text/plain; version=0.0.4; charset=utf-8", None, collector.exposition())
+    assert got[(openmetrics, "gzip", "")] == ("application/openmetrics-text; version=1.0.0; charset=utf-8; "
+                                              "escaping=underscores", "gzip", collector.exposition(openmetrics=True))
+    assert got[("", "", "?name[]=fastpatch_telemetry_bad_files")][2] == (
+        b"# HELP fastpatch_telemetry_bad_files " + _HELP_BAD + b"\n# TYPE fastpatch_telemetry_bad_files gauge\nfastpatch_telemetry_bad_files 0.0\n")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from itertools import compress
+from operator import add
 
 from .. import _stats
 
@@ -107,7 +108,7 @@ def merge_folded(sources: Iterable[Tuple[Iterable[Folded], bool]]) -> Dict[str, 
             row[TOTAL_NS] += total_ns
             if alive:
                 row[ACTIVE] += max(calls - completed, 0)
-            row[COUNTS] = [x + y for x, y in zip(row[COUNTS], counts)]
+            row[COUNTS] = list(map(add, row[COUNTS], counts))
             if timed:
                 row[MIN_NS] = min_ns if row[MIN_NS] is None else min(row[MIN_NS], min_ns)
                 row[MAX_NS] = max(row[MAX_NS], max_ns)
