@@ -1,21 +1,29 @@
-"""A Prometheus scrape of a service of 8 workers x 3,000 functions, two ways.
+"""A Prometheus scrape of a service of 8 workers x 3,000 functions, several ways.
 
-* ``fastpatch``: ``FastpatchCollector`` over 8 telemetry files of 3,000
-  records each, in the real layout (``fastpatch.export._files``' formats;
-  built here, not by running 24,000 functions), the default buckets
-  (``quarter``: 17 bounds + ``+Inf``), without the sweep (the files stand
-  for 8 live workers, which a sweep leaves alone);
-* ``fastpatch-octave``: the same files with 37 bounds + ``+Inf``;
+Over 8 telemetry files of 3,000 records each, in the real layout
+(``fastpatch.export._files``' formats; built here, not by running 24,000
+functions), without the sweep (the files stand for 8 live workers, which a
+sweep leaves alone):
+
+* ``fastpatch-sidecar``: what ``python -m fastpatch export prometheus``
+  serves: ``FastpatchCollector.exposition()``, the default buckets
+  (``quarter``: 17 bounds + ``+Inf``), the text written by fastpatch;
+* ``fastpatch-sidecar-octave``: the same with 37 bounds + ``+Inf``;
+* ``fastpatch``: the in-app collector, ``generate_latest`` of a registry
+  holding it (reading and merging in fastpatch, the samples and the text in
+  prometheus_client);
+* ``fastpatch-stats-path``: the pipeline before the fast path: the reader's
+  ``Stats`` per record, ``merge_by_name``, the samples, ``generate_latest``;
+* ``floor-copy``: only copying the 8 files' slots out of their mappings
+  under the seqlocks (``_ext.read_slots``), which any reader pays;
 * ``prometheus_client-multiprocess``: prometheus_client's own multiprocess
   mode on the same shape: 8 real worker processes that each observe 3,000
   labelled histograms (its default 15 bounds + ``+Inf``) in
   ``PROMETHEUS_MULTIPROC_DIR``, read by ``MultiProcessCollector``.
 
-Each round is what a scrape of ``/metrics`` costs the serving process:
-``generate_latest`` of a registry holding the collector (reading the files,
-merging the workers, and the text). Checks outside the timing: both texts
-parse with prometheus_client's parser into 3,000 merged histograms, and the
-fastpatch counts are the 8 workers' sums.
+Each round is what a scrape of ``/metrics`` costs the serving process.
+Checks outside the timing: the texts parse with prometheus_client's parser
+into 3,000 merged histograms, and the fastpatch counts are the 8 workers' sums.
 """
 
 import os
@@ -117,17 +125,7 @@ def _label(benchmark, variant):
     benchmark.extra_info.update(variant=variant, workers=WORKERS, functions=FUNCTIONS)
 
 
-@pytest.mark.parametrize("buckets", ["quarter", "octave"])
-def test_scrape_fastpatch(benchmark, fastpatch_dir, buckets):
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    from fastpatch.export.prometheus import FastpatchCollector
-
-    _label(benchmark, "fastpatch" if buckets == "quarter" else f"fastpatch-{buckets}")
-    registry = CollectorRegistry()
-    # sweep=False: these files stand for 8 live workers, which a sweep never folds (it would fold these).
-    registry.register(FastpatchCollector(fastpatch_dir, buckets=buckets, sweep=False))
-    text = benchmark(generate_latest, registry).decode()
+def _check_fastpatch_text(text):
     family = _parsed_histograms(text, "fastpatch_function_duration_seconds")
     counts = [s for s in family.samples if s.name.endswith("_count")]
     assert len(counts) == FUNCTIONS
@@ -135,6 +133,70 @@ def test_scrape_fastpatch(benchmark, fastpatch_dir, buckets):
     name = ".".join(_name(k)[:2])
     expected = sum(1 + (k + j + 10_000 + w) % 50 for w in range(WORKERS) for j in range(len(BUSY)))
     assert [s.value for s in counts if s.labels["code_function_name"] == name] == [expected]
+
+
+@pytest.mark.parametrize("buckets", ["quarter", "octave"])
+def test_scrape_fastpatch_sidecar(benchmark, fastpatch_dir, buckets):
+    from fastpatch.export.prometheus import FastpatchCollector
+
+    _label(benchmark, "fastpatch-sidecar" if buckets == "quarter" else f"fastpatch-sidecar-{buckets}")
+    collector = FastpatchCollector(fastpatch_dir, buckets=buckets, sweep=False)
+    text = benchmark(collector.exposition)
+    benchmark.extra_info["text_bytes"] = len(text)
+    _check_fastpatch_text(text.decode())
+
+
+def test_scrape_fastpatch(benchmark, fastpatch_dir):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from fastpatch.export.prometheus import FastpatchCollector
+
+    _label(benchmark, "fastpatch")
+    registry = CollectorRegistry()
+    # sweep=False: these files stand for 8 live workers, which a sweep never folds (it would fold these).
+    registry.register(FastpatchCollector(fastpatch_dir, sweep=False))
+    _check_fastpatch_text(benchmark(generate_latest, registry).decode())
+
+
+def test_scrape_fastpatch_stats_path(benchmark, fastpatch_dir):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from fastpatch.export._functions import merge_by_name
+    from fastpatch.export.prometheus import FastpatchCollector
+
+    _label(benchmark, "fastpatch-stats-path")
+    collector = FastpatchCollector(fastpatch_dir, sweep=False)
+    spans = [(a, b) for a, b in zip((0, *collector._cuts[:-1]), collector._cuts)]
+
+    class StatsPath:
+        def collect(self):
+            found = _files.read_directory(fastpatch_dir)
+            merged = merge_by_name(((p.stats(), p.alive) for p in found.processes), spans)
+            return collector._families(merged, {}, 0)
+
+    registry = CollectorRegistry()
+    registry.register(StatsPath())
+    _check_fastpatch_text(benchmark(generate_latest, registry).decode())
+
+
+def test_floor_copy_of_the_slots(benchmark, fastpatch_dir):
+    import mmap
+
+    from fastpatch import _ext
+
+    _label(benchmark, "floor-copy")
+    paths = [os.path.join(fastpatch_dir, n) for n in sorted(os.listdir(fastpatch_dir))]
+
+    def copy():
+        total = 0
+        for path in paths:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                with mmap.mmap(fh.fileno(), size, mmap.MAP_SHARED, mmap.PROT_READ) as mm:
+                    total += len(_ext.read_slots(mm, 0, (size - 4096) // SLOT))
+        return total
+
+    assert benchmark(copy) == WORKERS * (FUNCTIONS + 70) * SLOT
 
 
 def test_scrape_prometheus_client_multiprocess(benchmark, prometheus_dir):
