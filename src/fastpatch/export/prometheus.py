@@ -124,7 +124,9 @@ class FastpatchCollector:
             count = 0
             for bound, n in zip(le, row[4]):
                 count += n
-                add(f'fastpatch_function_duration_seconds_bucket{{{LABEL}="{label}",le="{bound}"}} {_value(count)}\n')
+                # _value(count), inlined for the common case: most of a scrape is these lines.
+                value = f"{count}.0" if count < 1_000_000 else _value(count)
+                add(f'fastpatch_function_duration_seconds_bucket{{{LABEL}="{label}",le="{bound}"}} {value}\n')
             add(f'fastpatch_function_duration_seconds_count{{{LABEL}="{label}"}} {_value(count)}\n'
                 f'fastpatch_function_duration_seconds_sum{{{LABEL}="{label}"}} {_value(row[2] / 1e9)}\n')
         add(head("fastpatch_function_active_calls", "gauge", _HELP["active"]))
