@@ -546,4 +546,5 @@ def test_export_prometheus_sidecar_serves_what_prometheus_client_would_in_each_f
     assert got[(openmetrics, "gzip", "")] == ("application/openmetrics-text; version=1.0.0; charset=utf-8; "
                                               "escaping=underscores", "gzip", collector.exposition(openmetrics=True))
     assert got[("", "", "?name[]=fastpatch_telemetry_bad_files")][2] == (
-        b"# HELP fastpatch_telemetry_bad_files " + _HELP_BAD + b"\n# TYPE fastpatch_telemetry_bad_files gauge\nfastpatch_telemetry_bad_files 0.0\n")
+        b"# HELP fastpatch_telemetry_bad_files " + _HELP_BAD
+        + b"\n# TYPE fastpatch_telemetry_bad_files gauge\nfastpatch_telemetry_bad_files 0.0\n")

@@ -133,8 +133,9 @@ class ProcessView:
         return list(self._stats)
 
     def __repr__(self) -> str:
+        records = len(self._stats if self._stats is not None else self.folded or [])
         return (f"ProcessView({self.name!r}, pid={self.pid}, state={self.state!r}, alive={self.alive}, "
-                f"generation={self.generation}, records={len(self._stats if self.folded is None else self.folded)})")
+                f"generation={self.generation}, records={records})")
 
 
 def _is_locked(fd: int) -> bool:
