@@ -541,7 +541,7 @@ def test_export_prometheus_sidecar_serves_what_prometheus_client_would_in_each_f
                                                 gzip.decompress(body) if encoding else body)
     finally:
         sidecar.terminate()
-        sidecar.wait(60)
+        sidecar.communicate(timeout=60)  # and closes its pipes
     assert got[("", "", "")] == ("text/plain; version=0.0.4; charset=utf-8", None, collector.exposition())
     assert got[(openmetrics, "gzip", "")] == ("application/openmetrics-text; version=1.0.0; charset=utf-8; "
                                               "escaping=underscores", "gzip", collector.exposition(openmetrics=True))
