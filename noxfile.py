@@ -666,7 +666,9 @@ def lint(session: nox.Session) -> None:
     """
     python = newest_host_python(session, "3.10")  # mypy 2.x runs on 3.10+
     venv = Venv(session, python, "lint")
-    venv.install(RUFF, MYPY, f"nox=={importlib.metadata.version('nox')}", "bytecode>=0.19")
+    # prometheus_client and opentelemetry-sdk: the exporters' types (both ship py.typed).
+    venv.install(RUFF, MYPY, f"nox=={importlib.metadata.version('nox')}", "bytecode>=0.19",
+                 "prometheus_client>=0.26,<1", "opentelemetry-sdk>=1.45,<2")
     caches = {"RUFF_CACHE_DIR": str(WORK / "lint-cache" / "ruff"), "MYPY_CACHE_DIR": str(WORK / "lint-cache" / "mypy")}
     paths = [p for p in ("src", "tests", "benchmarks", "examples", "tools", "noxfile.py") if (ROOT / p).exists()]
     venv.run("ruff", "check", "--output-format", "concise", *paths, env=caches)

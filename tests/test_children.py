@@ -177,6 +177,20 @@ def test_an_installed_wheel_ships_the_activation_files():
         assert fh.read().startswith('import os; os.environ.get("FASTPATCH_INCLUDE") and ')
 
 
+
+def test_an_installed_wheel_ships_every_package_of_the_source_tree():
+    import fastpatch
+
+    installed = os.path.dirname(os.path.abspath(fastpatch.__file__))
+    if os.path.basename(os.path.dirname(installed)) == "src":
+        pytest.skip("fastpatch is imported from the source tree (an editable install)")
+    source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "fastpatch")
+    packages = sorted(os.path.relpath(root, source) for root, _dirs, names in os.walk(source)
+                      if "__init__.py" in names and "__pycache__" not in root)
+    assert packages == [".", "_reports", "export"]
+    missing = [p for p in packages if not os.path.exists(os.path.join(installed, p, "__init__.py"))]
+    assert missing == []
+
 # --------------------------------------------------------------------------
 # Activation from the environment, at interpreter startup
 # --------------------------------------------------------------------------

@@ -199,7 +199,7 @@ def _one_error_line(result, status=2):
     ("args", "message"),
     [
         ([], "python -m fastpatch: error: choose a command: run, report or top"),
-        (["frobnicate"], "python -m fastpatch: error: unknown command 'frobnicate': choose run, report or top"),
+        (["frobnicate"], "python -m fastpatch: error: unknown command 'frobnicate': choose run, report, top or export"),
         (["run", "--bogus", "prog.py"], "python -m fastpatch run: error: unrecognized arguments: --bogus"),
         (["run"], "python -m fastpatch run: error: nothing to run: give -m MODULE, -c CODE or SCRIPT"),
         (["run", "-f", "xml", "prog.py"],

@@ -71,8 +71,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from . import _top
 
         return _top.main(prog, rest)
+    if command == "export":
+        return _export(prog, rest)
     top.print_usage(sys.stderr)
-    sys.stderr.write(f"{prog}: error: unknown command {command!r}: choose run, report or top\n")
+    sys.stderr.write(f"{prog}: error: unknown command {command!r}: choose run, report, top or export\n")
     return 2
 
 
@@ -89,8 +91,10 @@ def _top_parser(prog: str) -> argparse.ArgumentParser:
             "  run       run a program (-m MODULE, -c CODE or SCRIPT) with its functions timed,\n"
             "            and write the report at exit\n"
             "  report    merge report files (JSON) and print or convert them\n"
-            "  top       a live table of a telemetry directory's functions\n\n"
-            f"'{prog} run -h', '{prog} report -h' and '{prog} top -h' describe each.\n\n"
+            "  top       a live table of a telemetry directory's functions\n"
+            "  export    export prometheus: serve a live telemetry directory on /metrics\n\n"
+            f"'{prog} run -h', '{prog} report -h', '{prog} top -h' and '{prog} export prometheus -h'\n"
+            "describe each.\n\n"
             "environment: FASTPATCH_INCLUDE (comma-separated patterns; activates fastpatch in any\n"
             "Python process), FASTPATCH_EXCLUDE, FASTPATCH_OUTPUT ({pid} is the process id),\n"
             "FASTPATCH_FORMAT, FASTPATCH_SORT, FASTPATCH_ENABLED=0 (everything off), FASTPATCH_CLOCK."
@@ -113,6 +117,32 @@ def _add_report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-s", "--sort", choices=sorted(SORT_KEYS), default="total", help="sort key of the table (default: total)"
     )
+
+
+# --------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------
+
+
+def _export(prog: str, args: List[str]) -> int:
+    """``export prometheus ...``: see fastpatch.export.prometheus.main."""
+    if not args or args[0] in ("-h", "--help"):
+        stream = sys.stdout if args else sys.stderr
+        stream.write(f"usage: {prog} export prometheus [DIR] [--port PORT] [--addr ADDR]\n\n"
+                     "Serve the merged numbers of a live telemetry directory to Prometheus on /metrics.\n")
+        return 0 if args else 2
+    if args[0] != "prometheus":
+        sys.stderr.write(f"{prog} export: error: unknown exporter {args[0]!r}: choose prometheus\n")
+        return 2
+    try:
+        from .export import prometheus
+    except ImportError as exc:
+        if not (exc.name or "").startswith("prometheus_client"):
+            raise
+        sys.stderr.write(f"{prog} export prometheus: error: needs prometheus_client: "
+                         "pip install 'fastpatch[prometheus]'\n")
+        return 2
+    return prometheus.main(f"{prog} export", args[1:])
 
 
 # --------------------------------------------------------------------------

@@ -64,6 +64,14 @@ static PyMethodDef fp_methods[] = {
     {"read_slots", (PyCFunction)(void (*)(void))fp_read_slots, METH_FASTCALL,
      "read_slots(buffer, first, count) -> bytes: count slots of a counters file from slot first, each copied\n"
      "under its seqlock (an unstable one comes back with an odd seq); ValueError for slots beyond the buffer."},
+    {"decode_records", (PyCFunction)(void (*)(void))fp_decode_records, METH_FASTCALL,
+     "decode_records(data, slot_size, cuts, full_names) -> (records, others, unstable): the slots of a copy from\n"
+     "read_slots. records: a tuple per stable record slot, (names, flags, firstlineno, sample, calls, completed,\n"
+     "errors, timed, total_ns, min_ns, max_ns, counts): names \"module.qualname\", or with full_names\n"
+     "(\"module.qualname\", module, qualname, filename); counts[j] the sum of its histogram's buckets cuts[j-1]\n"
+     "to cuts[j] - 1 (from 0; cuts increase to 231). others: the strings and absorbed slots' indexes; unstable:\n"
+     "slots that kept changing. ValueError saying what is wrong for a bad slot size or cuts, or a record whose\n"
+     "names are not three NUL-terminated strings of a stable strings slot."},
     {"telemetry_layout", fp_telemetry_layout, METH_NOARGS,
      "telemetry_layout() -> dict: sizes and offsets of _telemetry.h's structs, as compiled."},
     {"telemetry_arm", (PyCFunction)(void (*)(void))fp_telemetry_arm, METH_FASTCALL,

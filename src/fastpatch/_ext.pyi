@@ -6,7 +6,7 @@ in _ext_testing.c) and its exec slot.
 """
 
 from types import CodeType, FunctionType
-from typing import Callable, TypeVar, final
+from typing import Any, Callable, Sequence, TypeVar, final
 
 _T = TypeVar("_T")
 
@@ -163,6 +163,11 @@ def _testing_seed_sampler(seed: int, /) -> None:
 # Live telemetry (_ext_telemetry.c; the layout is _telemetry.h).
 def read_slots(buffer: object, first: int, count: int, /) -> bytes:
     """``count`` slots of a mapped counters file from slot ``first``, each copied under its seqlock."""
+def decode_records(
+    data: bytes, slot_size: int, cuts: Sequence[int], full_names: bool, /
+) -> tuple[list[tuple[Any, ...]], list[int], int]:
+    """The records of a copy from read_slots, their names resolved and their histograms summed between cuts;
+    the strings and absorbed slots' indexes; how many slots were unstable."""
 def telemetry_layout() -> dict[str, int]:
     """Sizes and offsets of _telemetry.h's structs, as compiled."""
 def telemetry_arm(

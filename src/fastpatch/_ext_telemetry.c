@@ -155,6 +155,237 @@ done:
     return out;
 }
 
+/* ===================================================================== */
+/* decode_records: a copy's records, their histograms folded             */
+/* ===================================================================== */
+
+/* Sum hist[first..end) into a new int: in uint64_t while it fits (always,
+   in practice), else as Python ints, so that the sum is exact. */
+static PyObject *
+sum_buckets(const uint64_t *hist, Py_ssize_t first, Py_ssize_t end)
+{
+    uint64_t sum = 0;
+    Py_ssize_t i = first;
+    for (; i < end; i++) {
+        if (hist[i] > UINT64_MAX - sum) {
+            break;
+        }
+        sum += hist[i];
+    }
+    PyObject *total = PyLong_FromUnsignedLongLong(sum);
+    for (; i < end && total != NULL; i++) {
+        PyObject *item = PyLong_FromUnsignedLongLong(hist[i]);
+        if (item == NULL) {
+            Py_CLEAR(total);
+            break;
+        }
+        Py_SETREF(total, PyNumber_Add(total, item));
+        Py_DECREF(item);
+    }
+    return total;
+}
+
+/* The names of a record, "module.qualname", or with `full` the tuple
+   ("module.qualname", module, qualname, filename), from the strings slot
+   `name_slot` of the copy `base` of `n_slots` slots; ValueError saying
+   what is wrong if the slot or the offset holds no three names. */
+static PyObject *
+record_names(const unsigned char *base, Py_ssize_t n_slots, Py_ssize_t slot_size, uint32_t name_slot,
+             uint32_t name_off, int full)
+{
+    const unsigned char *slot = base;
+    uint64_t seq = 1;
+    uint16_t kind = 0;
+    uint32_t used = 0;
+    if (name_slot < n_slots) {
+        slot = base + (size_t)name_slot * slot_size;
+        memcpy(&seq, slot, sizeof seq);
+        memcpy(&kind, slot + offsetof(struct fpt_strings, kind), sizeof kind);
+        memcpy(&used, slot + offsetof(struct fpt_strings, used), sizeof used);
+    }
+    if (seq & 1 || kind != FPT_KIND_STRINGS) {
+        return PyErr_Format(PyExc_ValueError, "a record names slot %u offset %u, which holds no names", name_slot,
+                            name_off);
+    }
+    if (used > (uint64_t)slot_size - offsetof(struct fpt_strings, data)) {
+        return PyErr_Format(PyExc_ValueError, "slot %u says %u bytes of names, more than the slot holds",
+                            name_slot, used);
+    }
+    if (name_off >= used) {
+        return PyErr_Format(PyExc_ValueError, "a record names slot %u offset %u, which holds no names", name_slot,
+                            name_off);
+    }
+    const char *start = (const char *)slot + offsetof(struct fpt_strings, data) + name_off;
+    const char *end = start + (used - name_off);
+    const char *parts[4];
+    parts[0] = start;
+    for (int k = 1; k < 4; k++) {
+        const char *nul = memchr(parts[k - 1], 0, (size_t)(end - parts[k - 1]));
+        if (nul == NULL) {
+            return PyErr_Format(PyExc_ValueError,
+                                "the names at slot %u offset %u are not three NUL-terminated strings", name_slot,
+                                name_off);
+        }
+        parts[k] = nul + 1;
+    }
+    PyObject *module = PyUnicode_DecodeUTF8(parts[0], parts[1] - parts[0] - 1, "replace");
+    PyObject *qualname = PyUnicode_DecodeUTF8(parts[1], parts[2] - parts[1] - 1, "replace");
+    PyObject *name = NULL, *result = NULL;
+    if (module != NULL && qualname != NULL) {
+        name = PyUnicode_FromFormat("%U.%U", module, qualname);
+    }
+    if (name != NULL && full) {
+        PyObject *filename = PyUnicode_DecodeUTF8(parts[2], parts[3] - parts[2] - 1, "replace");
+        if (filename != NULL) {
+            result = PyTuple_Pack(4, name, module, qualname, filename);
+            Py_DECREF(filename);
+        }
+        Py_DECREF(name);
+    }
+    else {
+        result = name;
+    }
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    return result;
+}
+
+/* The tuple of one record: its names, its fields, then its histogram's
+   sums over [cuts[j-1], cuts[j]) for each cut. */
+static PyObject *
+record_tuple(const unsigned char *base, Py_ssize_t n_slots, Py_ssize_t slot_size, Py_ssize_t index,
+             const Py_ssize_t *cuts, Py_ssize_t n_cuts, int full)
+{
+    const unsigned char *slot = base + index * slot_size;
+    struct fpt_record r;
+    /* Everything up to the histogram, and the histogram itself: memcpy,
+       as the copy's slots are only 8-byte aligned. */
+    memcpy(&r, slot, offsetof(struct fpt_record, hist));
+    uint64_t hist[FPT_HIST_BUCKETS];
+    memcpy(hist, slot + offsetof(struct fpt_record, hist), sizeof hist);
+    PyObject *names = record_names(base, n_slots, slot_size, r.name_slot, r.name_off, full);
+    if (names == NULL) {
+        return NULL;
+    }
+    PyObject *counts = PyTuple_New(n_cuts);
+    if (counts == NULL) {
+        Py_DECREF(names);
+        return NULL;
+    }
+    Py_ssize_t first = 0;
+    for (Py_ssize_t j = 0; j < n_cuts; j++) {
+        PyObject *sum = sum_buckets(hist, first, cuts[j]);
+        if (sum == NULL) {
+            Py_DECREF(names);
+            Py_DECREF(counts);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(counts, j, sum);
+        first = cuts[j];
+    }
+    return Py_BuildValue("(NHIIKKKKKKKN)", names, r.flags, r.firstlineno, r.sample,
+                         (unsigned long long)r.calls, (unsigned long long)r.completed,
+                         (unsigned long long)r.errors, (unsigned long long)r.timed,
+                         (unsigned long long)r.total_ns, (unsigned long long)r.min_ns,
+                         (unsigned long long)r.max_ns, counts);
+}
+
+/* decode_records(data, slot_size, cuts, full_names) -> (records, others, unstable):
+   see the docstring in _ext.c's method table. Returns a new reference. */
+PyObject *
+fp_decode_records(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "decode_records(data, slot_size, cuts, full_names) takes 4 arguments");
+        return NULL;
+    }
+    int full = PyObject_IsTrue(args[3]);
+    if (full < 0) {
+        return NULL;
+    }
+    Py_ssize_t slot_size = PyLong_AsSsize_t(args[1]);
+    if (slot_size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (slot_size < (Py_ssize_t)offsetof(struct fpt_record, pad) || slot_size % 8) {
+        PyErr_Format(PyExc_ValueError, "decode_records: slot size %zd is smaller than a record or unaligned",
+                     slot_size);
+        return NULL;
+    }
+    PyObject *cut_seq = PySequence_Fast(args[2], "decode_records: cuts must be a sequence of ints");
+    if (cut_seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t cuts[FPT_HIST_BUCKETS];
+    Py_ssize_t n_cuts = PySequence_Fast_GET_SIZE(cut_seq);
+    Py_ssize_t previous = 0;
+    int cuts_ok = n_cuts >= 1 && n_cuts <= FPT_HIST_BUCKETS;
+    for (Py_ssize_t j = 0; cuts_ok && j < n_cuts; j++) {
+        cuts[j] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(cut_seq, j));
+        if (cuts[j] == -1 && PyErr_Occurred()) {
+            Py_DECREF(cut_seq);
+            return NULL;
+        }
+        cuts_ok = cuts[j] > previous && cuts[j] <= FPT_HIST_BUCKETS;
+        previous = cuts[j];
+    }
+    Py_DECREF(cut_seq);
+    if (!cuts_ok || previous != FPT_HIST_BUCKETS) {
+        PyErr_Format(PyExc_ValueError, "decode_records: cuts must increase from above 0 to %d",
+                     FPT_HIST_BUCKETS);
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    PyObject *records = NULL, *others = NULL, *result = NULL;
+    Py_ssize_t unstable = 0;
+    if (view.len % slot_size) {
+        PyErr_Format(PyExc_ValueError, "decode_records: %zd bytes are not whole slots of %zd", view.len,
+                     slot_size);
+        goto done;
+    }
+    records = PyList_New(0);
+    others = PyList_New(0);
+    if (records == NULL || others == NULL) {
+        goto done;
+    }
+    const unsigned char *base = (const unsigned char *)view.buf;
+    for (Py_ssize_t i = 0; i < view.len / slot_size; i++) {
+        const unsigned char *slot = base + i * slot_size;
+        uint64_t seq;
+        uint16_t kind;
+        memcpy(&seq, slot, sizeof seq);
+        memcpy(&kind, slot + offsetof(struct fpt_record, kind), sizeof kind);
+        PyObject *item;
+        if (seq & 1) {
+            unstable++;
+            continue;
+        }
+        if (kind == FPT_KIND_RECORD) {
+            item = record_tuple(base, view.len / slot_size, slot_size, i, cuts, n_cuts, full);
+        }
+        else if (kind == FPT_KIND_STRINGS || kind == FPT_KIND_ABSORBED) {
+            item = PyLong_FromSsize_t(i);
+        }
+        else {
+            continue;  /* an unused or newer kind of slot, as the Python reader treats it */
+        }
+        if (item == NULL || PyList_Append(kind == FPT_KIND_RECORD ? records : others, item) < 0) {
+            Py_XDECREF(item);
+            goto done;
+        }
+        Py_DECREF(item);
+    }
+    result = Py_BuildValue("(OOn)", records, others, unstable);
+done:
+    Py_XDECREF(records);
+    Py_XDECREF(others);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 /* _testing_hammer_slots(buffer, count, rounds): for the torn-read test,
    rewrite the first `count` record slots of a file mapped in `buffer`
    `rounds` times each, under their seqlocks, as the writer does, with the
