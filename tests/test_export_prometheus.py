@@ -33,7 +33,7 @@ _HELP_BAD = (b"Files of the telemetry directory skipped as damaged or foreign (e
 PROGRAM = """
 import os, sys
 import fastpatch, fastpatch.export
-from fastpatch import _ext, _patch
+from fastpatch import _ext
 
 def f(x):
     return x + 1
@@ -49,7 +49,7 @@ for func in (f, g, h):
     fastpatch.instrument(func)
 
 def sample(func, n):
-    _patch._definition_of(func.__code__).probe.set_sample(n)
+    fastpatch.instrument(func, sample=n)
 """
 
 
