@@ -117,6 +117,7 @@ fp_exec(PyObject *module)
     st->free_tokens = NULL;
     st->default_sample = 1;
     st->called = NULL;
+    st->called_records = NULL;
     st->n_called = st->called_capacity = 0;
     st->n_free = 0;
     st->default_tsc = 0;
@@ -177,8 +178,10 @@ fp_free(void *module)
     fp_free_idle_tokens(st);
     /* No probe is left to take itself out: each holds its type, which holds the module. */
     PyMem_Free(st->called);
+    PyMem_Free(st->called_records);
     st->default_sample = 1;
     st->called = NULL;
+    st->called_records = NULL;
     st->n_called = st->called_capacity = 0;
     fp_clear((PyObject *)module);
 }

@@ -291,9 +291,16 @@ called_list_append(fp_state *st, ProbeObject *p)
             return -1;
         }
         st->called = grown;
+        uint64_t *records = PyMem_Realloc(st->called_records, capacity * sizeof(uint64_t));
+        if (records == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        st->called_records = records;
         st->called_capacity = capacity;
     }
     p->called_index = st->n_called;
+    st->called_records[st->n_called] = 0;
     st->called[st->n_called++] = p;
     return 0;
 }
@@ -308,6 +315,7 @@ called_list_remove(fp_state *st, ProbeObject *p)
     }
     ProbeObject *last = st->called[--st->n_called];
     st->called[i] = last;
+    st->called_records[i] = st->called_records[st->n_called];
     last->called_index = i;
     p->called_index = FP_NOT_CALLED;
 }
@@ -573,7 +581,6 @@ probe_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     probe_set_rate(p, fp_state_of(module)->default_sample);
     p->countdown = 1;  /* armed by the first activation (probe_start_counting) */
     p->called_index = FP_NOT_CALLED;
-    p->telemetry_file = p->telemetry_slot = 0;
     p->calls = 0;
     probe_clear_counters(p);
     p->epoch = 0;

@@ -34,10 +34,6 @@ struct ProbeObject {
     uint32_t countdown;
     uint32_t epoch;        /* bumped by reset() and a forked child's clear(): the counters restarted */
     uint32_t called_index; /* where this probe is in the module's called list, or FP_NOT_CALLED */
-    /* Live telemetry (_ext_telemetry.c): this probe's record is slot
-       telemetry_slot of the counters file numbered telemetry_file (0: none). */
-    uint32_t telemetry_slot;
-    uint32_t telemetry_file;
     uint64_t calls;       /* activations started */
     uint64_t completed;   /* activations ended, however */
     uint64_t errors;      /* activations ended by an exception */

@@ -29,6 +29,10 @@ typedef struct {
        dies, swapping the last one into its place (ProbeObject.called_index).
        A snapshot writer walks this, never the registry. */
     ProbeObject **called;
+    /* Beside each entry of called, live telemetry's place for the probe
+       (_ext_telemetry.c): file number << 32 | record slot + 1, 0 for none.
+       Kept here rather than in the probe, which stays 128 bytes uncalled. */
+    uint64_t *called_records;
     uint32_t n_called;
     uint32_t called_capacity;
 } fp_state;

@@ -496,7 +496,7 @@ static struct {
     size_t map_size;
     uint32_t n_slots, capacity;   /* slots written, slots the file holds */
     uint32_t strings_slot;        /* the strings slot being filled, or UINT32_MAX */
-    uint32_t file_id;             /* bumped for each file: a probe's record is in file telemetry_file */
+    uint32_t file_id;             /* bumped for each file; never 0 (see fp_state.called_records) */
     int open_failed;              /* the opener said no: no file, no retries */
     int full;                     /* the file could not grow: new definitions are not published */
     fpt_stage *stages;            /* per slot */
@@ -557,7 +557,7 @@ file_drop(void)
     }
     W.n_slots = W.capacity = 0;
     W.strings_slot = UINT32_MAX;
-    W.file_id++;
+    W.file_id = W.file_id == UINT32_MAX ? 1 : W.file_id + 1;
     W.open_failed = W.full = 0;
     W.generation = 0;
 }
@@ -773,7 +773,7 @@ names_encode(PyObject *names, char *buf, int *firstlineno)
 /* Give each of `fresh` (probes with no record in this file) a record, named
    by the namer. With the GIL; the list keeps them alive while Python runs. */
 static void
-records_add(PyObject *fresh)
+records_add(fp_state *st, PyObject *fresh)
 {
     PyObject *names = PyObject_CallOneArg(W.namer, fresh);
     if (names == NULL || !PyList_Check(names) || PyList_GET_SIZE(names) != PyList_GET_SIZE(fresh)) {
@@ -811,10 +811,24 @@ records_add(PyObject *fresh)
         r->firstlineno = firstlineno > 0 ? (uint32_t)firstlineno : 0;
         r->name_slot = name_slot;
         r->name_off = name_off;
-        p->telemetry_slot = slot;
-        p->telemetry_file = W.file_id;
+        if (p->called_index != FP_NOT_CALLED) {
+            st->called_records[p->called_index] = (uint64_t)W.file_id << 32 | (uint64_t)(slot + 1);
+        }
     }
     Py_DECREF(names);
+}
+
+/* The record slot of a called probe in the current file: 1 and *slot, or 0
+   when it has none there (new to this file, or to the process). */
+static inline int
+record_of(fp_state *st, const ProbeObject *p, uint32_t *slot)
+{
+    uint64_t v = st->called_records[p->called_index];
+    if ((uint32_t)(v >> 32) != W.file_id || (uint32_t)v == 0) {
+        return 0;
+    }
+    *slot = (uint32_t)v - 1;
+    return 1;
 }
 
 static inline uint64_t
@@ -826,9 +840,9 @@ ticks_ns(const ProbeObject *p, uint64_t ticks, double ratio)
 /* Write a probe's counters (its flushed counters plus its stage's earlier
    epochs) into its record, under the record's seqlock. */
 static void
-record_write(ProbeObject *p, fpt_stage *stage, double ratio)
+record_write(ProbeObject *p, uint32_t slot, fpt_stage *stage, double ratio)
 {
-    struct fpt_record *r = (struct fpt_record *)file_slot(p->telemetry_slot);
+    struct fpt_record *r = (struct fpt_record *)file_slot(slot);
     uint64_t timed = p->completed - p->untimed;
     uint64_t total = stage->total_ns + ticks_ns(p, p->total_ticks, ratio);
     if (total < stage->written_total_ns) {
@@ -900,7 +914,8 @@ snapshot_write_unguarded(void)
     PyObject *fresh = NULL;
     for (uint32_t i = 0; i < st->n_called; i++) {
         ProbeObject *p = st->called[i];
-        if (p->telemetry_file != W.file_id) {
+        uint32_t slot;
+        if (!record_of(st, p, &slot)) {
             if (fresh == NULL && (fresh = PyList_New(0)) == NULL) {
                 break;
             }
@@ -914,17 +929,18 @@ snapshot_write_unguarded(void)
     }
     uint32_t published = W.n_slots;
     if (fresh != NULL) {
-        records_add(fresh);
+        records_add(st, fresh);
         Py_DECREF(fresh);
     }
     double ratio = 1.0;
     int have_ratio = 0;
     for (uint32_t i = 0; i < st->n_called; i++) {
         ProbeObject *p = st->called[i];
-        if (p->telemetry_file != W.file_id || p->hist == NULL) {
+        uint32_t slot;
+        if (!record_of(st, p, &slot) || p->hist == NULL) {
             continue;
         }
-        fpt_stage *stage = &W.stages[p->telemetry_slot];
+        fpt_stage *stage = &W.stages[slot];
         if (stage->written && stage->seen_calls == p->calls && stage->seen_completed == p->completed
             && stage->seen_epoch == p->epoch && stage->seen_sample == p->sample) {
             continue;
@@ -936,7 +952,7 @@ snapshot_write_unguarded(void)
         }
 #endif
         fp_probe_flush(p);
-        record_write(p, stage, ratio);
+        record_write(p, slot, stage, ratio);
     }
     (void)have_ratio;
     struct fpt_header *h = file_header();
@@ -952,10 +968,15 @@ snapshot_write_unguarded(void)
 void
 fp_telemetry_before_reset(ProbeObject *p)
 {
-    if (W.fd < 0 || p->telemetry_file != W.file_id || p->hist == NULL) {
+    uint32_t slot;
+    if (W.fd < 0 || W.module == NULL || p->called_index == FP_NOT_CALLED || p->hist == NULL) {
         return;
     }
-    fpt_stage *stage = &W.stages[p->telemetry_slot];
+    fp_state *st = fp_state_of(W.module);
+    if ((fp_state *)PyType_GetModuleState(Py_TYPE(p)) != st || !record_of(st, p, &slot)) {
+        return;
+    }
+    fpt_stage *stage = &W.stages[slot];
     if (stage->hist == NULL) {
         stage->hist = PyMem_RawCalloc(FP_HIST_BUCKETS, sizeof(uint64_t));
         if (stage->hist == NULL) {
