@@ -412,17 +412,27 @@ def test_the_sampled_total_estimates_the_exact_total_within_the_readmes_error():
 
     fastpatch.instrument(sampled, sample=16)
     fastpatch.instrument(exact)
-    for _ in range(60):
-        for n in sizes:
-            sampled(n)
-            exact(n)
-    s, truth = fastpatch.stats(sampled), fastpatch.stats(exact)
     n = len(sizes) * 60
-    assert (s.calls, s.completed, truth.completed) == (n, n, n)
-    # README: relative standard error of total_ns ~ sqrt((N - 1)(1 + CV**2) / n).
-    predicted = math.sqrt(15 * (1 + _cv(truth) ** 2) / n)
-    (_, total_s), (_, total_t) = _trimmed(s), _trimmed(truth)
-    assert abs(total_s / total_t - 1) < 8 * predicted
+    # The two functions' calls are different calls: on a shared, loaded host the
+    # scheduler's delays land on one more than on the other, which no sampling
+    # error formula covers. Three attempts, as the clock comparisons allow.
+    errors = []
+    for _attempt in range(3):
+        fastpatch.reset(sampled)
+        fastpatch.reset(exact)
+        for _ in range(60):
+            for size in sizes:
+                sampled(size)
+                exact(size)
+        s, truth = fastpatch.stats(sampled), fastpatch.stats(exact)
+        assert (s.calls, s.completed, truth.completed) == (n, n, n)
+        # README: relative standard error of total_ns ~ sqrt((N - 1)(1 + CV**2) / n).
+        predicted = math.sqrt(15 * (1 + _cv(truth) ** 2) / n)
+        (_, total_s), (_, total_t) = _trimmed(s), _trimmed(truth)
+        errors.append((abs(total_s / total_t - 1), 8 * predicted))
+        if errors[-1][0] < errors[-1][1]:
+            break
+    assert errors[-1][0] < errors[-1][1], errors
 
 
 # --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -565,8 +566,23 @@ def test_a_pool_whose_initializer_handles_sigterm_terminates_and_reports(program
             with mp.get_context(sys.argv[1]).Pool(2, initializer=initializer) as pool:
                 print(sum(pool.map(work, range(10))))
     '''})
-    with _started(_run_args("init.py", method), program) as proc:
-        out, err = proc.communicate(timeout=WAIT)
+    # This program can hang under plain CPython too, without fastpatch (3 runs
+    # in 150 on 3.12): Pool.terminate() sends SIGTERM while it holds the lock
+    # that idle workers wait on, and a worker whose handler raises there never
+    # leaves. A run that hangs proves nothing either way: it is killed and the
+    # program run again, up to three times; the runs that end are checked.
+    hung = 0
+    for _attempt in range(3):
+        shutil.rmtree(program / "out")
+        (program / "out").mkdir()
+        with _started(_run_args("init.py", method), program) as proc:
+            try:
+                out, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                hung += 1
+                continue
+        break
+    assert hung < 3, "the program hung three times"
     assert (proc.returncode, out) == (0, "285\n"), err
     # The initializer's handler ended each worker with SystemExit: its report was written on the way out.
     assert _merged_calls(str(program / "out"))["worker.work"] == 10
