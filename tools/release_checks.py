@@ -61,8 +61,9 @@ def sdist_problems(sdist: str, checkout: str, version: str) -> List[str]:
 
 
 def wheel_problems(wheel: str, version: str) -> List[str]:
-    """A wheel must carry the package, its stubs, its compiled extension and
-    fastpatch.pth; no sources, tests or bytecode caches; metadata of
+    """A wheel must carry the package, its stubs, its compiled extension,
+    fastpatch.pth and the telemetry layout header (``_telemetry.h``, for
+    readers in other languages); no other sources, tests or bytecode caches; metadata of
     ``version``; and no runtime dependency (bytecode is only for building, and
     for the dev, test and bench extras)."""
     with zipfile.ZipFile(wheel) as zf:
@@ -73,13 +74,14 @@ def wheel_problems(wheel: str, version: str) -> List[str]:
     if meta["Version"] != version:
         problems.append(f"metadata version {meta['Version']} != fastpatch.__version__ {version}")
     for need in ("fastpatch/__init__.py", "fastpatch/_version.py", "fastpatch/py.typed", "fastpatch/_ext.pyi",
-                 "fastpatch/_assembled.py", "fastpatch.pth"):
+                 "fastpatch/_assembled.py", "fastpatch.pth", "fastpatch/_telemetry.h"):
         if need not in files:
             problems.append(f"lacks {need}")
     for ext in ("_ext", "_csplice", "_jumps"):
         if not any(f.startswith(f"fastpatch/{ext}.") and f.endswith(".so") for f in files):
             problems.append(f"lacks the compiled extension fastpatch/{ext}.*.so")
-    stray = [f for f in files if f.endswith((".c", ".h", ".pyc")) or f.startswith(("tests/", "src/"))]
+    stray = [f for f in files if (f.endswith((".c", ".h", ".pyc")) and f != "fastpatch/_telemetry.h")
+             or f.startswith(("tests/", "src/"))]
     if stray:
         problems.append(f"carries {stray}")
     unconditional = [r for r in meta.get_all("Requires-Dist") or [] if "extra ==" not in r]
