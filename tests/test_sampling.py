@@ -8,7 +8,6 @@ import gc
 import json
 import math
 import os
-import signal
 
 import pytest
 
@@ -17,6 +16,7 @@ from fastpatch import _ext, _patch, _stats
 from fastpatch._reports import merge, schema, table
 from kinds import KINDS
 from test_children import needs_pth
+from test_fork import _in_child
 
 RATES = [1, 2, 16, 1000, 0]
 
@@ -266,26 +266,6 @@ def test_an_uncalled_probe_with_a_rate_is_listed_at_its_first_call():
 
 
 pytestmark_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-
-
-def _in_child(work):
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(read)
-        signal.alarm(10)
-        try:
-            out = json.dumps({"result": work()})
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            out = json.dumps({"error": repr(exc)})
-        os.write(write, out.encode())
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as fh:
-        data = fh.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status)
-    return json.loads(data)
 
 
 @pytestmark_fork
