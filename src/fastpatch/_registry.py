@@ -165,6 +165,14 @@ def _register_lazy() -> None:
             ext.lazy_discard(origin)
 
 
+def registered_definition(probe: Any) -> Optional[Definition]:
+    """The registered definition whose probe is ``probe``, or None (a lazy
+    one, or none at all). Takes no lock and registers nothing: safe from the
+    telemetry writer's thread whatever the other threads hold."""
+    d = _by_probe.get(id(probe))
+    return d if d is not None and d.probe is probe else None
+
+
 def definition_of_probe(probe: Any) -> Optional[Definition]:
     """The definition whose probe is ``probe`` (registering the lazy table
     if it is there), or None: a probe of no instrumented definition."""

@@ -28,7 +28,7 @@ from .._native import ext as _ext
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, List, Optional, Sequence, Tuple, Union
+    from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 #: Shortest and longest interval between snapshots, in seconds.
 MIN_INTERVAL = 0.01
@@ -244,17 +244,28 @@ def _join_run(path: str, dir_fd: int) -> int:
 def _names(probes: Sequence[Any]) -> List[Tuple[str, str, str, int]]:
     """(module, qualname, filename, firstlineno) of each probe's definition,
     for the writer's new records."""
-    from .._registry import definition_of_probe
+    # No lock and no registration here: this runs on the writer's thread,
+    # and another thread may hold the registry's lock while it waits for the
+    # writer (a fork joins it). A definition the import hook spliced and
+    # nothing registered yet is named from its Origin in the lazy table.
+    from .._registry import registered_definition
 
     out = []
+    lazy: Optional[Dict[int, Any]] = None
     for probe in probes:
-        d = definition_of_probe(probe)
-        if d is None:
-            out.append(("<unknown>", f"probe-{id(probe):x}", "", 0))
-            continue
-        original = d.original()
-        filename = original.co_filename if original is not None else ""
-        out.append((d.module, d.qualname, filename, original.co_firstlineno if original is not None else 0))
+        d = registered_definition(probe)
+        if d is not None:
+            module, qualname, code = d.module, d.qualname, d.original()
+        else:
+            if lazy is None:
+                lazy = {id(origin.probe): origin for origin in _ext.lazy_origins()}
+            origin = lazy.get(id(probe))
+            if origin is None or origin.probe is not probe:
+                out.append(("<unknown>", f"probe-{id(probe):x}", "", 0))
+                continue
+            module, qualname, code = origin.module, origin.qualname, origin.code
+        out.append((module, qualname, code.co_filename if code is not None else "",
+                    code.co_firstlineno if code is not None else 0))
     return out
 
 
