@@ -164,8 +164,8 @@ def test_a_suspended_coroutine_is_timed_only_when_it_completes_with_its_starts_d
 
     fastpatch.instrument(step, sample=sample)
 
-    def started(n):
-        coros = [step(i) for i in range(n)]
+    def started(first, last):
+        coros = [step(i) for i in range(first, last)]
         for c in coros:
             c.send(None)  # started: its decision drawn, suspended at its await
         return coros
@@ -173,19 +173,22 @@ def test_a_suspended_coroutine_is_timed_only_when_it_completes_with_its_starts_d
     assert run_coroutine(step(-1)) == -1  # called: _reseed draws its first gap from now on
     # Reference: 400 started, then all finished in start order.
     _reseed(sample, step)
-    coros = started(400)
+    coros = started(0, 400)
     assert [run_coroutine(c) for c in coros] == list(range(400))
     reference = fastpatch.stats(step)
     assert (reference.calls, reference.completed) == (400, 400)
 
-    # The same starts, finished in two halves, odd ones first: the decisions are the starts'.
+    # The same starts with ends between them: 200 started, the odd ones of those
+    # finished, 200 more started, the rest finished. Ends draw nothing, so the
+    # same activations are timed as in the reference.
     _reseed(sample, step)
-    coros = started(400)
-    assert [run_coroutine(c) for c in coros[1::2]] == list(range(1, 400, 2))
+    coros = started(0, 200)
+    assert [run_coroutine(c) for c in coros[1::2]] == list(range(1, 200, 2))
     half = fastpatch.stats(step)
-    assert (half.calls, half.completed, half.in_flight) == (400, 200, 200)
-    _assert_sampled_consistently(half, sample, 200)
-    assert [run_coroutine(c) for c in coros[0::2]] == list(range(0, 400, 2))
+    assert (half.calls, half.completed, half.in_flight) == (200, 100, 100)
+    _assert_sampled_consistently(half, sample, 100)
+    coros = coros[0::2] + started(200, 400)
+    assert [run_coroutine(c) for c in coros] == list(range(0, 200, 2)) + list(range(200, 400))
     whole = fastpatch.stats(step)
     assert (whole.calls, whole.completed, whole.in_flight) == (400, 400, 0)
     _assert_sampled_consistently(whole, sample, 400)
