@@ -992,7 +992,9 @@ def check_stats(expected: Dict[str, Expected], got: RunResult, label: str) -> Li
             lo, hi, total, n = s["min_ns"], s["max_ns"], s["total_ns"], s["timed"] * weight
             slack = n + total // 100  # unit conversion may round each field on its own
             if not (lo <= hi and lo * n - slack <= total <= hi * n + slack):
-                diffs.append(f"{label}: stats({name}) inconsistent: min {lo}, max {hi}, total {total}, weighted timed {n}")
+                diffs.append(
+                    f"{label}: stats({name}) inconsistent: min {lo}, max {hi}, total {total}, weighted timed {n}"
+                )
             if (s["p0"], s["p100"]) != (lo, hi):
                 diffs.append(f"{label}: stats({name}) percentile(0/100) = {s['p0']}/{s['p100']}, min/max = {lo}/{hi}")
     return diffs
