@@ -801,10 +801,17 @@ class RunResult:
 
 
 def run_once(
-    program: Program, code: types.CodeType, names: List[str], *, instrumented: bool, traced: bool
+    program: Program,
+    code: types.CodeType,
+    names: List[str],
+    *,
+    instrumented: bool,
+    traced: bool,
+    sample: Optional[int] = None,
 ) -> RunResult:
     """Run the plan once from a fresh exec of `code`. Instrumented runs instrument every
-    top-level function, and check stats and uninstrument themselves."""
+    top-level function (at rate `sample`, when given), and check stats and uninstrument
+    themselves."""
     import fastpatch
 
     ns: Dict[str, Any] = {"__builtins__": make_builtins(), "__name__": "fuzzprog"}
@@ -814,7 +821,10 @@ def run_once(
     problems: List[str] = []
     if instrumented:
         for f in funcs.values():
-            fastpatch.instrument(f)
+            if sample is None:
+                fastpatch.instrument(f)
+            else:
+                fastpatch.instrument(f, sample=sample)
             fastpatch.reset(f)
     recorder = _Recorder({} if instrumented else {c: n for n, c in originals.items()})
     calls: List[Dict[str, Any]] = []
@@ -907,6 +917,9 @@ def run_once(
                 "calls": s.calls,
                 "completed": s.completed,
                 "errors": s.errors,
+                "timed": s.timed,
+                "sample": s.sample,
+                "histogram": sum(s.histogram),
                 "total_ns": s.total_ns,
                 "min_ns": s.min_ns,
                 "max_ns": s.max_ns,
@@ -963,11 +976,25 @@ def check_stats(expected: Dict[str, Expected], got: RunResult, label: str) -> Li
         if wrong:
             detail = ", ".join(f"{k}={have} (expected {want})" for k, (have, want) in wrong.items())
             diffs.append(f"{label}: fastpatch.stats({name}): {detail}")
-        if s["completed"]:
-            lo, hi, total, n = s["min_ns"], s["max_ns"], s["total_ns"], s["completed"]
+        sample = s["sample"]
+        if not s["timed"] <= s["completed"]:
+            diffs.append(f"{label}: stats({name}) timed {s['timed']} > completed {s['completed']}")
+        if sample == 1 and s["timed"] != s["completed"]:
+            diffs.append(f"{label}: stats({name}) exact timing but timed {s['timed']}, completed {s['completed']}")
+        if sample == 0 and (s["timed"], s["histogram"], s["total_ns"], s["max_ns"]) != (0, 0, 0, 0):
+            diffs.append(f"{label}: stats({name}) count-only but timed {s['timed']}, total_ns {s['total_ns']}, "
+                         f"histogram {s['histogram']}, max_ns {s['max_ns']}")
+        # A timed activation at rate N >= 2 stands for N: in the histogram and in total_ns.
+        weight = sample if sample >= 2 else 1
+        if s["histogram"] != weight * s["timed"]:
+            diffs.append(f"{label}: stats({name}) histogram holds {s['histogram']}, not {weight} x timed {s['timed']}")
+        if s["timed"]:
+            lo, hi, total, n = s["min_ns"], s["max_ns"], s["total_ns"], s["timed"] * weight
             slack = n + total // 100  # unit conversion may round each field on its own
             if not (lo <= hi and lo * n - slack <= total <= hi * n + slack):
-                diffs.append(f"{label}: stats({name}) inconsistent: min {lo}, max {hi}, total {total}, completed {n}")
+                diffs.append(
+                    f"{label}: stats({name}) inconsistent: min {lo}, max {hi}, total {total}, weighted timed {n}"
+                )
             if (s["p0"], s["p100"]) != (lo, hi):
                 diffs.append(f"{label}: stats({name}) percentile(0/100) = {s['p0']}/{s['p100']}, min/max = {lo}/{hi}")
     return diffs
@@ -993,8 +1020,11 @@ class Verdict:
         return cls(**data)
 
 
-def check_program(program: Program, phase: Callable[[str], None] = lambda p: None) -> Verdict:
-    """Run `program` plain and instrumented (see the module docstring) and compare."""
+def check_program(
+    program: Program, phase: Callable[[str], None] = lambda p: None, sample: Optional[int] = None
+) -> Verdict:
+    """Run `program` plain and instrumented (see the module docstring), every function
+    at rate `sample` when given, and compare."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -1026,9 +1056,9 @@ def check_program(program: Program, phase: Callable[[str], None] = lambda p: Non
     details: List[str] = []
     for traced, reference in ((False, plain), (True, plain_traced)):
         label = "instrumented, traced" if traced else "instrumented, untraced"
-        got = run_once(program, code, names, instrumented=True, traced=traced)
+        got = run_once(program, code, names, instrumented=True, traced=traced, sample=sample)
         if got.stopped:
-            again = run_once(program, code, names, instrumented=True, traced=traced)
+            again = run_once(program, code, names, instrumented=True, traced=traced, sample=sample)
             if again.stopped:
                 if "time" in again.stopped:
                     # A slow instrumented run on a busy machine is not a difference unless
@@ -1072,9 +1102,10 @@ def _limit_memory() -> None:
         pass
 
 
-def worker_main() -> None:
+def worker_main(sample: Optional[int] = None) -> None:
     """Read programs (JSON lines) on stdin; answer on the original stdout. Anything
-    else that writes to fd 1 ends up on stderr, so it cannot corrupt the protocol."""
+    else that writes to fd 1 ends up on stderr, so it cannot corrupt the protocol.
+    With `sample`, instrumented runs time one activation in `sample` (0: none)."""
     import faulthandler
 
     proto = os.fdopen(os.dup(1), "w", buffering=1)
@@ -1095,7 +1126,7 @@ def worker_main() -> None:
             continue
         program = Program.from_json(json.loads(line))
         try:
-            verdict = check_program(program, phase=lambda p: send({"phase": p}))
+            verdict = check_program(program, phase=lambda p: send({"phase": p}), sample=sample)
         except Exception:  # fastpatch raising from instrument/stats/uninstrument, or a harness bug
             import traceback
 
@@ -1106,9 +1137,12 @@ def worker_main() -> None:
 class Worker:
     """Parent-side handle on a worker process: restarted after a crash or a timeout."""
 
-    def __init__(self, python: str = sys.executable, timeout: float = PROGRAM_TIMEOUT) -> None:
+    def __init__(
+        self, python: str = sys.executable, timeout: float = PROGRAM_TIMEOUT, sample: Optional[int] = None
+    ) -> None:
         self.python = python
         self.timeout = timeout
+        self.sample = sample
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.stderr: Optional[Any] = None
         self.restarts = 0
@@ -1123,7 +1157,8 @@ class Worker:
             )
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
-            [self.python, os.path.abspath(__file__), "--worker"],
+            [self.python, os.path.abspath(__file__), "--worker"]
+            + ([] if self.sample is None else ["--sample", str(self.sample)]),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -1276,5 +1311,5 @@ def format_failure(program: Program, verdict: Verdict) -> str:
     )
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
-    worker_main()
+if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
+    worker_main(int(sys.argv[3]) if sys.argv[2:3] == ["--sample"] else None)

@@ -417,6 +417,18 @@ def test_generated_programs_behave_the_same_instrumented(fuzz_worker: Worker) ->
     make_fuzz_test(lambda: fuzz_worker, examples_from_env(), seed_from_env())()
 
 
+# Sampled timing: fewer programs, every function at one rate. Counts, behaviour and the
+# weights must be what they are with exact timing; which activations are timed is random.
+SAMPLED_EXAMPLES = 25
+
+
+@needs_hypothesmith
+@pytest.mark.parametrize("sample", [16, 0])
+def test_generated_programs_behave_the_same_and_count_exactly_when_sampled(sample: int) -> None:
+    with Worker(sample=sample) as worker:
+        make_fuzz_test(lambda: worker, min(examples_from_env(), SAMPLED_EXAMPLES), seed_from_env())()
+
+
 def _regression_params() -> List[Any]:
     params = []
     for r in REGRESSIONS:
@@ -454,6 +466,15 @@ def test_harness_counts_what_ran(fuzz_worker: Worker) -> None:
     assert verdict.expected == {"f": {"calls": 3, "errors": 3, "ambiguous": False},
                                 "g": {"calls": 1, "errors": 0, "ambiguous": False}}  # fmt: skip
     assert (verdict.functions, verdict.calls, verdict.activations) == (2, 2, 4)
+
+
+@pytest.mark.parametrize("sample", [16, 0])
+def test_harness_counts_what_ran_when_sampled(sample: int) -> None:
+    """The regressions' programs, every function sampled: counts, behaviour and weights checked."""
+    with Worker(sample=sample) as worker:
+        verdicts = [check(worker, Program(r.source, tuple(r.calls))) for r in REGRESSIONS
+                    if sys.version_info[:2] not in r.open_bug_on]
+    assert [v.status for v in verdicts] == ["ok"] * len(verdicts), [v.reason for v in verdicts if v.status != "ok"]
 
 
 def test_harness_counts_the_end_of_an_iteration_as_no_error(fuzz_worker: Worker) -> None:
