@@ -6,6 +6,7 @@ torn."""
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import pathlib
@@ -112,7 +113,6 @@ def test_a_valid_file_is_read_with_its_exact_counters_and_an_unlocked_live_file_
 def _damaged() -> dict[str, tuple[bytes, str]]:
     good = valid_file()
     cases = {
-        "empty": (b"", "truncated: 0 bytes"),
         "wrong magic": (b"NOTMAGIC" + good[8:], "wrong magic"),
         "newer major": (patch(good, 8, "<H", 2), "layout major version 2"),
         "other endian": (patch(good, 28, "<I", 0x04030201), "another byte order"),
@@ -143,6 +143,22 @@ def test_a_damaged_file_is_skipped_with_its_reason_and_the_others_are_still_read
     assert len(found.bad_files) == 1
     name, why = found.bad_files[0]
     assert name == BAD and reason in why
+
+
+@pytest.mark.parametrize("data", [b"", b"\0" * 100, b"\0" * 8192, patch(valid_file(), 72, "<I", 0)],
+                         ids=["empty", "short", "zeros after its space is reserved", "state INIT"])
+def test_a_file_its_process_is_still_creating_is_passed_over_without_a_word(tmp_path, data):
+    # A writer creates its file empty, locks it, reserves its space (zeros) and then writes the header, INIT
+    # first: a reader in between reads it whole the next time. Empty, or locked by its writer, it is no damage.
+    (tmp_path / BAD).write_bytes(data)
+    with open(tmp_path / BAD, "rb") as writer:
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        found = _read(tmp_path, {GOOD: valid_file(state=2)})
+    _good_only(found)
+    assert found.bad_files == []
+    if data:  # the same bytes with no writer holding them: damage, counted
+        found = _read(tmp_path, {GOOD: valid_file(state=2)})
+        assert [name for name, _ in found.bad_files] == [BAD]
 
 
 def test_a_directory_of_garbage_and_foreign_names_costs_one_bad_entry_per_process_file(tmp_path):

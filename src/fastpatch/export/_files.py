@@ -215,6 +215,18 @@ def _decode(name: str, buf: Any, size: int, alive: bool, cuts: Optional[Sequence
     return ProcessView(name, header, alive, stats, unstable, absorbed)
 
 
+class BeingCreated(BadFile):
+    """A file its process is still creating: empty, or locked by its writer
+    with its header not yet written. Readers pass over it without a word:
+    it is whole at the next read."""
+
+
+def _header_unwritten(buf: Any) -> bool:
+    """Whether a mapped file's header is still zeros, or says INIT."""
+    magic = bytes(buf[:8])
+    return magic == bytes(8) or (magic == MAGIC and HEADER.unpack_from(buf, 0)[13] == 0)
+
+
 def read_file(path: str, *, dir_fd: Optional[int] = None, cuts: Optional[Sequence[int]] = None) -> ProcessView:
     """The ProcessView of one counters file; BadFile if this reader refuses
     it (OSError if it cannot be opened at all). With ``cuts`` (increasing
@@ -233,10 +245,17 @@ def read_file(path: str, *, dir_fd: Optional[int] = None, cuts: Optional[Sequenc
         if st.st_uid not in (os.geteuid(), 0):
             raise BadFile(f"owned by uid {st.st_uid}, not by this user")
         if st.st_size < HEADER_PAGE:
+            if st.st_size == 0 or _is_locked(fd):
+                raise BeingCreated("being created by its process")
             raise BadFile(f"truncated: {st.st_size} bytes, less than the {HEADER_PAGE}-byte header")
         alive = _is_locked(fd)
         with mmap.mmap(fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ) as mm:
-            return _decode(os.path.basename(path), mm, st.st_size, alive, cuts)
+            try:
+                return _decode(os.path.basename(path), mm, st.st_size, alive, cuts)
+            except BadFile:
+                if alive and _header_unwritten(mm):
+                    raise BeingCreated("being created by its process") from None
+                raise
     finally:
         os.close(fd)
 
@@ -313,6 +332,8 @@ def read_directory(path: str, *, cuts: Optional[Sequence[int]] = None) -> Direct
     for name in names:
         try:
             view = read_file(os.path.join(path, name), cuts=cuts)
+        except BeingCreated:
+            continue  # a process that is creating its file: whole at the next read
         except BadFile as exc:
             bad.append((name, str(exc)))
             continue
