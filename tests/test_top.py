@@ -437,14 +437,22 @@ class Terminal:
         return self.tmux("capture-pane", "-p", "-t", "top")
 
     def wait_screen(self, condition, what: str) -> str:
+        """The first settled screen that meets ``condition``.
+
+        curses sends one frame in several writes and tmux may show a capture between two of them
+        (the new status line over the old rows), so a screen counts only when a second capture,
+        50 ms later, is the same.
+        """
         deadline = time.monotonic() + 60
+        last = None
         while True:
             text = self.screen()
-            if condition(text):
+            if text == last and condition(text):
                 return text
             if time.monotonic() > deadline:
                 raise AssertionError(f"the screen never showed {what}:\n{text}")
-            time.sleep(0.02)  # tmux tells no one when a pane changes: poll it
+            last = text
+            time.sleep(0.05)  # tmux tells no one when a pane changes: poll it
 
     def keys(self, *keys: str) -> None:
         self.tmux("send-keys", "-t", "top", *keys)
