@@ -1,7 +1,7 @@
 """A package's import with every function spliced by the import hook, against
 its plain import, as whole processes side by side.
 
-    python benchmarks/hooked_import.py PACKAGE [--rounds N]
+    python benchmarks/hooked_import.py PACKAGE [--rounds N] [--sample N]
 
 The two commands, run in turn N times after one warm-up each (so both
 import from warm ``.pyc`` files)::
@@ -17,6 +17,9 @@ interpreter startup and teardown included. Each process also times its own
 report or teardown), reported on a second line. Ratios are taken pair by
 pair (each hooked run against the plain run beside it), so that a machine
 whose speed drifts hits both alike; the table gives their median.
+``--sample N`` runs the hooked process with ``FASTPATCH_SAMPLE=N``: the
+splice is the same at every rate (the rate is a field of each function's
+probe), so only the calls the import itself makes are timed differently.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ import time
 CODE = "import time\nt = time.perf_counter()\nimport {0}\nprint(time.perf_counter() - t)\n"
 
 
-def run(package: str, hooked: bool) -> tuple[float, float]:
+def run(package: str, hooked: bool, sample: int | None = None) -> tuple[float, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
     if hooked:
         env["FASTPATCH_INCLUDE"] = package
+        if sample is not None:
+            env["FASTPATCH_SAMPLE"] = str(sample)
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", CODE.format(package)], capture_output=True, text=True, env=env, check=False
@@ -51,16 +56,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("package")
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--sample", type=int, default=None, help="the hooked process's FASTPATCH_SAMPLE")
     args = parser.parse_args()
 
-    run(args.package, False), run(args.package, True)  # warm-up: .pyc files written, caches warm
+    run(args.package, False), run(args.package, True, args.sample)  # warm-up: .pyc files written, caches warm
     plain: list[tuple[float, float]] = []
     hooked: list[tuple[float, float]] = []
     for _ in range(args.rounds):
         plain.append(run(args.package, False))
-        hooked.append(run(args.package, True))
+        hooked.append(run(args.package, True, args.sample))
 
-    print(f"{args.package} on Python {sys.version.split()[0]}, {args.rounds} pairs")
+    rate = "" if args.sample is None else f", FASTPATCH_SAMPLE={args.sample}"
+    print(f"{args.package} on Python {sys.version.split()[0]}, {args.rounds} pairs{rate}")
     print("| | plain median ms | hooked median ms | median of pair ratios |")
     print("|---|---:|---:|---:|")
     for index, what in ((0, "whole process"), (1, "`import` alone")):

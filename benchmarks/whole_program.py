@@ -111,7 +111,8 @@ def check_counts(reference: dict, r: dict) -> None:
              f"{reference['mode']}, {r['counts'].get(k, (0, 0))} under {r['mode']}" for k in differ[:20]]
     raise SystemExit(
         f"the fastpatch runs counted differently: {reference['calls']:,} calls under {reference['mode']}, "
-        f"{r['calls']:,} under {r['mode']}; {len(differ)} functions differ:\n" + "\n".join(lines)
+        f"{r['calls']:,} under {r['mode']}; {len(differ)} functions differ (PYTHONHASHSEED="
+        f"{os.environ.get('PYTHONHASHSEED', '0')}: a random seed changes what some suites call):\n" + "\n".join(lines)
     )
 
 
