@@ -17,9 +17,10 @@ modes (``--modes``, comma-separated; all of them by default) run::
 so the fastpatch modes splice every function of the package as its modules
 are imported (the import hook), and each mode's time includes interpreter
 startup, imports and writing its report. Each round runs every mode once,
-in turn, so that a noisy machine hits all modes alike; the table reports
-each mode's best and median wall time and its ratio to plain and to exact
-``run``. Every mode must end with the same exit status, or the run fails.
+in turn, so that a noisy machine hits all modes alike; the tables report
+each mode's best and median wall time, and CPU time (user + system of the
+process, which a busy machine inflates less than wall time), and their
+ratios to plain and to exact ``run``. Every mode must end with the same exit status, or the run fails.
 The calls fastpatch counted come from its JSON report: counts are exact at
 every sampling rate, so every fastpatch run must count the same calls and
 errors of every function (and report the rate it was given), or the run
@@ -37,6 +38,11 @@ import subprocess
 import sys
 import tempfile
 import time
+
+try:
+    import resource
+except ImportError:  # Windows: wall time only
+    resource = None  # type: ignore[assignment]
 
 MODES = ("plain", "fastpatch", "sampled", "count-only", "cprofile")
 #: The rate each fastpatch mode passes to ``run --sample`` (None: no option, exact timing).
@@ -68,11 +74,14 @@ def run(mode: str, package: str, pytest_args: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as out_dir:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FASTPATCH_")}
         env.setdefault("PYTHONHASHSEED", "0")
+        cpu = child_cpu_seconds()
         start = time.perf_counter()
         proc = subprocess.run(
             command(mode, package, pytest_args, out_dir), capture_output=True, text=True, env=env, check=False
         )
         result: dict = {"mode": mode, "seconds": time.perf_counter() - start, "status": proc.returncode}
+        if cpu is not None:
+            result["cpu"] = child_cpu_seconds() - cpu
         if mode in FASTPATCH_MODES:
             try:
                 with open(os.path.join(out_dir, "fastpatch.json")) as fh:
@@ -84,6 +93,29 @@ def run(mode: str, package: str, pytest_args: list[str]) -> dict:
             result["counts"] = counts_by_function(functions)
             result["rates"] = {f.get("sample", 1) for f in functions}
     return result
+
+
+def child_cpu_seconds() -> float | None:
+    """User + system CPU seconds of this process's waited-for children so far
+    (None where the platform does not say)."""
+    if resource is None:
+        return None
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def print_table(runs: dict[str, list[dict]], key: str, unit: str) -> None:
+    """The markdown table of ``key`` (``"seconds"`` or ``"cpu"``): each mode's
+    best and median, and their ratios to plain's and exact run's."""
+    best = {m: min(r[key] for r in rs) for m, rs in runs.items()}
+    median = {m: statistics.median(r[key] for r in rs) for m, rs in runs.items()}
+    against = [m for m in ("plain", "fastpatch") if m in runs]
+    print(f"| mode | best {unit} | median {unit} | "
+          + " | ".join(f"best / {m} best | median / {m} median" for m in against) + " |")
+    print("|---|---:|---:|" + "---:|---:|" * len(against))
+    for mode in runs:
+        ratios = "".join(f" {best[mode] / best[m]:.3f} | {median[mode] / median[m]:.3f} |" for m in against)
+        print(f"| {label(mode)} | {best[mode]:.2f} | {median[mode]:.2f} |{ratios}")
 
 
 def counts_by_function(functions: list[dict]) -> dict[tuple[str, str, int], tuple[int, int]]:
@@ -140,7 +172,8 @@ def main() -> None:
         for mode in modes:
             r = run(mode, args.package, pytest_args)
             runs[mode].append(r)
-            print(f"round {rnd + 1}: {mode:10s} {r['seconds']:8.2f} s  exit status {r['status']}", flush=True)
+            cpu = f"  cpu {r['cpu']:8.2f} s" if "cpu" in r else ""
+            print(f"round {rnd + 1}: {mode:10s} {r['seconds']:8.2f} s{cpu}  exit status {r['status']}", flush=True)
             if mode in FASTPATCH_MODES:
                 reference = reference or r
                 check_counts(reference, r)
@@ -148,16 +181,12 @@ def main() -> None:
     statuses = {r["status"] for rs in runs.values() for r in rs}
     if len(statuses) != 1:
         raise SystemExit(f"the modes ended differently: exit statuses {sorted(statuses)}")
-    best = {m: min(r["seconds"] for r in rs) for m, rs in runs.items()}
-    median = {m: statistics.median(r["seconds"] for r in rs) for m, rs in runs.items()}
     print(f"\n{args.package} on Python {sys.version.split()[0]}, {args.rounds} rounds, exit status {statuses.pop()}")
-    against = [m for m in ("plain", "fastpatch") if m in runs]
-    print("| mode | best s | median s | " + " | ".join(f"best / {m} best | median / {m} median" for m in against)
-          + " |")
-    print("|---|---:|---:|" + "---:|---:|" * len(against))
-    for mode in modes:
-        ratios = "".join(f" {best[mode] / best[m]:.3f} | {median[mode] / median[m]:.3f} |" for m in against)
-        print(f"| {label(mode)} | {best[mode]:.2f} | {median[mode]:.2f} |{ratios}")
+    print("\nwall time:")
+    print_table(runs, "seconds", "s")
+    if resource is not None:
+        print("\nCPU time (user + system):")
+        print_table(runs, "cpu", "s")
     if reference is not None:
         print(f"\nevery fastpatch run counted {reference['calls']:,} calls of {reference['functions']:,} functions.")
 
