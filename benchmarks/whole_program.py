@@ -106,15 +106,21 @@ def child_cpu_seconds() -> float | None:
 
 def print_table(runs: dict[str, list[dict]], key: str, unit: str) -> None:
     """The markdown table of ``key`` (``"seconds"`` or ``"cpu"``): each mode's
-    best and median, and their ratios to plain's and exact run's."""
+    best and median, their ratios to plain's and exact run's, and the median
+    of the ratios round by round (each run against the one of its own round,
+    which a machine whose load drifts hits alike)."""
     best = {m: min(r[key] for r in rs) for m, rs in runs.items()}
     median = {m: statistics.median(r[key] for r in rs) for m, rs in runs.items()}
     against = [m for m in ("plain", "fastpatch") if m in runs]
-    print(f"| mode | best {unit} | median {unit} | "
-          + " | ".join(f"best / {m} best | median / {m} median" for m in against) + " |")
-    print("|---|---:|---:|" + "---:|---:|" * len(against))
+    print(f"| mode | best {unit} | median {unit} | " + " | ".join(
+        f"best / {m} best | median / {m} median | median of round ratios to {m}" for m in against) + " |")
+    print("|---|---:|---:|" + "---:|---:|---:|" * len(against))
     for mode in runs:
-        ratios = "".join(f" {best[mode] / best[m]:.3f} | {median[mode] / median[m]:.3f} |" for m in against)
+        ratios = "".join(
+            f" {best[mode] / best[m]:.3f} | {median[mode] / median[m]:.3f} |"
+            f" {statistics.median(a[key] / b[key] for a, b in zip(runs[mode], runs[m])):.3f} |"
+            for m in against
+        )
         print(f"| {label(mode)} | {best[mode]:.2f} | {median[mode]:.2f} |{ratios}")
 
 
