@@ -20,8 +20,9 @@ startup, imports and writing its report. Each round runs every mode once,
 in turn, so that a noisy machine hits all modes alike; the tables report
 each mode's best and median wall time, and CPU time (user + system of the
 process, which a busy machine inflates less than wall time), and their
-ratios to plain and to exact ``run``. Every mode must end with the same exit status, or the run fails.
-The calls fastpatch counted come from its JSON report: counts are exact at
+ratios to plain and to exact ``run``. Every mode must end with the same
+exit status, or the run fails. The calls fastpatch counted come from its
+JSON report: counts are exact at
 every sampling rate, so every fastpatch run must count the same calls and
 errors of every function (and report the rate it was given), or the run
 fails and names the functions that differ. PYTHONHASHSEED is fixed (to 0
@@ -164,7 +165,7 @@ def main() -> None:
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])
     pytest_args = argv[cut + 1:] or ["--pyargs", args.package]
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    modes = list(dict.fromkeys(m.strip() for m in args.modes.split(",") if m.strip()))
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         parser.error(f"--modes takes modes from {', '.join(MODES)}, not {args.modes!r}")
