@@ -22,11 +22,11 @@ each mode's best and median wall time, and CPU time (user + system of the
 process, which a busy machine inflates less than wall time), and their
 ratios to plain and to exact ``run``. Every mode must end with the same
 exit status, or the run fails. The calls fastpatch counted come from its
-JSON report: counts are exact at
-every sampling rate, so every fastpatch run must count the same calls and
-errors of every function (and report the rate it was given), or the run
-fails and names the functions that differ. PYTHONHASHSEED is fixed (to 0
-unless set) so that runs iterate sets and dicts of strings alike.
+JSON report: counts are exact at every sampling rate, so every fastpatch
+run must count the same calls and errors of every function (and report the
+rate it was given), or the run fails and names the functions that differ.
+PYTHONHASHSEED is fixed (to 0 unless set) so that runs iterate sets and
+dicts of strings alike.
 """
 
 from __future__ import annotations
