@@ -24,24 +24,14 @@ import telemetry_files as tf  # noqa: E402
 from fastpatch import _stats  # noqa: E402
 from fastpatch.export import _files  # noqa: E402
 from fastpatch.export.prometheus import FastpatchCollector, bucket_edges  # noqa: E402
+from live_telemetry import CHILD_PROLOGUE  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer's tests read /proc")
 
 DURATION = "fastpatch_function_duration_seconds"
 _HELP_BAD = (b"Files of the telemetry directory skipped as damaged or foreign (each named once in a warning).")
 
-PROGRAM = """
-import os, sys
-import fastpatch, fastpatch.export
-from fastpatch import _ext
-
-def f(x):
-    return x + 1
-
-def g(x):
-    if x:
-        raise ValueError(x)
-
+PROGRAM = CHILD_PROLOGUE + """
 def h():
     yield 1
 

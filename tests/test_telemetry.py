@@ -17,21 +17,11 @@ import time
 import pytest
 
 from fastpatch.export import _files
+from live_telemetry import CHILD_PROLOGUE
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer's tests read /proc")
 
-PROLOGUE = """
-import os, sys
-import fastpatch, fastpatch.export
-from fastpatch import _ext
-
-def f(x):
-    return x + 1
-
-def g(x):
-    if x:
-        raise ValueError(x)
-
+PROLOGUE = CHILD_PROLOGUE + """
 fastpatch.instrument(f)
 fastpatch.instrument(g)
 
