@@ -4,6 +4,10 @@ functions, calling them, and polling for what another process publishes."""
 from __future__ import annotations
 
 import inspect
+import time
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 def call_range(func, n: int) -> None:
@@ -32,3 +36,16 @@ def g(x):
         raise ValueError(x)
 
 ''' + inspect.getsource(call_range)
+
+
+def wait_until(condition: Callable[[], T], what: str, timeout: float = 60.0) -> T:
+    """The first true value of ``condition()``, polled until ``timeout``
+    seconds have passed; then an AssertionError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)  # polling a file another process writes: there is nothing to wait on

@@ -12,12 +12,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 from fastpatch.export import _files
-from live_telemetry import CHILD_PROLOGUE
+from live_telemetry import CHILD_PROLOGUE, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer's tests read /proc")
 
@@ -60,15 +59,7 @@ def _calls(directory: str) -> dict[tuple[int, str], int]:
     return {(p.pid, s.qualname): s.calls for p in found.processes for s in p.stats()}
 
 
-def _wait_until(condition, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)  # polling a file another process writes: there is nothing to wait on
+_wait_until = wait_until
 
 
 def test_exact_counts_are_read_live_from_another_process_and_its_file_is_marked_exited_at_exit(tmp_path):
