@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 
 import pytest
@@ -24,24 +23,14 @@ import telemetry_files as tf  # noqa: E402
 from fastpatch import _stats  # noqa: E402
 from fastpatch.export import _files  # noqa: E402
 from fastpatch.export.prometheus import FastpatchCollector, bucket_edges  # noqa: E402
+from live_telemetry import CHILD_PROLOGUE, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer's tests read /proc")
 
 DURATION = "fastpatch_function_duration_seconds"
 _HELP_BAD = (b"Files of the telemetry directory skipped as damaged or foreign (each named once in a warning).")
 
-PROGRAM = """
-import os, sys
-import fastpatch, fastpatch.export
-from fastpatch import _ext
-
-def f(x):
-    return x + 1
-
-def g(x):
-    if x:
-        raise ValueError(x)
-
+PROGRAM = CHILD_PROLOGUE + """
 def h():
     yield 1
 
@@ -216,11 +205,7 @@ def test_real_processes_exact_and_sampled_are_scraped_over_http_with_exact_value
     _run(d, """
         for i in range(1000):
             f(i)
-        for i in range(3):
-            try:
-                g(i)
-            except ValueError:
-                pass
+        call_range(g, 3)
     """, """
         for i in range(500):
             f(i)
@@ -258,14 +243,6 @@ def test_real_processes_exact_and_sampled_are_scraped_over_http_with_exact_value
     assert families["fastpatch_telemetry_bad_files"] == {("fastpatch_telemetry_bad_files", ()): 0}
 
 
-def _wait_until(condition, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)  # polling a file another process writes: there is nothing to wait on
-
-
 def test_active_calls_count_live_processes_only_and_processes_are_counted_by_state(tmp_path):
     d = str(tmp_path / "svc")
     code = PROGRAM + f"fastpatch.export.start({d!r}, interval=0.02)\n" + textwrap.dedent("""
@@ -277,7 +254,7 @@ def test_active_calls_count_live_processes_only_and_processes_are_counted_by_sta
     child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline() == "ready\n"
-        _wait_until(lambda: [(s.calls, s.completed) for p in _files.read_directory(d).processes
+        wait_until(lambda: [(s.calls, s.completed) for p in _files.read_directory(d).processes
                              for s in p.stats()] == [(1, 0)], "the suspended generator's call")
         live = _scrape_collector(FastpatchCollector(d))
     finally:
@@ -382,12 +359,12 @@ def test_export_prometheus_sidecar_serves_the_directory_on_loopback(tmp_path):
         url = line[len("fastpatch: serving "):-len(f" for {d}\n")]
         key = ("fastpatch_function_calls_total", (("code_function_name", "__main__.f"),))
         scrapes = []
-        _wait_until(lambda: scrapes.append(_scrape(url)) or scrapes[-1]["fastpatch_function_calls"] == {key: 10},
+        wait_until(lambda: scrapes.append(_scrape(url)) or scrapes[-1]["fastpatch_function_calls"] == {key: 10},
                     "10 calls")
         child.stdin.write("go\n")
         child.stdin.flush()
         assert child.stdout.readline() == "ready\n"
-        _wait_until(lambda: scrapes.append(_scrape(url)) or scrapes[-1]["fastpatch_function_calls"] == {key: 15},
+        wait_until(lambda: scrapes.append(_scrape(url)) or scrapes[-1]["fastpatch_function_calls"] == {key: 15},
                     "15 calls")
     finally:
         child.kill()

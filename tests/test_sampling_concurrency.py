@@ -43,6 +43,18 @@ def _assert_sampled_consistently(s, sample, completed):
         assert sum(s.histogram) == sample * s.timed
 
 
+def _timed_after_exact_counts(leaf, caller, sample, n, *, leaf_errors):
+    """(leaf's timed, caller's timed, and the sums of their histograms), once
+    each is checked to have ``n`` activations, all ended, at ``sample``: the
+    leaf's ``leaf_errors`` of them raised, and the caller caught every one."""
+    s_leaf, s_caller = fastpatch.stats(leaf), fastpatch.stats(caller)
+    assert (s_leaf.calls, s_leaf.completed, s_leaf.errors) == (n, n, leaf_errors)
+    assert (s_caller.calls, s_caller.completed, s_caller.errors) == (n, n, 0)
+    _assert_sampled_consistently(s_leaf, sample, n)
+    _assert_sampled_consistently(s_caller, sample, n)
+    return (s_leaf.timed, s_caller.timed, sum(s_leaf.histogram), sum(s_caller.histogram))
+
+
 @pytest.mark.parametrize("sample", RATES)
 def test_threads_calling_sampled_functions_of_several_kinds_are_counted_exactly(sample):
     _ext._testing_seed_sampler(SEED)
@@ -141,12 +153,7 @@ def test_interleaved_coroutines_are_counted_exactly_and_the_same_seed_times_the_
     for _ in range(3):
         _reseed(sample, leaf, handler)
         assert run() == EXPECTED_GATHERED
-        s_leaf, s_handler = fastpatch.stats(leaf), fastpatch.stats(handler)
-        assert (s_leaf.calls, s_leaf.completed, s_leaf.errors) == (200, 200, 40)
-        assert (s_handler.calls, s_handler.completed, s_handler.errors) == (200, 200, 0)
-        _assert_sampled_consistently(s_leaf, sample, 200)
-        _assert_sampled_consistently(s_handler, sample, 200)
-        timed.append((s_leaf.timed, s_handler.timed, sum(s_leaf.histogram), sum(s_handler.histogram)))
+        timed.append(_timed_after_exact_counts(leaf, handler, sample, 200, leaf_errors=40))
     # The same starts in the same order draw the same decisions: each activation's
     # decision is its own, whatever ran between its start and its end.
     assert timed[1] == timed[2]
@@ -225,10 +232,5 @@ def test_greenlets_switching_mid_activation_are_counted_exactly_and_seeded_alike
         assert (paused.calls, paused.completed, paused.timed) == (300, 0, 0)
         # Resumed in reverse: activations end in the opposite order of their starts.
         assert [g.switch() for g in reversed(glets)] == [-i if i % 3 == 0 else i for i in reversed(range(300))]
-        s_leaf, s_branch = fastpatch.stats(leaf), fastpatch.stats(branch)
-        assert (s_leaf.calls, s_leaf.completed, s_leaf.errors) == (300, 300, 100)
-        assert (s_branch.calls, s_branch.completed, s_branch.errors) == (300, 300, 0)
-        _assert_sampled_consistently(s_leaf, sample, 300)
-        _assert_sampled_consistently(s_branch, sample, 300)
-        timed.append((s_leaf.timed, s_branch.timed, sum(s_leaf.histogram), sum(s_branch.histogram)))
+        timed.append(_timed_after_exact_counts(leaf, branch, sample, 300, leaf_errors=100))
     assert timed[1] == timed[2]

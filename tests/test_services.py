@@ -210,12 +210,13 @@ def service(tmp_path, argv: list[str], include: str, app_name: str, app_source: 
         running.kill_all()
 
 
-def report_dir(directory: str) -> dict[str, int]:
-    """``python -m fastpatch report -f json DIR``: calls per function name."""
+def reported_calls(directory: str, names: tuple[str, ...]) -> dict[str, int]:
+    """``python -m fastpatch report -f json DIR``: the calls of each of ``names``."""
     done = subprocess.run([sys.executable, "-m", "fastpatch", "report", "-f", "json", directory],
                           capture_output=True, text=True, timeout=PATIENCE)
     assert done.returncode == 0, done.stderr
-    return {f["name"]: f["calls"] for f in json.loads(done.stdout)["functions"]}
+    calls = {f["name"]: f["calls"] for f in json.loads(done.stdout)["functions"]}
+    return {name: calls[name] for name in names}
 
 
 def gunicorn(*options: str, app: str = "app:app") -> list[str]:
@@ -232,8 +233,7 @@ def test_gunicorn_sync_workers_count_every_request_live_and_report_dir_has_the_e
             svc.get()
         svc.wait_for_counts(FLASK_PER_REQUEST, 60)
         assert svc.stop() == 0, svc.describe()
-        totals = report_dir(svc.directory)
-        assert {name: totals[name] for name in FLASK_PER_REQUEST} == dict.fromkeys(FLASK_PER_REQUEST, 60)
+        assert reported_calls(svc.directory, FLASK_PER_REQUEST) == dict.fromkeys(FLASK_PER_REQUEST, 60)
         # Each worker that served a request ended through its exit handler: its file says so.
         states = {p.pid: p.state for p in svc.read().processes}
         assert set(states.values()) == {"exited"}, states
@@ -256,8 +256,7 @@ def test_a_sigkilled_gunicorn_worker_loses_no_published_count_and_its_replacemen
             svc.get()
         svc.wait_for_counts(FLASK_PER_REQUEST, 80)
         assert svc.stop() == 0, svc.describe()
-        totals = report_dir(svc.directory)
-        assert {name: totals[name] for name in FLASK_PER_REQUEST} == dict.fromkeys(FLASK_PER_REQUEST, 80)
+        assert reported_calls(svc.directory, FLASK_PER_REQUEST) == dict.fromkeys(FLASK_PER_REQUEST, 80)
 
 
 def test_gunicorn_workers_recycled_by_max_requests_add_to_the_counts_and_never_subtract(tmp_path):
@@ -272,8 +271,7 @@ def test_gunicorn_workers_recycled_by_max_requests_add_to_the_counts_and_never_s
         # 50 requests, at most 10 per worker: at least five workers served them, all but two of them recycled.
         assert len({p.pid for p in processes}) >= 5, [(p.pid, p.state) for p in processes]
         assert svc.stop() == 0, svc.describe()
-        totals = report_dir(svc.directory)
-        assert {name: totals[name] for name in FLASK_PER_REQUEST} == dict.fromkeys(FLASK_PER_REQUEST, 50)
+        assert reported_calls(svc.directory, FLASK_PER_REQUEST) == dict.fromkeys(FLASK_PER_REQUEST, 50)
 
 
 def test_uvicorn_counts_every_request_live_and_report_dir_has_the_exact_totals_after_sigterm(tmp_path):
@@ -283,8 +281,7 @@ def test_uvicorn_counts_every_request_live_and_report_dir_has_the_exact_totals_a
             svc.get()
         svc.wait_for_counts(ASGI_PER_REQUEST, 50)
         svc.stop()
-        totals = report_dir(svc.directory)
-        assert {name: totals[name] for name in ASGI_PER_REQUEST} == dict.fromkeys(ASGI_PER_REQUEST, 50)
+        assert reported_calls(svc.directory, ASGI_PER_REQUEST) == dict.fromkeys(ASGI_PER_REQUEST, 50)
         (view,) = svc.read().processes
         assert view.state == "exited"
 
@@ -296,8 +293,7 @@ def test_gunicorn_uvicorn_workers_keep_every_published_count_though_sigterm_skip
             svc.get()
         svc.wait_for_counts(ASGI_PER_REQUEST, 40)
         svc.stop()
-        totals = report_dir(svc.directory)
-        assert {name: totals[name] for name in ASGI_PER_REQUEST} == dict.fromkeys(ASGI_PER_REQUEST, 40)
+        assert reported_calls(svc.directory, ASGI_PER_REQUEST) == dict.fromkeys(ASGI_PER_REQUEST, 40)
         # The workers died of SIGTERM's default action (UvicornWorker resets it): their files are as the last
         # snapshot left them, still "live" though nobody holds them, and they wrote no report at exit.
         workers = [p for p in svc.read().processes if p.pid != svc.process.pid]
@@ -316,8 +312,7 @@ def test_uvicorn_workers_whose_lifespan_shutdown_calls_export_stop_leave_exact_t
         for _ in range(40):
             svc.get()
         svc.stop()
-        totals = report_dir(svc.directory)
-        assert {name: totals[name] for name in ASGI_PER_REQUEST} == dict.fromkeys(ASGI_PER_REQUEST, 40)
+        assert reported_calls(svc.directory, ASGI_PER_REQUEST) == dict.fromkeys(ASGI_PER_REQUEST, 40)
         # Every worker that served a request marked its file exited. (A worker still booting when SIGTERM came
         # may die before uvicorn runs the lifespan: it served nothing, and its file stays "live".)
         served = [p.state for p in svc.read().processes

@@ -12,26 +12,15 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
 from fastpatch.export import _files
+from live_telemetry import CHILD_PROLOGUE, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer's tests read /proc")
 
-PROLOGUE = """
-import os, sys
-import fastpatch, fastpatch.export
-from fastpatch import _ext
-
-def f(x):
-    return x + 1
-
-def g(x):
-    if x:
-        raise ValueError(x)
-
+PROLOGUE = CHILD_PROLOGUE + """
 fastpatch.instrument(f)
 fastpatch.instrument(g)
 
@@ -70,15 +59,7 @@ def _calls(directory: str) -> dict[tuple[int, str], int]:
     return {(p.pid, s.qualname): s.calls for p in found.processes for s in p.stats()}
 
 
-def _wait_until(condition, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)  # polling a file another process writes: there is nothing to wait on
+_wait_until = wait_until
 
 
 def test_exact_counts_are_read_live_from_another_process_and_its_file_is_marked_exited_at_exit(tmp_path):
@@ -91,11 +72,7 @@ def test_exact_counts_are_read_live_from_another_process_and_its_file_is_marked_
         wait_for_line()
         for i in range(500):
             f(i)
-        for i in range(3):
-            try:
-                g(i)
-            except ValueError:
-                pass
+        call_range(g, 3)
         print("ready", flush=True)
         wait_for_line()
     """)

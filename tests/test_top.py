@@ -18,6 +18,7 @@ import pytest
 
 from fastpatch import _top
 from fastpatch.export import _files
+from live_telemetry import wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the telemetry writer needs Linux")
 
@@ -172,7 +173,7 @@ def test_an_intervals_rates_are_its_calls_over_the_writers_heartbeats_and_lifeti
     assert first["__main__.fast"].interval.calls == 300  # the first frame: lifetime values
     sampler.reset()  # the key r: the view "since the baseline" counts from this read
     service.more()
-    _wait_for(lambda: _moved(sampler, d, before.heartbeat_unix_ns), "a snapshot after 'more'")
+    wait_until(lambda: _moved(sampler, d, before.heartbeat_unix_ns), "a snapshot after 'more'")
     (after,) = sampler.directory.processes
     seconds = (after.heartbeat_unix_ns - before.heartbeat_unix_ns) / 1e9
     frame = sampler.frame()
@@ -207,14 +208,6 @@ def _moved(sampler: _top.Sampler, d, heartbeat: int) -> bool:
     sampler.read()
     return sampler.directory.processes[0].heartbeat_unix_ns != heartbeat and \
         {r.name: r.lifetime.calls for r in sampler.frame().rows}["__main__.fast"] == 400
-
-
-def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)  # another process writes the file: there is nothing to wait on
 
 
 @pytest.mark.parametrize(("sort", "expected"), [
@@ -463,7 +456,7 @@ class Terminal:
             return int(fh.read().split()[0])
 
     def exit_status(self) -> int:
-        _wait_for(lambda: self.status.exists() and self.status.read_text().endswith("\n"), "top to exit")
+        wait_until(lambda: self.status.exists() and self.status.read_text().endswith("\n"), "top to exit")
         return int(self.status.read_text())
 
     def alternate_screen(self) -> int:

@@ -58,7 +58,7 @@ from ._hook import (
     when_imported,
 )
 from ._native import signals
-from ._sampling import check_sample
+from ._sampling import check_sample, sample_from_text
 from ._select import split_patterns
 
 TYPE_CHECKING = False
@@ -235,10 +235,9 @@ def _sample_from(env: Any) -> Optional[int]:
     if not text:
         return None
     try:
-        return check_sample(int(text), "FASTPATCH_SAMPLE")
+        return sample_from_text(text, "FASTPATCH_SAMPLE")
     except ValueError as exc:
-        why = str(exc) if text.lstrip("-").isdigit() else f"FASTPATCH_SAMPLE must be an integer, not {text!r}"
-        say(f"{why}; timing every call")
+        say(f"{exc}; timing every call")
         return None
 
 

@@ -285,15 +285,12 @@ def _sample_argument(text: str) -> int:
     """``--sample``'s value, or argparse's one-line usage error."""
     import argparse
 
-    from ._sampling import check_sample
+    from ._sampling import sample_from_text
 
     try:
-        sample = check_sample(int(text.strip()), "--sample")
+        return sample_from_text(text, "--sample")
     except ValueError as exc:
-        message = str(exc) if text.strip().lstrip("-").isdigit() else f"--sample must be an integer, not {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
-    assert sample is not None
-    return sample
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _split_run_args(

@@ -1288,34 +1288,23 @@ fp_telemetry_arm(PyObject *Py_UNUSED(module), PyObject *const *Py_UNUSED(args), 
     return no_writer();
 }
 
-PyObject *
-fp_telemetry_stop(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(final))
-{
-    Py_RETURN_NONE;
-}
+/* With no writer there is nothing to stop, pause, resume or hand over to a
+   forked child: each of those returns None, as the writer's own do. */
+#define NO_WRITER_NOTHING_TO_DO(name)                                          \
+    PyObject *name(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored)) \
+    {                                                                          \
+        Py_RETURN_NONE;                                                        \
+    }
+
+NO_WRITER_NOTHING_TO_DO(fp_telemetry_stop)
+NO_WRITER_NOTHING_TO_DO(fp_telemetry_pause)
+NO_WRITER_NOTHING_TO_DO(fp_telemetry_resume)
+NO_WRITER_NOTHING_TO_DO(fp_telemetry_forked_child)
 
 PyObject *
 fp_telemetry_snapshot(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
     Py_RETURN_FALSE;
-}
-
-PyObject *
-fp_telemetry_pause(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
-{
-    Py_RETURN_NONE;
-}
-
-PyObject *
-fp_telemetry_resume(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
-{
-    Py_RETURN_NONE;
-}
-
-PyObject *
-fp_telemetry_forked_child(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
-{
-    Py_RETURN_NONE;
 }
 
 PyObject *

@@ -25,3 +25,17 @@ def check_sample(sample: object, what: str = "sample") -> Optional[int]:
         raise ValueError(f"{what} must be 1 (exact timing), N from 2 to {ext.MAX_SAMPLE} (time one call in N) "
                          f"or 0 (count only), not {sample!r}")
     return sample
+
+
+def sample_from_text(text: str, what: str) -> int:
+    """The sampling rate ``text`` spells (blanks around it allowed); else
+    ValueError, one line that names ``what`` (``"--sample"``,
+    ``"FASTPATCH_SAMPLE"``)."""
+    try:
+        sample = check_sample(int(text.strip()), what)
+    except ValueError as exc:
+        if text.strip().lstrip("-").isdigit():
+            raise
+        raise ValueError(f"{what} must be an integer, not {text!r}") from exc
+    assert sample is not None
+    return sample

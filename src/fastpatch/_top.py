@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import sys
-from itertools import compress
 
 from . import _stats
 
@@ -358,18 +357,14 @@ class Sampler:
             wall = calls_per_s = errors_per_s = 0.0
             active = 0
             for ident, s in members:
-                lifetime.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
-                    s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns,
-                    compress(enumerate(s.histogram), s.histogram), s.clock, s.timed, s.sample)
+                lifetime.add(s)
                 if ident in alive:
                     active += s.in_flight
                 got = intervals.get(ident)
                 d = got.deltas.get(_k) if got is not None else None
                 if got is None or d is None:
                     continue
-                interval.entry(d.name, d.module, d.qualname, d.filename, d.firstlineno).add(
-                    d.calls, d.errors, d.completed, d.total_ns, d.min_ns, d.max_ns,
-                    compress(enumerate(d.histogram), d.histogram), d.clock, d.timed, d.sample)
+                interval.add(d)
                 wall += 100 * d.total_ns / 1e9 / got.seconds
                 calls_per_s += d.calls / got.seconds
                 errors_per_s += d.errors / got.seconds

@@ -55,10 +55,7 @@ def header() -> Document:
     from .._clock import clock
 
     return {
-        "format": "fastpatch",
-        "version": schema.VERSION,
-        "fastpatch_version": schema.fastpatch_version(),
-        "report_id": schema.new_report_id(),
+        **schema.new_identity(),
         "pid": os.getpid(),
         "argv": argv_strings(),
         "python": python_version(),

@@ -91,6 +91,13 @@ class Definitions:
             merged = self.by_key[key] = _Merged(name, module, qualname, filename, firstlineno)
         return merged
 
+    def add(self, s: Stats) -> None:
+        """Add ``s`` to the counters of its definition."""
+        self.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
+            s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns,
+            compress(enumerate(s.histogram), s.histogram), s.clock, s.timed, s.sample,
+        )
+
     def stats(self) -> List[Stats]:
         """One Stats per definition, sorted by module, qualname and first line."""
         return [self.by_key[key].stats() for key in sorted(self.by_key)]
@@ -116,10 +123,7 @@ def reported(stats: Iterable[Stats]) -> List[Stats]:
         return [called[i] for i in sorted(range(len(keys)), key=keys.__getitem__)]
     definitions = Definitions()
     for s in called:
-        definitions.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
-            s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns,
-            compress(enumerate(s.histogram), s.histogram), s.clock, s.timed, s.sample,
-        )
+        definitions.add(s)
     return definitions.stats()
 
 

@@ -100,10 +100,7 @@ def combine(documents: Sequence[Document]) -> Report:
             )
     first = documents[0]
     header = {
-        "format": "fastpatch",
-        "version": schema.VERSION,
-        "fastpatch_version": schema.fastpatch_version(),
-        "report_id": schema.new_report_id(),
+        **schema.new_identity(),
         "pid": first["pid"],
         "argv": list(first["argv"]),
         "python": first["python"],

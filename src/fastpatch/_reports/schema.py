@@ -85,6 +85,13 @@ def new_report_id() -> str:
     return os.urandom(8).hex()
 
 
+def new_identity() -> Document:
+    """The first keys of a report made now: its format and version, this
+    fastpatch's version and a new ``report_id``."""
+    return {"format": "fastpatch", "version": VERSION, "fastpatch_version": fastpatch_version(),
+            "report_id": new_report_id()}
+
+
 # --------------------------------------------------------------------------
 # A report on its way to a format
 # --------------------------------------------------------------------------

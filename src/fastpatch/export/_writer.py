@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import sys
 
+from .._errors import say
 from .._native import ext as _ext
 
 TYPE_CHECKING = False
@@ -154,12 +155,8 @@ def file_name(pid: int, ticks: int) -> str:
     return f"fastpatch-{pid}-{ticks}.fpt"
 
 
-def _warn(message: str) -> None:
-    try:
-        sys.stderr.write(f"fastpatch: {message}\n")
-        sys.stderr.flush()
-    except Exception:  # noqa: BLE001 - stderr closed or gone: nothing to tell
-        pass
+#: The writer's warning lines on stderr: fastpatch's one helper for them.
+_warn = say
 
 
 class _Opener:
