@@ -939,6 +939,26 @@ record_write(ProbeObject *p, uint32_t slot, fpt_stage *stage, double ratio)
     stage->written = 1;
 }
 
+/* Write a listed probe's record if its counters changed since the record's
+   last write. *ratio is 0.0 until a TSC probe needs it. */
+static inline void
+record_update(ProbeObject *p, uint32_t slot, double *ratio)
+{
+    fpt_stage *stage = &W.stages[slot];
+    if (p->hist == NULL
+        || (stage->written && stage->seen_calls == p->calls && stage->seen_completed == p->completed
+            && stage->seen_epoch == p->epoch && stage->seen_sample == p->sample)) {
+        return;
+    }
+#if FP_HAVE_TSC
+    if (p->tsc && *ratio == 0.0) {
+        *ratio = fp_tsc_ns_per_tick();
+    }
+#endif
+    fp_probe_flush(p);
+    record_write(p, slot, stage, *ratio);
+}
+
 /* One snapshot: open the file if needed, give new probes records, write the
    changed ones, then the heartbeat. With the GIL. */
 static void
@@ -968,18 +988,29 @@ snapshot_write_unguarded(void)
         return;
     }
     fp_state *st = fp_state_of(W.module);
-    PyObject *fresh = NULL;
-    for (uint32_t i = 0; i < st->n_called; i++) {
+    PyObject *fresh = NULL;  /* the probes with no record yet */
+    int listing = 1;         /* until the fresh list cannot be made or grow */
+    double ratio = 0.0;      /* ns per TSC tick, measured at the first TSC probe written */
+    /* One pass over the called list: a second would miss the cache on
+       every probe again. */
+    uint32_t i = 0;
+    while (i < st->n_called) {
         ProbeObject *p = st->called[i];
         uint32_t slot;
-        if (!record_of(st, p, &slot)) {
-            if (fresh == NULL && (fresh = PyList_New(0)) == NULL) {
-                break;
-            }
-            if (PyList_Append(fresh, (PyObject *)p) < 0) {
-                break;
-            }
+        if (record_of(st, p, &slot)) {
+            record_update(p, slot, &ratio);
         }
+        else if (fresh == NULL && listing) {
+            /* PyList_New may collect, which may free probes and move others
+               in the list: this place is looked at again after it. */
+            fresh = PyList_New(0);
+            listing = fresh != NULL;
+            continue;
+        }
+        else if (listing && PyList_Append(fresh, (PyObject *)p) < 0) {
+            listing = 0;
+        }
+        i++;
     }
     if (PyErr_Occurred()) {
         PyErr_WriteUnraisable(NULL);
@@ -987,31 +1018,17 @@ snapshot_write_unguarded(void)
     uint32_t published = W.n_slots;
     if (fresh != NULL) {
         records_add(st, fresh);
+        /* The namer ran Python code: the list, not the called list, is what
+           still holds these probes. */
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(fresh); k++) {
+            ProbeObject *p = (ProbeObject *)PyList_GET_ITEM(fresh, k);
+            uint32_t slot;
+            if (p->called_index != FP_NOT_CALLED && record_of(st, p, &slot)) {
+                record_update(p, slot, &ratio);
+            }
+        }
         Py_DECREF(fresh);
     }
-    double ratio = 1.0;
-    int have_ratio = 0;
-    for (uint32_t i = 0; i < st->n_called; i++) {
-        ProbeObject *p = st->called[i];
-        uint32_t slot;
-        if (!record_of(st, p, &slot) || p->hist == NULL) {
-            continue;
-        }
-        fpt_stage *stage = &W.stages[slot];
-        if (stage->written && stage->seen_calls == p->calls && stage->seen_completed == p->completed
-            && stage->seen_epoch == p->epoch && stage->seen_sample == p->sample) {
-            continue;
-        }
-#if FP_HAVE_TSC
-        if (p->tsc && !have_ratio) {
-            ratio = fp_tsc_ns_per_tick();
-            have_ratio = 1;
-        }
-#endif
-        fp_probe_flush(p);
-        record_write(p, slot, stage, ratio);
-    }
-    (void)have_ratio;
     struct fpt_header *h = file_header();
     if (W.n_slots != published) {
         FPT_FENCE_RELEASE();
