@@ -42,18 +42,6 @@ def fails(n):
     spin(n)
     raise KeyError(n)
 
-def call(name, n):
-    if name == "gen":
-        return list(gen(n))
-    if name == "fails":
-        try:
-            fails(n)
-        except KeyError:
-            return None
-    return FUNCS[name](n)
-
-FUNCS = {"plain": plain, "gen": gen, "fails": fails, "sampled": None, "retimed": None, "counted": None}
-
 def sampled(n):
     spin(n)
 
@@ -63,9 +51,17 @@ def retimed(n):
 def counted(n):
     spin(n)
 
-FUNCS.update(sampled=sampled, retimed=retimed, counted=counted)
+FUNCS = {"plain": plain, "gen": gen, "fails": fails, "sampled": sampled, "retimed": retimed, "counted": counted}
 for name, func in FUNCS.items():
     fastpatch.instrument(func, sample={"sampled": 4, "counted": 0}.get(name, 1))
+
+def call(name, n):
+    if name == "gen":
+        return list(gen(n))
+    try:
+        return FUNCS[name](n)
+    except KeyError:
+        return None
 
 FIELDS = ("calls", "completed", "errors", "timed", "histogram") + (("total_ns", "min_ns", "max_ns")
                                                                    if sys.argv[2] == "monotonic" else ())
