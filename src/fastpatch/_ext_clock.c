@@ -14,6 +14,8 @@
 
 FP_INTERNAL int fp_tsc_invariant = 0;
 FP_INTERNAL uint64_t fp_tsc_mult = 0;
+FP_INTERNAL uint64_t fp_tsc_mult_lo = 0;
+FP_INTERNAL uint64_t fp_tsc_mult_hi = 0;
 #if defined(_WIN32)
 FP_INTERNAL LARGE_INTEGER fp_qpc_freq;
 #endif
@@ -34,6 +36,19 @@ static int64_t fp_calib_ns0 = 0;
 #define FP_CALIBRATION_NS 100000
 
 #if FP_HAVE_TSC
+/* Every store to fp_tsc_mult goes through here (see fp_tsc_mult_lo). */
+static void
+fp_tsc_set_mult(uint64_t mult)
+{
+    if (fp_tsc_mult_lo == 0 || mult < fp_tsc_mult_lo) {
+        fp_tsc_mult_lo = mult;
+    }
+    if (mult > fp_tsc_mult_hi) {
+        fp_tsc_mult_hi = mult;
+    }
+    fp_tsc_mult = mult;
+}
+
 static int
 fp_tsc_is_invariant(void)
 {
@@ -85,7 +100,7 @@ fp_calibrate_tsc(void)
     do {
         fp_clock_pair(&t1, &n1);
     } while (n1 - fp_calib_ns0 < FP_CALIBRATION_NS || t1 <= fp_calib_tsc0);
-    fp_tsc_mult = ((uint64_t)(n1 - fp_calib_ns0) << 32) / (t1 - fp_calib_tsc0);
+    fp_tsc_set_mult(((uint64_t)(n1 - fp_calib_ns0) << 32) / (t1 - fp_calib_tsc0));
 }
 
 double
@@ -96,7 +111,7 @@ fp_tsc_ns_per_tick(void)
     fp_clock_pair(&t, &n);
     double ns_per_tick = (double)(n - fp_calib_ns0) / (double)(t - fp_calib_tsc0);
     if (n - fp_calib_ns0 > 10 * FP_CALIBRATION_NS && t > fp_calib_tsc0) {
-        fp_tsc_mult = (uint64_t)(ns_per_tick * 4294967296.0);
+        fp_tsc_set_mult((uint64_t)(ns_per_tick * 4294967296.0));
     }
     return ns_per_tick;
 }

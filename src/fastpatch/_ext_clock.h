@@ -49,6 +49,12 @@
    until measured). */
 FP_INTERNAL extern int fp_tsc_invariant;
 FP_INTERNAL extern uint64_t fp_tsc_mult;
+/* The smallest and the largest value fp_tsc_mult has held in this process
+   (0 until measured): every duration in a TSC probe's histogram went to its
+   bucket by one of them, so a probe's minimum and maximum ticks bound its
+   non-zero buckets (the telemetry writer copies only those). */
+FP_INTERNAL extern uint64_t fp_tsc_mult_lo;
+FP_INTERNAL extern uint64_t fp_tsc_mult_hi;
 
 #if defined(_WIN32)
 FP_INTERNAL extern LARGE_INTEGER fp_qpc_freq;

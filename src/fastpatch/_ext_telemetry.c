@@ -479,6 +479,9 @@ typedef struct {
     uint64_t seen_calls, seen_completed;
     uint32_t seen_epoch, seen_sample;
     uint64_t written_total_ns;    /* TSC totals follow a refined ratio: never publish less */
+    /* The record's seq word as last stored: the writer is its only writer,
+       and reading it back from the mapping would wait for a cache miss. */
+    uint64_t seq;
     int written;
 } fpt_stage;
 
@@ -837,8 +840,57 @@ ticks_ns(const ProbeObject *p, uint64_t ticks, double ratio)
     return p->tsc ? (uint64_t)((double)ticks * ratio + 0.5) : ticks;
 }
 
+/* The bucket a duration of `ticks` of the probe's clock went to when it was
+   folded in, at the lowest (hi 0) or the highest (hi 1) of the ratios the
+   process used (see fp_tsc_mult_lo): fp_bucket_of and the conversion both
+   only grow with their inputs. */
+static inline unsigned
+bucket_bound(const ProbeObject *p, uint64_t ticks, int hi)
+{
+#if FP_HAVE_TSC
+    if (p->tsc) {
+        return fp_bucket_of(fp_mul_shift32(ticks, hi ? fp_tsc_mult_hi : fp_tsc_mult_lo));
+    }
+#else
+    (void)hi;
+#endif
+    return fp_bucket_of(ticks);
+}
+
+/* The buckets [*first, *end) of a flushed probe's histogram outside of which
+   every count is 0; empty while nothing timed was folded in this epoch.
+   Every duration folded into the histogram also lowers min_ticks or raises
+   max_ticks to itself (probe_fold_duration, probe_fold_weighted): untimed
+   and count-only activations touch neither, so the range only covers what
+   was timed, which is all the histogram holds. */
+static inline void
+hist_range(const ProbeObject *p, unsigned *first, unsigned *end)
+{
+    if (p->min_ticks > p->max_ticks) {  /* cleared: UINT64_MAX and 0 */
+        *first = *end = 0;
+    }
+    else {
+        *first = bucket_bound(p, p->min_ticks, 0);
+        *end = bucket_bound(p, p->max_ticks, 1) + 1;
+    }
+#ifdef Py_DEBUG
+    for (unsigned i = 0; i < FP_HIST_BUCKETS; i++) {
+        assert(p->hist[i] == 0 || (*first <= i && i < *end));
+    }
+#endif
+}
+
 /* Write a probe's counters (its flushed counters plus its stage's earlier
-   epochs) into its record, under the record's seqlock. */
+   epochs) into its record, under the record's seqlock.
+
+   Only the histogram's non-zero range is copied (hist_range), except at the
+   record's first write and the first in each epoch, which copy all of it:
+   most of the snapshot's time went into copying whole histograms. The
+   record stays exact, bucket by bucket: within an epoch, the stage's
+   histogram does not change and the probe's counts only grow, so a bucket
+   outside the range is 0 in the probe now and was 0 at every earlier write
+   of the epoch, and the record still holds what the epoch's first write put
+   there, the stage's count, plus 0. */
 static void
 record_write(ProbeObject *p, uint32_t slot, fpt_stage *stage, double ratio)
 {
@@ -854,7 +906,7 @@ record_write(ProbeObject *p, uint32_t slot, fpt_stage *stage, double ratio)
         lo = plo < lo ? plo : lo;
         hi = phi > hi ? phi : hi;
     }
-    uint64_t seq = r->seq;
+    uint64_t seq = stage->seq;
     FPT_STORE_RELAXED(&r->seq, seq + 1);
     FPT_FENCE_RELEASE();
     r->sample = p->sample;
@@ -865,21 +917,46 @@ record_write(ProbeObject *p, uint32_t slot, fpt_stage *stage, double ratio)
     r->total_ns = total;
     r->min_ns = lo == UINT64_MAX ? 0 : lo;
     r->max_ns = hi;
+    unsigned first = 0, end = FP_HIST_BUCKETS;
+    if (stage->written && stage->seen_epoch == p->epoch) {
+        hist_range(p, &first, &end);
+    }
     if (stage->hist != NULL) {
-        for (int i = 0; i < FP_HIST_BUCKETS; i++) {
+        for (unsigned i = first; i < end; i++) {
             r->hist[i] = stage->hist[i] + p->hist[i];
         }
     }
-    else {
-        memcpy(r->hist, p->hist, FP_HIST_BYTES);
+    else if (first < end) {
+        memcpy(r->hist + first, p->hist + first, (end - first) * sizeof(uint64_t));
     }
     FPT_STORE_RELEASE(&r->seq, seq + 2);
+    stage->seq = seq + 2;
     stage->written_total_ns = total;
     stage->seen_calls = p->calls;
     stage->seen_completed = p->completed;
     stage->seen_epoch = p->epoch;
     stage->seen_sample = p->sample;
     stage->written = 1;
+}
+
+/* Write a listed probe's record if its counters changed since the record's
+   last write. *ratio is 0.0 until a TSC probe needs it. */
+static inline void
+record_update(ProbeObject *p, uint32_t slot, double *ratio)
+{
+    fpt_stage *stage = &W.stages[slot];
+    if (p->hist == NULL
+        || (stage->written && stage->seen_calls == p->calls && stage->seen_completed == p->completed
+            && stage->seen_epoch == p->epoch && stage->seen_sample == p->sample)) {
+        return;
+    }
+#if FP_HAVE_TSC
+    if (p->tsc && *ratio == 0.0) {
+        *ratio = fp_tsc_ns_per_tick();
+    }
+#endif
+    fp_probe_flush(p);
+    record_write(p, slot, stage, *ratio);
 }
 
 /* One snapshot: open the file if needed, give new probes records, write the
@@ -911,18 +988,29 @@ snapshot_write_unguarded(void)
         return;
     }
     fp_state *st = fp_state_of(W.module);
-    PyObject *fresh = NULL;
-    for (uint32_t i = 0; i < st->n_called; i++) {
+    PyObject *fresh = NULL;  /* the probes with no record yet */
+    int listing = 1;         /* until the fresh list cannot be made or grow */
+    double ratio = 0.0;      /* ns per TSC tick, measured at the first TSC probe written */
+    /* One pass over the called list: a second would miss the cache on
+       every probe again. */
+    uint32_t i = 0;
+    while (i < st->n_called) {
         ProbeObject *p = st->called[i];
         uint32_t slot;
-        if (!record_of(st, p, &slot)) {
-            if (fresh == NULL && (fresh = PyList_New(0)) == NULL) {
-                break;
-            }
-            if (PyList_Append(fresh, (PyObject *)p) < 0) {
-                break;
-            }
+        if (record_of(st, p, &slot)) {
+            record_update(p, slot, &ratio);
         }
+        else if (fresh == NULL && listing) {
+            /* PyList_New may collect, which may free probes and move others
+               in the list: this place is looked at again after it. */
+            fresh = PyList_New(0);
+            listing = fresh != NULL;
+            continue;
+        }
+        else if (listing && PyList_Append(fresh, (PyObject *)p) < 0) {
+            listing = 0;
+        }
+        i++;
     }
     if (PyErr_Occurred()) {
         PyErr_WriteUnraisable(NULL);
@@ -930,31 +1018,17 @@ snapshot_write_unguarded(void)
     uint32_t published = W.n_slots;
     if (fresh != NULL) {
         records_add(st, fresh);
+        /* The namer ran Python code: the list, not the called list, is what
+           still holds these probes. */
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(fresh); k++) {
+            ProbeObject *p = (ProbeObject *)PyList_GET_ITEM(fresh, k);
+            uint32_t slot;
+            if (p->called_index != FP_NOT_CALLED && record_of(st, p, &slot)) {
+                record_update(p, slot, &ratio);
+            }
+        }
         Py_DECREF(fresh);
     }
-    double ratio = 1.0;
-    int have_ratio = 0;
-    for (uint32_t i = 0; i < st->n_called; i++) {
-        ProbeObject *p = st->called[i];
-        uint32_t slot;
-        if (!record_of(st, p, &slot) || p->hist == NULL) {
-            continue;
-        }
-        fpt_stage *stage = &W.stages[slot];
-        if (stage->written && stage->seen_calls == p->calls && stage->seen_completed == p->completed
-            && stage->seen_epoch == p->epoch && stage->seen_sample == p->sample) {
-            continue;
-        }
-#if FP_HAVE_TSC
-        if (p->tsc && !have_ratio) {
-            ratio = fp_tsc_ns_per_tick();
-            have_ratio = 1;
-        }
-#endif
-        fp_probe_flush(p);
-        record_write(p, slot, stage, ratio);
-    }
-    (void)have_ratio;
     struct fpt_header *h = file_header();
     if (W.n_slots != published) {
         FPT_FENCE_RELEASE();
