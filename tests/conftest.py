@@ -1,4 +1,5 @@
 import os
+import pathlib
 import sys
 
 import pytest
@@ -15,3 +16,19 @@ def _fresh_counters_and_no_tracer_left_behind():
     yield
     assert sys.gettrace() is None
     assert sys.getprofile() is None
+
+
+@pytest.fixture
+def ram_path():
+    """A fresh directory on /dev/shm (tmpfs), where telemetry directories
+    belong: one on a disk costs a warning line on stderr. Removed afterwards."""
+    import shutil
+    import tempfile
+
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm here")
+    path = tempfile.mkdtemp(prefix="fastpatch-test-", dir="/dev/shm")
+    try:
+        yield pathlib.Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
