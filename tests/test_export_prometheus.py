@@ -211,8 +211,8 @@ def test_a_scrape_folds_dead_processes_into_the_archive_unless_told_not_to_and_c
         assert sorted(os.listdir(tmp_path)) == ["fastpatch-1-1.fpt", "fastpatch-2-2.fpt"]
 
 
-def test_real_processes_exact_and_sampled_are_scraped_over_http_with_exact_values(tmp_path):
-    d = str(tmp_path / "svc")
+def test_real_processes_exact_and_sampled_are_scraped_over_http_with_exact_values(ram_path):
+    d = str(ram_path / "svc")
     _run(d, """
         for i in range(1000):
             f(i)
@@ -320,7 +320,7 @@ def test_a_missing_directory_exports_every_family_with_no_function(tmp_path):
     }
 
 
-def test_beside_multiprocess_collector_one_registry_serves_both(tmp_path):
+def test_beside_multiprocess_collector_one_registry_serves_both(tmp_path, ram_path):
     from prometheus_client.multiprocess import MultiProcessCollector
 
     prom_dir = tmp_path / "prom"
@@ -332,7 +332,7 @@ def test_beside_multiprocess_collector_one_registry_serves_both(tmp_path):
     for _ in range(2):
         subprocess.run([sys.executable, "-c", worker], env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(prom_dir)},
                        check=True, timeout=120)
-    d = str(tmp_path / "svc")
+    d = str(ram_path / "svc")
     _run(d, """
         for i in range(42):
             f(i)
