@@ -7,10 +7,14 @@ torn."""
 from __future__ import annotations
 
 import fcntl
+import json
 import mmap
 import os
 import pathlib
+import socket
 import struct
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -205,3 +209,35 @@ def test_records_copied_while_a_c_writer_rewrites_them_are_never_torn(tmp_path):
         writer.join()
     assert inconsistent == 0
     assert copies > records
+
+
+def test_hard_linked_files_fifos_and_sockets_are_skipped_by_readers_and_left_alone_by_a_sweep(tmp_path):
+    d = tmp_path / "svc"
+    d.mkdir(mode=0o700)
+    (d / GOOD).write_bytes(valid_file(state=2))
+    (d / "fastpatch-10-1.fpt").write_bytes(valid_file(calls=9, pid=10, ticks=1))  # dead: nobody holds its lock
+    os.link(d / "fastpatch-10-1.fpt", d / "fastpatch-11-1.fpt")  # the same process under a second name
+    (tmp_path / "elsewhere").write_bytes(valid_file(calls=5, pid=20, ticks=1))
+    os.link(tmp_path / "elsewhere", d / "fastpatch-20-1.fpt")  # a file that lives on outside the directory
+    os.mkfifo(d / "fastpatch-30-1.fpt")
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(d / "fastpatch-31-1.fpt"))
+        found = _files.read_directory(str(d))
+        _good_only(found)
+        linked = "2 hard links to it; a counters file has one"
+        assert found.bad_files == [("fastpatch-10-1.fpt", linked), ("fastpatch-11-1.fpt", linked),
+                                   ("fastpatch-20-1.fpt", linked), ("fastpatch-30-1.fpt", "not a regular file"),
+                                   ("fastpatch-31-1.fpt", "No such device or address")]
+        assert _files.sweep(str(d)) == 1  # the good file only
+        assert sorted(os.listdir(d)) == ["archive.fpt", "archive.lock", "fastpatch-10-1.fpt", "fastpatch-11-1.fpt",
+                                         "fastpatch-20-1.fpt", "fastpatch-30-1.fpt", "fastpatch-31-1.fpt"]
+        assert os.stat(tmp_path / "elsewhere").st_nlink == 2
+        report = subprocess.run([sys.executable, "-m", "fastpatch", "report", "-f", "json", str(d)],
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        server.close()
+    assert report.returncode == 0, report.stderr
+    assert [(f["name"], f["calls"]) for f in json.loads(report.stdout)["functions"]] == [("app.f", 7)]
+    assert report.stderr.splitlines() == [f"fastpatch: skipped telemetry file {d / name}: {why}"
+                                          for name, why in found.bad_files]
