@@ -1,6 +1,7 @@
 """How a process's last snapshot survives the ways a process ends: SIGTERM
 (left to its default action, or a handler of the program's own that calls
-sys.exit) and multiprocessing's children, which end with ``os._exit``.
+sys.exit) and multiprocessing's children: forked ones end with
+``os._exit``, which skips atexit, spawned ones with spawn_main's sys.exit.
 
 Every program runs under ``python -m fastpatch run`` with
 ``FASTPATCH_TELEMETRY=1`` and an interval of an hour: a call made after
@@ -150,7 +151,7 @@ def _methods() -> list:
 
 
 @pytest.mark.parametrize("method", _methods())
-def test_a_pool_workers_last_snapshot_is_in_the_directory_after_it_ends_with_os_exit(tmp_path, ram_path, method):
+def test_a_pool_workers_last_snapshot_is_in_the_directory_when_it_ends(tmp_path, ram_path, method):
     d = ram_path / "svc"
     done = subprocess.run([sys.executable, *_program(tmp_path, POOL_MAIN), "pool", method], cwd=str(tmp_path),
                           env=_env(d), capture_output=True, text=True, timeout=120)
@@ -163,7 +164,7 @@ def test_a_pool_workers_last_snapshot_is_in_the_directory_after_it_ends_with_os_
 
 
 @pytest.mark.parametrize("method", _methods())
-def test_a_process_childs_last_snapshot_is_in_the_directory_after_it_ends_with_os_exit(tmp_path, ram_path, method):
+def test_a_process_childs_last_snapshot_is_in_the_directory_when_it_ends(tmp_path, ram_path, method):
     d = ram_path / "svc"
     done = subprocess.run([sys.executable, *_program(tmp_path, POOL_MAIN), "process", method], cwd=str(tmp_path),
                           env=_env(d), capture_output=True, text=True, timeout=120)
