@@ -20,8 +20,10 @@ def _fresh_counters_and_no_tracer_left_behind():
 
 @pytest.fixture
 def ram_path():
-    """A fresh directory on /dev/shm (tmpfs), where telemetry directories
-    belong: one on a disk costs a warning line on stderr. Removed afterwards."""
+    """A fresh directory on /dev/shm, where telemetry directories belong: one
+    that is not on tmpfs costs a warning line on stderr (which tests expect
+    through telemetry_files.not_ram_backed_warning, since not every root
+    filesystem has a tmpfs at /dev/shm). Removed afterwards."""
     import shutil
     import tempfile
 

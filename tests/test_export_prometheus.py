@@ -60,14 +60,15 @@ def _run(directory: str, body: str, *children: str) -> None:
     new run, from zero)."""
     codes = [PROGRAM + f"fastpatch.export.start({directory!r}, interval=0.02)\n" + textwrap.dedent(b)
              for b in (body, *children)]
+    warning = tf.not_ram_backed_warning(directory)
     parent = codes[0] + textwrap.dedent(f"""
         import subprocess
         for code in {codes[1:]!r}:
             done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-            assert (done.returncode, done.stderr) == (0, ""), done.stderr
+            assert (done.returncode, done.stderr) == (0, {warning!r}), done.stderr
     """)
     done = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=300)
-    assert (done.returncode, done.stderr) == (0, "")
+    assert (done.returncode, done.stderr) == (0, warning)
 
 
 def _scrape(url: str) -> dict:

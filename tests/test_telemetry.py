@@ -17,6 +17,7 @@ import time
 import pytest
 
 from fastpatch.export import _files
+from telemetry_files import not_ram_backed_warning
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer's tests read /proc")
 
@@ -289,7 +290,9 @@ def test_a_symlink_planted_at_the_files_name_costs_one_warning_line_and_the_prog
     """)
     assert done.returncode == 0
     assert done.stdout == "55\nFalse\n"
-    (line,) = done.stderr.splitlines()
+    warning = not_ram_backed_warning(d)
+    assert done.stderr.startswith(warning)
+    (line,) = done.stderr[len(warning):].splitlines()
     assert line.startswith(f"fastpatch: cannot create the telemetry file {d}/fastpatch-") and line.endswith(
         ": File exists; no live telemetry")
     assert precious.read_text() == "keep"
@@ -422,5 +425,6 @@ def test_a_directory_not_on_tmpfs_or_ramfs_costs_one_warning_line_per_process_an
     warning = (f"fastpatch: telemetry directory {d} is not on a RAM-backed filesystem (tmpfs or ramfs): every "
                "snapshot is written back to disk; choose one in /dev/shm or $XDG_RUNTIME_DIR\n")
     assert done.stderr == (warning if where == "root filesystem" else "")
+    assert not_ram_backed_warning(d) == done.stderr
     (view,) = _files.read_directory(str(d)).processes
     assert (view.state, [(s.qualname, s.calls) for s in view.stats()]) == ("exited", [("f", 6)])
