@@ -46,3 +46,22 @@ def patch(data: bytes, offset: int, fmt: str, value: int) -> bytes:
     raw = bytearray(data)
     struct.pack_into(fmt, raw, offset, value)
     return bytes(raw)
+
+
+def not_ram_backed_warning(directory) -> str:
+    """The line the writer prints for a telemetry ``directory`` that is not
+    on tmpfs or ramfs, or "" when it is; asked of coreutils' ``stat -f``
+    (about the directory, or its parent while it does not exist yet).
+    /dev/shm is a tmpfs almost everywhere, but not in every root filesystem
+    (the newer-pythons one, where 3.14 and 3.15 run, has none)."""
+    import os
+    import subprocess
+
+    path = str(directory)
+    where = path if os.path.isdir(path) else os.path.dirname(path)
+    kind = subprocess.run(["stat", "-f", "-c", "%T", where], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    if kind in ("tmpfs", "ramfs"):
+        return ""
+    return (f"fastpatch: telemetry directory {path} is not on a RAM-backed filesystem (tmpfs or ramfs): every "
+            "snapshot is written back to disk; choose one in /dev/shm or $XDG_RUNTIME_DIR\n")

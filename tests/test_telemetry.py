@@ -17,6 +17,7 @@ import pytest
 
 from fastpatch.export import _files
 from live_telemetry import CHILD_PROLOGUE, wait_until
+from telemetry_files import not_ram_backed_warning
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the writer's tests read /proc")
 
@@ -251,8 +252,8 @@ def test_start_refuses_a_directory_of_another_user_for_root_and_for_nobody(tmp_p
     assert said == f"telemetry directory {roots} belongs to uid 0, not to this user (uid {nobody.pw_uid})"
 
 
-def test_a_symlink_planted_at_the_files_name_costs_one_warning_line_and_the_program_runs_on(tmp_path):
-    d = tmp_path / "svc"
+def test_a_symlink_planted_at_the_files_name_costs_one_warning_line_and_the_program_runs_on(tmp_path, ram_path):
+    d = ram_path / "svc"
     d.mkdir(mode=0o700)
     precious = tmp_path / "precious"
     precious.write_text("keep")
@@ -266,7 +267,9 @@ def test_a_symlink_planted_at_the_files_name_costs_one_warning_line_and_the_prog
     """)
     assert done.returncode == 0
     assert done.stdout == "55\nFalse\n"
-    (line,) = done.stderr.splitlines()
+    warning = not_ram_backed_warning(d)
+    assert done.stderr.startswith(warning)
+    (line,) = done.stderr[len(warning):].splitlines()
     assert line.startswith(f"fastpatch: cannot create the telemetry file {d}/fastpatch-") and line.endswith(
         ": File exists; no live telemetry")
     assert precious.read_text() == "keep"
@@ -370,3 +373,35 @@ def test_import_fastpatch_and_activation_without_telemetry_import_no_part_of_fas
     ran = subprocess.run([sys.executable, "-m", "fastpatch", "run", "-o", str(tmp_path / "r.json"), str(script)],
                          env=env, capture_output=True, text=True, timeout=120)
     assert ran.stdout == "[]\n", ran.stderr
+
+
+def _filesystem_type(path) -> str:
+    """``stat -f``'s name of the filesystem holding ``path`` (coreutils, independent of fastpatch)."""
+    if shutil.which("stat") is None:
+        pytest.skip("no stat command here")
+    return subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+@pytest.mark.parametrize("where", ["root filesystem", "/dev/shm"])
+def test_a_directory_not_on_tmpfs_or_ramfs_costs_one_warning_line_per_process_and_is_used_all_the_same(
+        tmp_path, ram_path, where):
+    base = tmp_path if where == "root filesystem" else ram_path
+    kind = _filesystem_type(base)
+    if (kind in ("tmpfs", "ramfs")) == (where == "root filesystem"):
+        pytest.skip(f"{base} is on {kind} here")
+    d = base / "svc"
+    done = _run(f"""
+        for round in range(2):  # a second start in the same process: no second line
+            fastpatch.export.start({str(d)!r}, interval=60)
+            for i in range(3):
+                f(i)
+            fastpatch.export.stop()
+    """)
+    assert done.returncode == 0, done.stderr
+    warning = (f"fastpatch: telemetry directory {d} is not on a RAM-backed filesystem (tmpfs or ramfs): every "
+               "snapshot is written back to disk; choose one in /dev/shm or $XDG_RUNTIME_DIR\n")
+    assert done.stderr == (warning if where == "root filesystem" else "")
+    assert not_ram_backed_warning(d) == done.stderr
+    (view,) = _files.read_directory(str(d)).processes
+    assert (view.state, [(s.qualname, s.calls) for s in view.stats()]) == ("exited", [("f", 6)])

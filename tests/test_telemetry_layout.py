@@ -7,17 +7,22 @@ torn."""
 from __future__ import annotations
 
 import fcntl
+import json
 import mmap
 import os
 import pathlib
+import socket
 import struct
+import subprocess
+import sys
 import threading
 
 import pytest
 
-from fastpatch import _ext
+import fastpatch.export
+from fastpatch import _ext, _stats
 from fastpatch.export import _files
-from telemetry_files import SLOT, header, patch, record_slot, strings_slot, valid_file
+from telemetry_files import SLOT, header, layout_crc, patch, record_slot, strings_slot, valid_file
 
 # The header is a source file: a wheel does not carry it (tools/release_checks.py), so an installed fastpatch
 # is tested against the header of the tree its tests come from (a checkout or the sdist), else the package's own.
@@ -119,6 +124,7 @@ def _damaged() -> dict[str, tuple[bytes, str]]:
         "small slots": (patch(good, 16, "<I", 64), "slot size 64"),
         "header beyond the file": (patch(good, 12, "<I", 1 << 30), "header size 1073741824"),
         "other buckets": (patch(good, 20, "<I", 99), "another histogram layout"),
+        "other bucket edges": (patch(good, 24, "<I", layout_crc() ^ 1), "another histogram layout"),
         "being created": (patch(good, 72, "<I", 0), "state INIT"),
         "unknown state": (patch(good, 72, "<I", 9), "unknown state 9"),
         "n_slots past the end": (patch(good, 76, "<I", 3), "3 slots announced, the file holds 2"),
@@ -205,3 +211,55 @@ def test_records_copied_while_a_c_writer_rewrites_them_are_never_torn(tmp_path):
         writer.join()
     assert inconsistent == 0
     assert copies > records
+
+
+def test_hard_linked_files_fifos_and_sockets_are_skipped_by_readers_and_left_alone_by_a_sweep(tmp_path):
+    d = tmp_path / "svc"
+    d.mkdir(mode=0o700)
+    (d / GOOD).write_bytes(valid_file(state=2))
+    (d / "fastpatch-10-1.fpt").write_bytes(valid_file(calls=9, pid=10, ticks=1))  # dead: nobody holds its lock
+    os.link(d / "fastpatch-10-1.fpt", d / "fastpatch-11-1.fpt")  # the same process under a second name
+    (tmp_path / "elsewhere").write_bytes(valid_file(calls=5, pid=20, ticks=1))
+    os.link(tmp_path / "elsewhere", d / "fastpatch-20-1.fpt")  # a file that lives on outside the directory
+    os.mkfifo(d / "fastpatch-30-1.fpt")
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(d / "fastpatch-31-1.fpt"))
+        found = _files.read_directory(str(d))
+        _good_only(found)
+        linked = "2 hard links to it; a counters file has one"
+        assert found.bad_files == [("fastpatch-10-1.fpt", linked), ("fastpatch-11-1.fpt", linked),
+                                   ("fastpatch-20-1.fpt", linked), ("fastpatch-30-1.fpt", "not a regular file"),
+                                   ("fastpatch-31-1.fpt", "No such device or address")]
+        assert _files.sweep(str(d)) == 1  # the good file only
+        assert sorted(os.listdir(d)) == ["archive.fpt", "archive.lock", "fastpatch-10-1.fpt", "fastpatch-11-1.fpt",
+                                         "fastpatch-20-1.fpt", "fastpatch-30-1.fpt", "fastpatch-31-1.fpt"]
+        assert os.stat(tmp_path / "elsewhere").st_nlink == 2
+        report = subprocess.run([sys.executable, "-m", "fastpatch", "report", "-f", "json", str(d)],
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        server.close()
+    assert report.returncode == 0, report.stderr
+    assert [(f["name"], f["calls"]) for f in json.loads(report.stdout)["functions"]] == [("app.f", 7)]
+    assert report.stderr.splitlines() == [f"fastpatch: skipped telemetry file {d / name}: {why}"
+                                          for name, why in found.bad_files]
+
+
+@pytest.mark.parametrize("what", ["bucket count", "bucket edges"])
+def test_a_file_of_another_histogram_layout_is_skipped_with_a_warning_naming_it_and_never_merged(tmp_path, what):
+    # The header holds the layout's bucket count and a CRC of its edges, not the edges: where a foreign
+    # file's buckets lie is unknown, so no reader can add its counts to ours exactly.
+    forged = patch(valid_file(calls=5, pid=10, ticks=1), *((20, "<I", 99) if what == "bucket count"
+                                                           else (24, "<I", layout_crc() ^ 1)))
+    _read(tmp_path, {GOOD: valid_file(state=2), "fastpatch-10-1.fpt": forged})
+    with pytest.warns(RuntimeWarning) as caught:
+        report = fastpatch.export.read(str(tmp_path))
+    crc = layout_crc() if what == "bucket count" else layout_crc() ^ 1
+    buckets = 99 if what == "bucket count" else _stats.HIST_BUCKETS
+    assert [str(w.message) for w in caught] == [
+        f"fastpatch: skipped telemetry file fastpatch-10-1.fpt: another histogram layout ({buckets} buckets, "
+        f"CRC {crc:08x})"]
+    assert [(f["name"], f["calls"], f["histogram"]) for f in report["functions"]] == [
+        ("app.f", 7, {"layout": _stats.histogram_layout(), "counts": {"40": 7}})]
+    assert _files.sweep(str(tmp_path)) == 1
+    assert sorted(os.listdir(tmp_path)) == ["archive.fpt", "archive.lock", "fastpatch-10-1.fpt"]

@@ -74,6 +74,8 @@ static PyMethodDef fp_methods[] = {
      "names are not three NUL-terminated strings of a stable strings slot."},
     {"telemetry_layout", fp_telemetry_layout, METH_NOARGS,
      "telemetry_layout() -> dict: sizes and offsets of _telemetry.h's structs, as compiled."},
+    {"filesystem_type", fp_filesystem_type, METH_O,
+     "filesystem_type(fd) -> int: statfs's f_type of the filesystem holding fd (Linux), else -1."},
     {"telemetry_arm", (PyCFunction)(void (*)(void))fp_telemetry_arm, METH_FASTCALL,
      "telemetry_arm(opener, namer, interval_ms, layout_crc, service, python, version): the writer's thread\n"
      "starts at the first activation of a probe (now if one ran already) and opens its file by opener(size)."},

@@ -170,6 +170,8 @@ def decode_records(
     the strings and absorbed slots' indexes; how many slots were unstable."""
 def telemetry_layout() -> dict[str, int]:
     """Sizes and offsets of _telemetry.h's structs, as compiled."""
+def filesystem_type(fd: int, /) -> int:
+    """statfs's f_type of the filesystem holding ``fd`` (Linux), else -1."""
 def telemetry_arm(
     opener: Callable[[int], tuple[int, int] | None],
     namer: Callable[[list[Probe]], list[tuple[str, str, str, int]]],

@@ -28,6 +28,10 @@
 
 #include <string.h>
 
+#if defined(__linux__)
+#  include <sys/vfs.h>
+#endif
+
 #include "_compat.h"
 #include "_ext_clock.h"
 #include "_ext_histogram.h"
@@ -460,6 +464,34 @@ fp_telemetry_layout(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
         FPT_FIELD(fpt_strings, data), "sizeof.fpt_absorbed", (Py_ssize_t)sizeof(struct fpt_absorbed),
         FPT_FIELD(fpt_absorbed, kind), FPT_FIELD(fpt_absorbed, count), FPT_FIELD(fpt_absorbed, entries));
 #undef FPT_FIELD
+}
+
+/* filesystem_type(fd) -> int: statfs's f_type of the filesystem that holds
+   fd (Linux), or -1 where the system has no such number. The writer warns
+   when a telemetry directory is not on tmpfs or ramfs, where every snapshot
+   would dirty pages that the kernel writes back to a disk. OSError if fstatfs
+   fails. Returns a new reference. */
+PyObject *
+fp_filesystem_type(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    int fd = PyObject_AsFileDescriptor(arg);
+    if (fd < 0) {
+        return NULL;
+    }
+#if defined(__linux__)
+    struct statfs st;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = fstatfs(fd, &st);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    /* f_type is a signed word on some ABIs: the magic numbers are 32-bit. */
+    return PyLong_FromUnsignedLong((unsigned long)st.f_type & 0xFFFFFFFFul);
+#else
+    return PyLong_FromLong(-1);
+#endif
 }
 
 #if FP_HAVE_TELEMETRY_WRITER

@@ -32,6 +32,7 @@ FP_INTERNAL void fp_telemetry_before_reset(ProbeObject *p);
 FP_INTERNAL PyObject *fp_read_slots(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 FP_INTERNAL PyObject *fp_decode_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 FP_INTERNAL PyObject *fp_telemetry_layout(PyObject *module, PyObject *ignored);
+FP_INTERNAL PyObject *fp_filesystem_type(PyObject *module, PyObject *fd);
 FP_INTERNAL PyObject *fp_telemetry_arm(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 FP_INTERNAL PyObject *fp_telemetry_stop(PyObject *module, PyObject *final);
 FP_INTERNAL PyObject *fp_telemetry_snapshot(PyObject *module, PyObject *ignored);

@@ -244,6 +244,10 @@ def read_file(path: str, *, dir_fd: Optional[int] = None, cuts: Optional[Sequenc
             raise BadFile("not a regular file")
         if st.st_uid not in (os.geteuid(), 0):
             raise BadFile(f"owned by uid {st.st_uid}, not by this user")
+        if st.st_nlink != 1:
+            # Writers and sweeps only make files of one link. Another name for
+            # it would count its process twice, here or in a sweep's archive.
+            raise BadFile(f"{st.st_nlink} hard links to it; a counters file has one")
         if st.st_size < HEADER_PAGE:
             if st.st_size == 0 or _is_locked(fd):
                 raise BeingCreated("being created by its process")

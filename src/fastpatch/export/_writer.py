@@ -159,6 +159,29 @@ def file_name(pid: int, ticks: int) -> str:
 _warn = say
 
 
+#: statfs f_type of the RAM-backed filesystems (linux/magic.h).
+TMPFS_MAGIC = 0x01021994
+RAMFS_MAGIC = 0x858458F6
+_warned_not_ram_backed = False
+
+
+def _warn_unless_ram_backed(path: str, dir_fd: int) -> None:
+    """One warning line per process when the directory is not on tmpfs or
+    ramfs (Linux): every snapshot then dirties pages that the kernel writes
+    back to a disk. The directory is used all the same."""
+    global _warned_not_ram_backed
+    if _warned_not_ram_backed or not sys.platform.startswith("linux"):
+        return
+    try:
+        kind = _ext.filesystem_type(dir_fd)
+    except OSError:
+        return  # nothing known about it: no reason to complain
+    if kind not in (TMPFS_MAGIC, RAMFS_MAGIC, -1):
+        _warned_not_ram_backed = True
+        _warn(f"telemetry directory {path} is not on a RAM-backed filesystem (tmpfs or ramfs): every snapshot "
+              "is written back to disk; choose one in /dev/shm or $XDG_RUNTIME_DIR")
+
+
 class _Opener:
     """Called by the writer's thread (under the GIL) at its first snapshot:
     creates this process's file in the checked directory and returns
@@ -292,6 +315,7 @@ def arm(directory: Optional[str], service: Optional[str], interval: float, mode:
         raise RuntimeError(f"live telemetry is already on in this process (directory {_writer.path})")
     path = os.path.abspath(directory if directory is not None else default_directory(service))
     dir_fd = secure_directory(path, mode)
+    _warn_unless_ram_backed(path, dir_fd)
     try:
         run_fd = _join_run(path, dir_fd)
     except BaseException:
