@@ -124,7 +124,7 @@ static const uint64_t fp_empty_hist[FP_HIST_BUCKETS] = {0};
  * activation reads no clock: its token's start is the number of forks this
  * process had seen at its start (fp_forks_seen), which is below the number
  * after any later fork, and not below its own. A count needs no clock
- * index, which keeps the untimed halves one load shorter than a floor.
+ * index, which keeps the untimed halves shorter than a floor does.
  */
 static int64_t fp_fork_floor_ticks[2] = {INT64_MIN, INT64_MIN};
 static int64_t fp_forks_seen = 0;
@@ -574,9 +574,10 @@ token_stash(TokenObject *t)
  * The hot paths below are split in two. The fast half covers the steady
  * state of a TSC probe under exact timing, and the untimed activations of a
  * sampled or count-only probe, and is a leaf function that needs no stack
- * frame: everything else (the monotonic clock, re-entered functions, the
- * first return, a timed activation of a sampled probe) goes to the general
- * half with a tail call.
+ * frame. A timed activation of a sampled probe on the TSC goes to a half of
+ * its own (probe_enter_sampled, token_exit_sampled), everything else (the
+ * monotonic clock, re-entered functions, the first return) to the general
+ * half, each with a tail call.
  */
 #if FP_HAVE_TSC
 #  define FP_FAST_CLOCK(p) ((p)->tsc)

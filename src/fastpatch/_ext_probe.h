@@ -27,10 +27,12 @@ struct ProbeObject {
        0            time it on the TSC: sample 1 on the fast clock, the
                     steady state of exact timing;
        2 and above  leave it untimed, and count down;
-       1            let the general half decide (probe_decide_weight): a
-                    timed activation of a sampled probe, which draws the
-                    next gap; exact timing on CLOCK_MONOTONIC, which stays
-                    1; count-only, which starts again from UINT32_MAX. */
+       1            a timed activation of a sampled probe, which draws the
+                    next gap (probe_enter_sampled on the TSC, else the
+                    general half); otherwise the general half decides
+                    (probe_decide_weight): exact timing on CLOCK_MONOTONIC,
+                    which stays 1; count-only, which starts again from
+                    UINT32_MAX. */
     uint32_t countdown;
     uint32_t epoch;        /* bumped by reset() and a forked child's clear(): the counters restarted */
     uint32_t called_index; /* where this probe is in the module's called list, or FP_NOT_CALLED */
