@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Tuple
 VARIANT_ORDER = [
     "bare", "floor-2x-perf_counter_ns", "naive-time.time", "functools-perf_counter_ns",
     "functools-activation", "wrapt", "sys.monitoring", "sys.monitoring-C-callback", "cProfile", "fastpatch",
-    "fastpatch-monotonic", "fastpatch-tsc",
+    "fastpatch-monotonic", "fastpatch-tsc", "fastpatch-sample16", "fastpatch-count-only", "fastpatch-telemetry",
 ]
 CALL_GROUPS = ["trivial", "arguments", "method", "generator", "coroutine", "raise-caught"]
 PATCH_VARIANTS = ["instrument-fresh", "instrument-seen", "instrument-again", "compile", "bytecode-roundtrip"]
@@ -132,7 +132,10 @@ def overhead_markdown(calls: Table, group: str, stat: str) -> str:
         lines.append(f"| {name} | " + " | ".join(_fmt(table[ver].get(v)) for ver in versions) + " |")
     for num, den, digits in (("fastpatch", REFERENCE, 3), ("fastpatch-monotonic", REFERENCE, 3),
                              ("fastpatch-tsc", REFERENCE, 3), ("fastpatch", FLOOR, 2), ("fastpatch", "cProfile", 2),
-                             ("fastpatch", "sys.monitoring", 2), ("fastpatch", "sys.monitoring-C-callback", 2)):
+                             ("fastpatch", "sys.monitoring", 2), ("fastpatch", "sys.monitoring-C-callback", 2),
+                             ("fastpatch-sample16", "fastpatch", 2), ("fastpatch-count-only", "fastpatch", 2),
+                             ("fastpatch-sample16", REFERENCE, 3), ("fastpatch-count-only", REFERENCE, 3),
+                             ("fastpatch-sample16", FLOOR, 2)):
         vals = [_ratio(table[ver].get(num), table[ver].get(den)) for ver in versions]
         if any(x is not None for x in vals):
             lines.append(f"| *ratio {num} / {den}* | " + " | ".join(_fmt(x, digits) for x in vals) + " |")

@@ -27,8 +27,9 @@ table shows their ratios to the bare call:
 * ``fastpatch-monotonic`` and ``fastpatch-tsc``: the same with the probe's
   clock forced to CLOCK_MONOTONIC or to the invariant TSC (skipped without one);
 * ``fastpatch-sample16`` and ``fastpatch-count-only`` (trivial group only):
-  ``instrument(f, sample=16)`` (every call counted, one in 16 timed) and
-  ``sample=0`` (counted, never timed), each checking the exact call count.
+  ``instrument(f, sample=16)`` on the TSC, beside ``fastpatch-tsc`` (every
+  call counted, one in 16 timed), and ``sample=0`` (counted, never timed,
+  no clock), each checking the exact call count.
 
 A round is ``CALLS_PER_ROUND`` calls (see extra_info["calls_per_round"]); the
 per-call time is the round time divided by it.

@@ -317,6 +317,72 @@ def test_an_untimed_activation_started_before_a_fork_is_not_counted_in_the_child
     assert (s.calls, s.completed, s.timed) == (1, 1, 0)
 
 
+@pytestmark_fork
+def test_a_timed_sampled_activation_started_before_a_fork_is_not_counted_in_the_child():
+    # One activation per definition, so that each ends with its probe's spare token free, as a steady state does.
+    namespace: dict = {}
+    exec("".join(f"def gen{i}():\n    yield 1\n    yield 2\n" for i in range(64)), namespace)
+    gens = [namespace[f"gen{i}"] for i in range(64)]
+    for gen in gens:
+        fastpatch.instrument(gen, sample=2)
+    suspended = [gen() for gen in gens]
+    for g in suspended:
+        next(g)
+
+    def child():
+        assert [list(g) for g in suspended] == [[2]] * 64
+        stats = [fastpatch.stats(gen) for gen in gens]
+        return [sum(s.completed for s in stats), sum(s.timed for s in stats), sum(sum(s.histogram) for s in stats)]
+
+    assert _in_child(child) == {"result": [0, 0, 0]}
+    assert [list(g) for g in suspended] == [[2]] * 64
+    stats = [fastpatch.stats(gen) for gen in gens]
+    assert [(s.calls, s.completed) for s in stats] == [(1, 1)] * 64
+    timed = sum(s.timed for s in stats)
+    assert 0 < timed < 64  # the seeded sampler times some of them, not all
+    assert sum(sum(s.histogram) for s in stats) == 2 * timed
+
+
+# --------------------------------------------------------------------------
+# The draw of the gap to the next timed activation
+# --------------------------------------------------------------------------
+
+
+def _words(count, seed):
+    """Nonzero 64-bit words, spread over every number of leading zeros (the exponent of u = word / 2**64)."""
+    import random
+
+    rng = random.Random(seed)
+    return [(rng.getrandbits(64) >> rng.randrange(64)) or 1 for _ in range(count)]
+
+
+_EDGE_WORDS = [1, 2, 3, 2**63 - 1, 2**63, 2**63 + 1, 2**64 - 1] + [
+    # the ends of the table's segments: the top 11 bits of a normalised word
+    (2**10 + segment) << 53 | low for segment in (0, 1, 511, 512, 1022, 1023) for low in (0, 1, 2**53 - 1)
+]
+
+
+@pytest.mark.parametrize("sample", [2, 3, 16, 100, 1000, 65536, 10**9])
+def test_each_random_word_draws_the_same_gap_as_inversion_by_log(sample):
+    words = _words(20_000, sample) + _EDGE_WORDS
+    gaps = [_ext._testing_sampler_gap(sample, w) for w in words]
+    assert [g for g, _ in gaps] == [by_log for _, by_log in gaps]
+
+
+def test_the_gaps_at_16_are_geometric_with_mean_15():
+    """The inversion the draw reproduces, on uniform words: P(gap = k) = (15/16)**k / 16."""
+    import random
+
+    rng = random.Random(16)
+    n = 100_000
+    gaps = [_ext._testing_sampler_gap(16, rng.getrandbits(64) or 1)[0] for _ in range(n)]
+    # mean 15, standard deviation sqrt(15 * 16); frequencies of 0 ... 3 within 8 binomial deviations
+    assert abs(sum(gaps) / n - 15) <= 8 * math.sqrt(15 * 16 / n)
+    for k in range(4):
+        p = (15 / 16) ** k / 16
+        assert abs(gaps.count(k) - n * p) <= 8 * math.sqrt(n * p * (1 - p))
+
+
 # --------------------------------------------------------------------------
 # The estimates
 # --------------------------------------------------------------------------

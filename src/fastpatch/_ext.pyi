@@ -160,6 +160,9 @@ def _testing_idle_tokens() -> int:
 def _testing_seed_sampler(seed: int, /) -> None:
     """Seed the sampler's generator (process-wide), so that the timed activations repeat."""
 
+def _testing_sampler_gap(sample: int, word: int, /) -> tuple[int, int]:
+    """The gap to the next timed activation that a nonzero 64-bit word draws at a rate, and log()'s gap for it."""
+
 # Live telemetry (_ext_telemetry.c; the layout is _telemetry.h).
 def read_slots(buffer: object, first: int, count: int, /) -> bytes:
     """``count`` slots of a mapped counters file from slot ``first``, each copied under its seqlock."""

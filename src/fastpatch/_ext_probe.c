@@ -121,15 +121,32 @@ static const uint64_t fp_empty_hist[FP_HIST_BUCKETS] = {0};
  * their ends too, so the child ignores them, and merging the reports of
  * parent and child counts each activation once. Process-wide, per clock
  * (index: the probe's tsc flag); no fork means INT64_MIN. An untimed
- * activation reads no clock: its token's start is the floor at its start,
- * which is below the floor of any later fork, and not below its own.
+ * activation reads no clock: its token's start is the number of forks this
+ * process had seen at its start (fp_forks_seen), which is below the number
+ * after any later fork, and not below its own. A count needs no clock
+ * index, which keeps the untimed halves shorter than a floor does.
  */
 static int64_t fp_fork_floor_ticks[2] = {INT64_MIN, INT64_MIN};
+static int64_t fp_forks_seen = 0;
+
+/* Whether an activation of weight 1 or more began before a fork. */
+static inline int
+timed_token_started_before_fork(const TokenObject *t, int tsc)
+{
+    return t->start_ticks < fp_fork_floor_ticks[tsc];
+}
+
+/* Whether an untimed activation (weight 0) began before a fork. */
+static inline int
+untimed_token_started_before_fork(const TokenObject *t)
+{
+    return t->start_ticks < fp_forks_seen;
+}
 
 static inline int
 token_started_before_fork(const TokenObject *t, int tsc)
 {
-    return t->start_ticks < fp_fork_floor_ticks[tsc];
+    return t->weight == 0 ? untimed_token_started_before_fork(t) : timed_token_started_before_fork(t, tsc);
 }
 
 /* ===================================================================== */
@@ -143,8 +160,28 @@ token_started_before_fork(const TokenObject *t, int tsc)
  * geometric (untimed activations before it: 0, 1, ... with mean N - 1), so
  * that an untimed activation costs a decrement and no random number.
  * xorshift64* (Vigna), process-wide under the GIL.
+ *
+ * The gap is drawn by inversion, floor(-ln(u) / -ln(1 - 1/N)) for u
+ * uniform in (0, 1): u is a random word over 2**64 (never 0: xorshift64*'s
+ * output is not), that is u = m * 2**-z with z the word's leading zeros and
+ * m in [1/2, 1) its normalised mantissa, so -ln(u) = z ln 2 - ln(m). A
+ * table of -ln at FP_GAP_SEGMENTS + 1 points of [1/2, 1] brackets -ln(m)
+ * between two of its entries; when both ends of the bracket give the same
+ * gap, that is the gap, exactly the one log() would give. Otherwise, for
+ * about 0.7 N / FP_GAP_SEGMENTS of the draws (1 % at N = 16), log()
+ * decides. The distribution is therefore the inversion's, geometric with
+ * mean N - 1 gaps to the last bit of a double, without a log() per draw.
  */
 static uint64_t fp_sampler_state = 0x9e3779b97f4a7c15ULL;
+
+#define FP_GAP_SEGMENT_BITS 10
+#define FP_GAP_SEGMENTS (1u << FP_GAP_SEGMENT_BITS)
+#define FP_LN_2 0.6931471805599453
+#define FP_MAX_GAP (UINT32_MAX - 2)  /* a countdown of FP_MAX_GAP + 1 stays below count-only's */
+
+/* -ln(1/2 + j / (2 FP_GAP_SEGMENTS)) for j = 0 ... FP_GAP_SEGMENTS: from ln 2
+   down to 0. Filled once per process, by fp_sampler_init. */
+static double fp_gap_neg_log[FP_GAP_SEGMENTS + 1];
 
 /* splitmix64's finaliser: spreads any seed (a pid, a time) over 64 bits. */
 static uint64_t
@@ -193,6 +230,9 @@ fp_sampler_init(void)
     static int seeded = 0;  /* process-wide: later interpreters share the generator */
     if (!seeded) {
         sampler_seed_from_os();
+        for (unsigned j = 0; j <= FP_GAP_SEGMENTS; j++) {
+            fp_gap_neg_log[j] = -log(0.5 + (double)j / (2.0 * FP_GAP_SEGMENTS));
+        }
         seeded = 1;
     }
 }
@@ -208,15 +248,60 @@ sampler_next(void)
     return x * 0x2545f4914f6cdd1dULL;
 }
 
+/* floor(x) for x >= 0, at most FP_MAX_GAP. */
+static inline uint32_t
+gap_of(double x)
+{
+    return x < (double)FP_MAX_GAP ? (uint32_t)x : FP_MAX_GAP;
+}
+
+/* The gap for u = m * 2**-z, m normalised (bit 63 set), by log(): what
+   decides when the table's bracket does not. The mantissa keeps 53 bits,
+   which stay within the bracket of its segment (its top bits). */
+static uint32_t
+sampler_gap_by_log(uint64_t m, unsigned z, double gap_per_nat)
+{
+    double mantissa = (double)(m >> 11) * (1.0 / 9007199254740992.0);  /* [1/2, 1) */
+    return gap_of(((double)z * FP_LN_2 - log(mantissa)) * gap_per_nat);
+}
+
+/* The gap that a nonzero random word gives at gap_per_nat = 1 / -ln(1 - 1/n)
+   (see the sampler's comment above). */
+static inline uint32_t
+sampler_gap_of_word(uint64_t word, double gap_per_nat)
+{
+    unsigned z = 63u - fp_log2(word);
+    uint64_t m = word << z;
+    unsigned segment = (unsigned)(m >> (63 - FP_GAP_SEGMENT_BITS)) & (FP_GAP_SEGMENTS - 1);
+    double halvings = (double)z * FP_LN_2;
+    /* m in [1/2 + segment / 2S, 1/2 + (segment + 1) / 2S): -ln(m) between these */
+    uint32_t low = gap_of((halvings + fp_gap_neg_log[segment + 1]) * gap_per_nat);
+    uint32_t high = gap_of((halvings + fp_gap_neg_log[segment]) * gap_per_nat);
+    if (FP_LIKELY(low == high)) {
+        return low;
+    }
+    return sampler_gap_by_log(m, z, gap_per_nat);
+}
+
 /* The untimed activations before the next timed one, for a probe sampled
-   at n >= 2: geometric with success probability 1/n, by inversion:
-   floor(ln(u) / ln(1 - 1/n)) for u uniform in (0, 1]. */
+   at n >= 2: geometric with success probability 1/n. */
 static FP_NOINLINE uint32_t
 sampler_gap(const ProbeObject *p)
 {
-    double u = (double)((sampler_next() >> 11) + 1) * (1.0 / 9007199254740992.0);  /* (0, 1] */
-    double gap = log(u) * p->gap_scale;  /* >= 0: both factors are <= 0 */
-    return gap < (double)(UINT32_MAX - 2) ? (uint32_t)gap : UINT32_MAX - 2;
+    return sampler_gap_of_word(sampler_next(), p->gap_per_nat);
+}
+
+int
+fp_sampler_gap_for_testing(uint32_t rate, uint64_t word, uint32_t *gap, uint32_t *gap_by_log)
+{
+    if (rate < 2 || rate > FP_MAX_SAMPLE || word == 0) {
+        return -1;
+    }
+    double gap_per_nat = -1.0 / log1p(-1.0 / (double)rate);
+    unsigned z = 63u - fp_log2(word);
+    *gap = sampler_gap_of_word(word, gap_per_nat);
+    *gap_by_log = sampler_gap_by_log(word << z, z, gap_per_nat);
+    return 0;
 }
 
 /* Set a probe's rate (a checked one: 0 to FP_MAX_SAMPLE); the countdown
@@ -225,7 +310,7 @@ static void
 probe_set_rate(ProbeObject *p, uint32_t rate)
 {
     p->sample = rate;
-    p->gap_scale = rate >= 2 ? 1.0 / log1p(-1.0 / (double)rate) : 0.0;
+    p->gap_per_nat = rate >= 2 ? -1.0 / log1p(-1.0 / (double)rate) : 0.0;
 }
 
 /* The countdown that starts a probe at its rate (see ProbeObject.countdown). */
@@ -348,6 +433,7 @@ fp_forked_child(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     fp_fork_floor_ticks[0] = fp_now_ticks(0);
     fp_fork_floor_ticks[1] = fp_tsc_invariant ? fp_now_ticks(1) : INT64_MIN;
+    fp_forks_seen++;
     sampler_seed_from_os();
     fp_state *st = fp_state_of(module);
     for (uint32_t i = 0; i < st->n_called; i++) {
@@ -488,9 +574,10 @@ token_stash(TokenObject *t)
  * The hot paths below are split in two. The fast half covers the steady
  * state of a TSC probe under exact timing, and the untimed activations of a
  * sampled or count-only probe, and is a leaf function that needs no stack
- * frame: everything else (the monotonic clock, re-entered functions, the
- * first return, a timed activation of a sampled probe) goes to the general
- * half with a tail call.
+ * frame. A timed activation of a sampled probe on the TSC goes to a half of
+ * its own (probe_enter_sampled, token_exit_sampled), everything else (the
+ * monotonic clock, re-entered functions, the first return) to the general
+ * half, each with a tail call.
  */
 #if FP_HAVE_TSC
 #  define FP_FAST_CLOCK(p) ((p)->tsc)
@@ -524,7 +611,24 @@ probe_enter_general(ProbeObject *p)
     p->calls++;
     uint32_t weight = probe_decide_weight(p);
     t->weight = weight;
-    t->start_ticks = weight != 0 ? fp_now_ticks(p->tsc) : fp_fork_floor_ticks[p->tsc];
+    t->start_ticks = weight != 0 ? fp_now_ticks(p->tsc) : fp_forks_seen;
+    return (PyObject *)t;
+}
+
+/* The entry of a timed activation of a sampled probe on the fast clock,
+   listed already (the general half lists a probe at its first activation
+   in this process): its weight is the rate, and the next gap is drawn
+   before the clock is read, so that the draw is not part of the duration.
+   Returns the spare token `t`, whose reference becomes the stack's. */
+static FP_NOINLINE PyObject *
+probe_enter_sampled(ProbeObject *p, TokenObject *t)
+{
+    p->spare = NULL;
+    t->probe = p;
+    p->calls++;
+    t->weight = p->sample;
+    p->countdown = sampler_gap(p) + 1;
+    t->start_ticks = FP_FAST_NOW();
     return (PyObject *)t;
 }
 
@@ -552,8 +656,12 @@ probe_enter(PyObject *self)
             t->probe = p;
             p->calls++;
             t->weight = 0;
-            t->start_ticks = fp_fork_floor_ticks[p->tsc];
+            t->start_ticks = fp_forks_seen;
             return (PyObject *)t;
+        }
+        /* countdown 1: a timed activation, or one the general half decides */
+        if (p->sample >= 2 && FP_FAST_CLOCK(p) && p->called_index != FP_NOT_CALLED) {
+            return probe_enter_sampled(p, t);
         }
     }
     return probe_enter_general(p);
@@ -869,8 +977,9 @@ token_exit_general(TokenObject *t, PyObject *retval)
    covers the whole condition. */
 #define TOKEN_CAN_END_FAST(t, p) ((p) != NULL && (p)->spare == NULL)
 #define TOKEN_EXACT_FAST(t, p) \
-    ((t)->weight == 1 && (p)->pending_ticks != FP_NO_PENDING && !token_started_before_fork((t), 1))
-#define TOKEN_UNTIMED_FAST(t, p) ((t)->weight == 0 && !token_started_before_fork((t), (p)->tsc))
+    ((t)->weight == 1 && (p)->pending_ticks != FP_NO_PENDING && !timed_token_started_before_fork((t), 1))
+#define TOKEN_UNTIMED_FAST(t, p) ((t)->weight == 0 && !untimed_token_started_before_fork(t))
+#define TOKEN_SAMPLED_FAST(t, p) ((t)->weight >= 2 && FP_FAST_CLOCK(p) && !timed_token_started_before_fork((t), 1))
 
 /* The fast half of an exact end: this end's duration becomes the pending
    one, and the token leaves the activation (the caller puts it in its
@@ -898,6 +1007,37 @@ token_end_untimed(TokenObject *t, ProbeObject *p)
     t->weight = 1;
 }
 
+/* The end of a timed activation of a sampled probe on the fast clock
+   (TOKEN_SAMPLED_FAST): folded in at once with its weight, not left
+   pending, which is for weight 1 only; the order in which durations are
+   folded changes none of the sums, the extremes or the buckets. The token
+   leaves the activation with an idle token's weight (the caller puts it in
+   its probe's spare slot). */
+static void
+token_end_sampled(TokenObject *t, ProbeObject *p)
+{
+    int64_t elapsed = FP_FAST_NOW() - t->start_ticks;
+    uint32_t weight = t->weight;
+    p->completed++;
+    t->probe = NULL;
+    t->weight = 1;
+    probe_fold_weighted(p, elapsed, weight);
+}
+
+/* token_exit's half for TOKEN_SAMPLED_FAST: as the exact fast half, with
+   the weighted fold. It takes token_exit's own arguments, so that the tail
+   call moves no register on the way of the exact half. */
+static FP_NOINLINE PyObject *
+token_exit_sampled(TokenObject *t, PyObject *retval)
+{
+    ProbeObject *p = t->probe;
+    token_end_sampled(t, p);
+    Py_INCREF(t);  /* the spare slot's reference */
+    p->spare = t;
+    Py_INCREF(retval);
+    return retval;
+}
+
 static PyObject *
 token_exit(PyObject *self, PyObject *retval)
 {
@@ -918,6 +1058,9 @@ token_exit(PyObject *self, PyObject *retval)
             p->spare = t;
             Py_INCREF(retval);
             return retval;
+        }
+        if (TOKEN_SAMPLED_FAST(t, p)) {
+            return token_exit_sampled(t, retval);
         }
     }
     return token_exit_general(t, retval);
@@ -1010,6 +1153,12 @@ token_dealloc(PyObject *self)
         }
         if (TOKEN_UNTIMED_FAST(t, p)) {
             token_end_untimed(t, p);
+            fp_revive(self);
+            p->spare = t;
+            return;
+        }
+        if (TOKEN_SAMPLED_FAST(t, p)) {
+            token_end_sampled(t, p);
             fp_revive(self);
             p->spare = t;
             return;

@@ -27,10 +27,12 @@ struct ProbeObject {
        0            time it on the TSC: sample 1 on the fast clock, the
                     steady state of exact timing;
        2 and above  leave it untimed, and count down;
-       1            let the general half decide (probe_decide_weight): a
-                    timed activation of a sampled probe, which draws the
-                    next gap; exact timing on CLOCK_MONOTONIC, which stays
-                    1; count-only, which starts again from UINT32_MAX. */
+       1            a timed activation of a sampled probe, which draws the
+                    next gap (probe_enter_sampled on the TSC, else the
+                    general half); otherwise the general half decides
+                    (probe_decide_weight): exact timing on CLOCK_MONOTONIC,
+                    which stays 1; count-only, which starts again from
+                    UINT32_MAX. */
     uint32_t countdown;
     uint32_t epoch;        /* bumped by reset() and a forked child's clear(): the counters restarted */
     uint32_t called_index; /* where this probe is in the module's called list, or FP_NOT_CALLED */
@@ -55,10 +57,10 @@ struct ProbeObject {
        are never called. 64 bits and never halved, so that every count only
        grows between two resets. */
     uint64_t *hist;
-    /* 1 / ln(1 - 1/sample) when sample >= 2 (else 0): what turns a uniform
-       draw into the geometric gap to the next timed activation, with one
-       log() per timed activation (see sampler_gap). */
-    double gap_scale;
+    /* 1 / -ln(1 - 1/sample) when sample >= 2 (else 0): what turns an
+       exponential draw into the geometric gap to the next timed activation
+       (see sampler_gap). */
+    double gap_per_nat;
 };
 
 /* called_index of a probe not in its module's called list. */
@@ -93,8 +95,8 @@ struct ProbeObject {
 struct TokenObject {
     PyObject_HEAD
     ProbeObject *probe;   /* set while the activation runs, NULL while idle */
-    /* In the probe's clock when timed; when untimed, the fork floor of its
-       clock at the start (see fp_fork_floor_ticks), which is what tells an
+    /* In the probe's clock when timed; when untimed, the number of forks
+       seen at the start (see fp_fork_floor_ticks), which is what tells an
        activation begun before a fork. */
     int64_t start_ticks;
     /* The weight of this activation, decided at its start so that a
@@ -131,6 +133,11 @@ FP_INTERNAL PyObject *fp_set_default_sample(PyObject *module, PyObject *arg);
    it with a known value. */
 FP_INTERNAL void fp_sampler_seed(uint64_t seed);
 FP_INTERNAL void fp_sampler_init(void);
+
+/* The test hook's view of the draw: the gap that the nonzero random word
+   `word` gives at rate `rate` (2 ... FP_MAX_SAMPLE), and the gap log() gives
+   for it. 0, or -1 for a rate or word out of range. */
+FP_INTERNAL int fp_sampler_gap_for_testing(uint32_t rate, uint64_t word, uint32_t *gap, uint32_t *gap_by_log);
 
 /* Fold a probe's pending return into its counters: what every reader of
    total_ticks, min_ticks, max_ticks and hist does first (under the GIL). */

@@ -52,9 +52,30 @@ testing_seed_sampler(PyObject *Py_UNUSED(module), PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* _testing_sampler_gap(n, word) -> (gap, gap_by_log): the gap to the next
+   timed activation that the random word `word` draws at rate n, and the
+   gap that log() alone gives for it (see sampler_gap in _ext_probe.c). */
+static PyObject *
+testing_sampler_gap(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    unsigned long rate;
+    unsigned long long word;
+    if (!PyArg_ParseTuple(args, "kK:_testing_sampler_gap", &rate, &word)) {
+        return NULL;
+    }
+    uint32_t gap, gap_by_log;
+    if (rate > UINT32_MAX || fp_sampler_gap_for_testing((uint32_t)rate, (uint64_t)word, &gap, &gap_by_log) < 0) {
+        PyErr_SetString(PyExc_ValueError, "_testing_sampler_gap needs a rate of 2 or more and a nonzero word");
+        return NULL;
+    }
+    return Py_BuildValue("(kk)", (unsigned long)gap, (unsigned long)gap_by_log);
+}
+
 PyMethodDef fp_testing_methods[] = {
     {"_testing_seed_sampler", testing_seed_sampler, METH_O,
      "For tests: seed the sampler's generator (process-wide) with a known value."},
+    {"_testing_sampler_gap", testing_sampler_gap, METH_VARARGS,
+     "For tests: (gap, gap by log()) that a random word draws at a rate."},
     {"_testing_bucket_index", testing_bucket_index, METH_O, "For tests: the histogram bucket of a duration in ns."},
     {"_testing_probe_size", testing_probe_size, METH_NOARGS,
      "For tests: bytes of C state per probe once called (the histogram is allocated at its first call)."},
