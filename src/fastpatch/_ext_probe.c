@@ -313,6 +313,14 @@ probe_set_rate(ProbeObject *p, uint32_t rate)
     p->gap_per_nat = rate >= 2 ? -1.0 / log1p(-1.0 / (double)rate) : 0.0;
 }
 
+/* The countdown after a timed activation (or at the start) of a probe whose
+   rate is not 1: count-only never times again, N draws the next gap. */
+static inline uint32_t
+probe_countdown_after_timed(ProbeObject *p)
+{
+    return p->sample == 0 ? UINT32_MAX : sampler_gap(p) + 1;
+}
+
 /* The countdown that starts a probe at its rate (see ProbeObject.countdown). */
 static void
 probe_arm_countdown(ProbeObject *p)
@@ -324,11 +332,8 @@ probe_arm_countdown(ProbeObject *p)
         p->countdown = 1;
 #endif
     }
-    else if (p->sample == 0) {
-        p->countdown = UINT32_MAX;
-    }
     else {
-        p->countdown = sampler_gap(p) + 1;
+        p->countdown = probe_countdown_after_timed(p);
     }
 }
 
@@ -348,12 +353,8 @@ probe_decide_weight(ProbeObject *p)
     if (p->sample == 1) {
         return 1;
     }
-    if (p->sample == 0) {
-        p->countdown = UINT32_MAX;
-        return 0;
-    }
-    p->countdown = sampler_gap(p) + 1;
-    return p->sample;
+    p->countdown = probe_countdown_after_timed(p);
+    return p->sample;  /* 0 for count-only: untimed */
 }
 
 /* ===================================================================== */
@@ -500,23 +501,8 @@ probe_ticks_to_ns(const ProbeObject *p, uint64_t ticks)
    Counting the ending itself (completed, errors) is the caller's. A bucket
    of 64 bits cannot wrap: 2**64 calls take centuries. */
 static inline void
-probe_fold_duration(ProbeObject *p, uint64_t ticks, uint64_t ns)
+probe_fold(ProbeObject *p, uint64_t ticks, uint64_t ns, uint32_t weight)
 {
-    p->total_ticks += ticks;
-    if (ticks < p->min_ticks) {
-        p->min_ticks = ticks;
-    }
-    if (ticks > p->max_ticks) {
-        p->max_ticks = ticks;
-    }
-    p->hist[fp_bucket_of(ns)]++;
-}
-
-/* Fold one timed duration that stands for `weight` activations. */
-static void
-probe_fold_weighted(ProbeObject *p, int64_t elapsed, uint32_t weight)
-{
-    uint64_t ticks = elapsed > 0 ? (uint64_t)elapsed : 0;
     p->total_ticks += ticks * weight;
     if (ticks < p->min_ticks) {
         p->min_ticks = ticks;
@@ -524,7 +510,21 @@ probe_fold_weighted(ProbeObject *p, int64_t elapsed, uint32_t weight)
     if (ticks > p->max_ticks) {
         p->max_ticks = ticks;
     }
-    p->hist[fp_bucket_of(probe_ticks_to_ns(p, ticks))] += weight;
+    p->hist[fp_bucket_of(ns)] += weight;
+}
+
+static inline void
+probe_fold_duration(ProbeObject *p, uint64_t ticks, uint64_t ns)
+{
+    probe_fold(p, ticks, ns, 1);
+}
+
+/* Fold one timed duration that stands for `weight` activations. */
+static void
+probe_fold_weighted(ProbeObject *p, int64_t elapsed, uint32_t weight)
+{
+    uint64_t ticks = elapsed > 0 ? (uint64_t)elapsed : 0;
+    probe_fold(p, ticks, probe_ticks_to_ns(p, ticks), weight);
 }
 
 void
