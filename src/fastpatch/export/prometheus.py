@@ -17,6 +17,7 @@ import sys
 from itertools import accumulate
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from .._native import ext as _ext
@@ -216,21 +217,21 @@ class FastpatchCollector:
         duration = HistogramMetricFamily("fastpatch_function_duration_seconds", _HELP["duration"], labels=labels)
         active = GaugeMetricFamily("fastpatch_function_active_calls", _HELP["active"], labels=labels)
         le = self._le
-        # Metric.add_sample, not add_metric: the same samples, built without
-        # add_metric's per-sample list and dict copies (a scrape can hold
-        # tens of thousands of bucket samples).
-        add_calls, add_errors, add_duration, add_active = (
-            f.add_sample for f in (calls, errors, duration, active))
+        # Samples built directly, not through add_metric (a list and a dict
+        # copied per sample) or add_sample (a call per sample): the same
+        # samples, and a scrape holds tens of thousands of bucket samples.
+        bucket = "fastpatch_function_duration_seconds_bucket"
+        buckets = duration.samples
         for name in sorted(merged):
             n_calls, n_errors, total_ns, n_active, counts, _min, _max = merged[name]
             label = {LABEL: name}
-            add_calls("fastpatch_function_calls_total", label, n_calls)
-            add_errors("fastpatch_function_errors_total", label, n_errors)
-            for bound, count in zip(le, accumulate(counts)):
-                add_duration("fastpatch_function_duration_seconds_bucket", {LABEL: name, "le": bound}, count)
-            add_duration("fastpatch_function_duration_seconds_count", label, count)
-            add_duration("fastpatch_function_duration_seconds_sum", label, total_ns / 1e9)
-            add_active("fastpatch_function_active_calls", label, n_active)
+            calls.samples.append(Sample("fastpatch_function_calls_total", label, n_calls))
+            errors.samples.append(Sample("fastpatch_function_errors_total", label, n_errors))
+            cumulative = list(accumulate(counts))
+            buckets += [Sample(bucket, {LABEL: name, "le": bound}, count) for bound, count in zip(le, cumulative)]
+            buckets.append(Sample("fastpatch_function_duration_seconds_count", label, cumulative[-1]))
+            buckets.append(Sample("fastpatch_function_duration_seconds_sum", label, total_ns / 1e9))
+            active.samples.append(Sample("fastpatch_function_active_calls", label, n_active))
         yield calls
         yield errors
         yield duration
