@@ -137,7 +137,7 @@ class ProcessView:
             keys, packed = self.packed
             width = len(packed) // 8 // len(keys) if keys else 0
             self._folded = [
-                (_key_name(key), *fields[:10], fields[10:])  # type: ignore[misc]
+                (_key_name(key), *fields[:10], fields[10:])
                 for key, fields in zip(keys, struct.iter_unpack(f"={width}Q", packed) if width else ())
             ]
         return self._folded
