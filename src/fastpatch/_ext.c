@@ -72,6 +72,18 @@ static PyMethodDef fp_methods[] = {
      "to cuts[j] - 1 (from 0; cuts increase to 231). others: the strings and absorbed slots' indexes; unstable:\n"
      "slots that kept changing. ValueError saying what is wrong for a bad slot size or cuts, or a record whose\n"
      "names are not three NUL-terminated strings of a stable strings slot."},
+    {"fold_records", (PyCFunction)(void (*)(void))fp_fold_records, METH_FASTCALL,
+     "fold_records(data, slot_size, cuts) -> (keys, packed, others, unstable): decode_records' records with cuts,\n"
+     "compact: keys[i] the bytes module\\0qualname of the i-th stable record, packed its fields as uint64_t\n"
+     "(flags, firstlineno, sample, calls, completed, errors, timed, total_ns, min_ns, max_ns, then len(cuts)\n"
+     "counts), in native order; packed is None when a count needs more than 64 bits. others, unstable and\n"
+     "ValueError as decode_records."},
+    {"merge_records", (PyCFunction)(void (*)(void))fp_merge_records, METH_FASTCALL,
+     "merge_records(sources, n_cuts) -> dict or None: the records of fold_records' answers, each source (keys,\n"
+     "packed, alive), merged by \"module.qualname\": name -> [calls, errors, total_ns, active, counts, min_ns,\n"
+     "max_ns], what fastpatch.export._functions.merge_folded returns for the same records (active: calls -\n"
+     "completed of the alive sources' records; min_ns and max_ns over timed records, else 0). None when a sum\n"
+     "needs more than 64 bits (merge_folded's Python ints are exact)."},
     {"telemetry_layout", fp_telemetry_layout, METH_NOARGS,
      "telemetry_layout() -> dict: sizes and offsets of _telemetry.h's structs, as compiled."},
     {"filesystem_type", fp_filesystem_type, METH_O,

@@ -171,6 +171,14 @@ def decode_records(
 ) -> tuple[list[tuple[Any, ...]], list[int], int]:
     """The records of a copy from read_slots, their names resolved and their histograms summed between cuts;
     the strings and absorbed slots' indexes; how many slots were unstable."""
+def fold_records(
+    data: bytes, slot_size: int, cuts: Sequence[int], /
+) -> tuple[list[bytes], bytes | None, list[int], int]:
+    """decode_records' records with cuts, compact: each one's key (module\\0qualname) and its fields and
+    counts packed as uint64_t (None when a count needs more than 64 bits); the others; the unstable."""
+def merge_records(sources: Sequence[tuple[list[bytes], bytes, bool]], n_cuts: int, /) -> dict[str, list[Any]] | None:
+    """fold_records' records of each (keys, packed, alive) merged by name, as merge_folded merges them;
+    None when a sum needs more than 64 bits."""
 def telemetry_layout() -> dict[str, int]:
     """Sizes and offsets of _telemetry.h's structs, as compiled."""
 def filesystem_type(fd: int, /) -> int:

@@ -163,6 +163,47 @@ done:
 /* decode_records: a copy's records, their histograms folded             */
 /* ===================================================================== */
 
+/* A uint32_t field of the struct fpt_record at `slot` (only 8-byte aligned). */
+#define read_u32(slot, field) read_u32_at((slot) + offsetof(struct fpt_record, field))
+
+static inline uint32_t
+read_u32_at(const unsigned char *at)
+{
+    uint32_t v;
+    memcpy(&v, at, sizeof v);
+    return v;
+}
+
+/* Parse `arg`, the cuts of `fn` (increasing from above 0 to
+   FPT_HIST_BUCKETS), into cuts[] and *n_cuts; -1 with an exception set. */
+static int
+parse_cuts(PyObject *arg, const char *fn, Py_ssize_t cuts[FPT_HIST_BUCKETS], Py_ssize_t *n_cuts)
+{
+    PyObject *seq = PySequence_Fast(arg, "cuts must be a sequence of ints");
+    if (seq == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t previous = 0;
+    int ok = n >= 1 && n <= FPT_HIST_BUCKETS;
+    for (Py_ssize_t j = 0; ok && j < n; j++) {
+        cuts[j] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(seq, j));
+        if (cuts[j] == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        ok = cuts[j] > previous && cuts[j] <= FPT_HIST_BUCKETS;
+        previous = cuts[j];
+    }
+    Py_DECREF(seq);
+    if (!ok || previous != FPT_HIST_BUCKETS) {
+        PyErr_Format(PyExc_ValueError, "%s: cuts must increase from above 0 to %d", fn, FPT_HIST_BUCKETS);
+        return -1;
+    }
+    *n_cuts = n;
+    return 0;
+}
+
 /* Sum hist[first..end) into a new int: in uint64_t while it fits (always,
    in practice), else as Python ints, so that the sum is exact. */
 static PyObject *
@@ -189,13 +230,14 @@ sum_buckets(const uint64_t *hist, Py_ssize_t first, Py_ssize_t end)
     return total;
 }
 
-/* The names of a record, "module.qualname", or with `full` the tuple
-   ("module.qualname", module, qualname, filename), from the strings slot
-   `name_slot` of the copy `base` of `n_slots` slots; ValueError saying
-   what is wrong if the slot or the offset holds no three names. */
-static PyObject *
-record_names(const unsigned char *base, Py_ssize_t n_slots, Py_ssize_t slot_size, uint32_t name_slot,
-             uint32_t name_off, int full)
+/* Point parts[0..3] at the module, the qualname and the filename of a
+   record (each NUL-terminated; parts[3] is just past the filename), from
+   the strings slot `name_slot` of the copy `base` of `n_slots` slots; -1
+   with a ValueError saying what is wrong if the slot or the offset holds no
+   three names. */
+static int
+record_name_parts(const unsigned char *base, Py_ssize_t n_slots, Py_ssize_t slot_size, uint32_t name_slot,
+                  uint32_t name_off, const char *parts[4])
 {
     const unsigned char *slot = base;
     uint64_t seq = 1;
@@ -208,49 +250,79 @@ record_names(const unsigned char *base, Py_ssize_t n_slots, Py_ssize_t slot_size
         memcpy(&used, slot + offsetof(struct fpt_strings, used), sizeof used);
     }
     if (seq & 1 || kind != FPT_KIND_STRINGS) {
-        return PyErr_Format(PyExc_ValueError, "a record names slot %u offset %u, which holds no names", name_slot,
-                            name_off);
+        PyErr_Format(PyExc_ValueError, "a record names slot %u offset %u, which holds no names", name_slot,
+                     name_off);
+        return -1;
     }
     if (used > (uint64_t)slot_size - offsetof(struct fpt_strings, data)) {
-        return PyErr_Format(PyExc_ValueError, "slot %u says %u bytes of names, more than the slot holds",
-                            name_slot, used);
+        PyErr_Format(PyExc_ValueError, "slot %u says %u bytes of names, more than the slot holds", name_slot,
+                     used);
+        return -1;
     }
     if (name_off >= used) {
-        return PyErr_Format(PyExc_ValueError, "a record names slot %u offset %u, which holds no names", name_slot,
-                            name_off);
+        PyErr_Format(PyExc_ValueError, "a record names slot %u offset %u, which holds no names", name_slot,
+                     name_off);
+        return -1;
     }
     const char *start = (const char *)slot + offsetof(struct fpt_strings, data) + name_off;
     const char *end = start + (used - name_off);
-    const char *parts[4];
     parts[0] = start;
     for (int k = 1; k < 4; k++) {
         const char *nul = memchr(parts[k - 1], 0, (size_t)(end - parts[k - 1]));
         if (nul == NULL) {
-            return PyErr_Format(PyExc_ValueError,
-                                "the names at slot %u offset %u are not three NUL-terminated strings", name_slot,
-                                name_off);
+            PyErr_Format(PyExc_ValueError, "the names at slot %u offset %u are not three NUL-terminated strings",
+                         name_slot, name_off);
+            return -1;
         }
         parts[k] = nul + 1;
     }
+    return 0;
+}
+
+/* "module.qualname" of a record's names (see record_name_parts). Returns a
+   new reference. */
+static PyObject *
+function_name(const char *const parts[4])
+{
     PyObject *module = PyUnicode_DecodeUTF8(parts[0], parts[1] - parts[0] - 1, "replace");
     PyObject *qualname = PyUnicode_DecodeUTF8(parts[1], parts[2] - parts[1] - 1, "replace");
-    PyObject *name = NULL, *result = NULL;
+    PyObject *name = NULL;
     if (module != NULL && qualname != NULL) {
         name = PyUnicode_FromFormat("%U.%U", module, qualname);
     }
-    if (name != NULL && full) {
-        PyObject *filename = PyUnicode_DecodeUTF8(parts[2], parts[3] - parts[2] - 1, "replace");
-        if (filename != NULL) {
-            result = PyTuple_Pack(4, name, module, qualname, filename);
-            Py_DECREF(filename);
-        }
-        Py_DECREF(name);
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    return name;
+}
+
+/* The names of a record, "module.qualname", or with `full` the tuple
+   ("module.qualname", module, qualname, filename); ValueError as
+   record_name_parts raises it. Returns a new reference. */
+static PyObject *
+record_names(const unsigned char *base, Py_ssize_t n_slots, Py_ssize_t slot_size, uint32_t name_slot,
+             uint32_t name_off, int full)
+{
+    const char *parts[4];
+    if (record_name_parts(base, n_slots, slot_size, name_slot, name_off, parts) < 0) {
+        return NULL;
     }
-    else {
-        result = name;
+    if (!full) {
+        return function_name(parts);
+    }
+    PyObject *module = PyUnicode_DecodeUTF8(parts[0], parts[1] - parts[0] - 1, "replace");
+    PyObject *qualname = PyUnicode_DecodeUTF8(parts[1], parts[2] - parts[1] - 1, "replace");
+    PyObject *filename = PyUnicode_DecodeUTF8(parts[2], parts[3] - parts[2] - 1, "replace");
+    PyObject *name = NULL, *result = NULL;
+    if (module != NULL && qualname != NULL && filename != NULL) {
+        name = PyUnicode_FromFormat("%U.%U", module, qualname);
+    }
+    if (name != NULL) {
+        result = PyTuple_Pack(4, name, module, qualname, filename);
+        Py_DECREF(name);
     }
     Py_XDECREF(module);
     Py_XDECREF(qualname);
+    Py_XDECREF(filename);
     return result;
 }
 
@@ -316,27 +388,9 @@ fp_decode_records(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
                      slot_size);
         return NULL;
     }
-    PyObject *cut_seq = PySequence_Fast(args[2], "decode_records: cuts must be a sequence of ints");
-    if (cut_seq == NULL) {
-        return NULL;
-    }
     Py_ssize_t cuts[FPT_HIST_BUCKETS];
-    Py_ssize_t n_cuts = PySequence_Fast_GET_SIZE(cut_seq);
-    Py_ssize_t previous = 0;
-    int cuts_ok = n_cuts >= 1 && n_cuts <= FPT_HIST_BUCKETS;
-    for (Py_ssize_t j = 0; cuts_ok && j < n_cuts; j++) {
-        cuts[j] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(cut_seq, j));
-        if (cuts[j] == -1 && PyErr_Occurred()) {
-            Py_DECREF(cut_seq);
-            return NULL;
-        }
-        cuts_ok = cuts[j] > previous && cuts[j] <= FPT_HIST_BUCKETS;
-        previous = cuts[j];
-    }
-    Py_DECREF(cut_seq);
-    if (!cuts_ok || previous != FPT_HIST_BUCKETS) {
-        PyErr_Format(PyExc_ValueError, "decode_records: cuts must increase from above 0 to %d",
-                     FPT_HIST_BUCKETS);
+    Py_ssize_t n_cuts = 0;
+    if (parse_cuts(args[2], "decode_records", cuts, &n_cuts) < 0) {
         return NULL;
     }
     Py_buffer view;
@@ -387,6 +441,377 @@ done:
     Py_XDECREF(records);
     Py_XDECREF(others);
     PyBuffer_Release(&view);
+    return result;
+}
+
+/* ===================================================================== */
+/* fold_records and merge_records: the exporters' merge by name, in C    */
+/* ===================================================================== */
+
+/* Fields of a record packed by fold_records, before its n_cuts counts:
+   flags, firstlineno, sample, calls, completed, errors, timed, total_ns,
+   min_ns, max_ns (a Folded tuple's order, its name aside). */
+#define FOLD_FIELDS 10
+
+/* *acc += v; -1 (and *acc unchanged) if the sum needs more than 64 bits. */
+static inline int
+add_u64(uint64_t *acc, uint64_t v)
+{
+    if (v > UINT64_MAX - *acc) {
+        return -1;
+    }
+    *acc += v;
+    return 0;
+}
+
+/* Pack the record at `slot` into out[FOLD_FIELDS + n_cuts]: -1 if a
+   count's sum needs more than 64 bits. */
+static int
+pack_record(uint64_t *out, const unsigned char *slot, const Py_ssize_t *cuts, Py_ssize_t n_cuts)
+{
+    struct fpt_record r;
+    memcpy(&r, slot, offsetof(struct fpt_record, hist));
+    const uint64_t fields[FOLD_FIELDS] = {r.flags, r.firstlineno, r.sample, r.calls, r.completed, r.errors, r.timed,
+                                          r.total_ns, r.min_ns, r.max_ns};
+    memcpy(out, fields, sizeof fields);
+    uint64_t hist[FPT_HIST_BUCKETS];
+    memcpy(hist, slot + offsetof(struct fpt_record, hist), sizeof hist);
+    /* Below 2**56 each, no sum of 231 buckets can overflow: then plain
+       sums, which the compiler vectorizes (this is most of a scrape's C). */
+    uint64_t high = 0;
+    for (Py_ssize_t i = 0; i < FPT_HIST_BUCKETS; i++) {
+        high |= hist[i];
+    }
+    FPT_STATIC_ASSERT(FPT_HIST_BUCKETS < 256, "256 buckets below 2**56 sum below 2**64");
+    int checked = (high >> 56) != 0;
+    Py_ssize_t first = 0;
+    for (Py_ssize_t j = 0; j < n_cuts; j++) {
+        uint64_t sum = 0;
+        if (checked) {
+            for (Py_ssize_t i = first; i < cuts[j]; i++) {
+                if (add_u64(&sum, hist[i]) < 0) {
+                    return -1;
+                }
+            }
+        }
+        else {
+            for (Py_ssize_t i = first; i < cuts[j]; i++) {
+                sum += hist[i];
+            }
+        }
+        out[FOLD_FIELDS + j] = sum;
+        first = cuts[j];
+    }
+    return 0;
+}
+
+/* fold_records(data, slot_size, cuts) -> (keys, packed, others, unstable):
+   see the docstring in _ext.c's method table. Returns a new reference. */
+PyObject *
+fp_fold_records(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "fold_records(data, slot_size, cuts) takes 3 arguments");
+        return NULL;
+    }
+    Py_ssize_t slot_size = PyLong_AsSsize_t(args[1]);
+    if (slot_size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (slot_size < (Py_ssize_t)offsetof(struct fpt_record, pad) || slot_size % 8) {
+        PyErr_Format(PyExc_ValueError, "fold_records: slot size %zd is smaller than a record or unaligned",
+                     slot_size);
+        return NULL;
+    }
+    Py_ssize_t cuts[FPT_HIST_BUCKETS];
+    Py_ssize_t n_cuts = 0;
+    if (parse_cuts(args[2], "fold_records", cuts, &n_cuts) < 0) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    PyObject *keys = NULL, *others = NULL, *packed = NULL, *result = NULL;
+    uint64_t *fields = NULL;
+    Py_ssize_t unstable = 0, n_records = 0;
+    int overflow = 0;
+    if (view.len % slot_size) {
+        PyErr_Format(PyExc_ValueError, "fold_records: %zd bytes are not whole slots of %zd", view.len, slot_size);
+        goto done;
+    }
+    const unsigned char *base = (const unsigned char *)view.buf;
+    Py_ssize_t n_slots = view.len / slot_size;
+    Py_ssize_t width = FOLD_FIELDS + n_cuts;
+    keys = PyList_New(0);
+    others = PyList_New(0);
+    fields = PyMem_Malloc((size_t)(n_slots ? n_slots : 1) * (size_t)width * sizeof *fields);
+    if (keys == NULL || others == NULL || fields == NULL) {
+        if (fields == NULL) {
+            PyErr_NoMemory();
+        }
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n_slots; i++) {
+        const unsigned char *slot = base + i * slot_size;
+        uint64_t seq;
+        uint16_t kind;
+        memcpy(&seq, slot, sizeof seq);
+        memcpy(&kind, slot + offsetof(struct fpt_record, kind), sizeof kind);
+        if (seq & 1) {
+            unstable++;
+            continue;
+        }
+        PyObject *item;
+        if (kind == FPT_KIND_RECORD) {
+            const char *parts[4];
+            if (record_name_parts(base, n_slots, slot_size, read_u32(slot, name_slot), read_u32(slot, name_off),
+                                  parts) < 0) {
+                goto done;
+            }
+            /* "module\0qualname": what merge_records merges by, before it decodes a name. */
+            item = PyBytes_FromStringAndSize(parts[0], parts[2] - parts[0] - 1);
+            overflow = overflow || pack_record(fields + n_records * width, slot, cuts, n_cuts) < 0;
+            n_records++;
+        }
+        else if (kind == FPT_KIND_STRINGS || kind == FPT_KIND_ABSORBED) {
+            item = PyLong_FromSsize_t(i);
+        }
+        else {
+            continue;  /* an unused or newer kind of slot, as the Python reader treats it */
+        }
+        if (item == NULL || PyList_Append(kind == FPT_KIND_RECORD ? keys : others, item) < 0) {
+            Py_XDECREF(item);
+            goto done;
+        }
+        Py_DECREF(item);
+    }
+    packed = overflow ? Py_NewRef(Py_None)
+                      : PyBytes_FromStringAndSize((const char *)fields,
+                                                  n_records * width * (Py_ssize_t)sizeof *fields);
+    if (packed != NULL) {
+        result = Py_BuildValue("(OOOn)", keys, packed, others, unstable);
+    }
+done:
+    PyMem_Free(fields);
+    Py_XDECREF(keys);
+    Py_XDECREF(packed);
+    Py_XDECREF(others);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* A function's merged counters, summed over the records of its name. */
+struct merged_row {
+    uint64_t calls, errors, total_ns, active, min_ns, max_ns;
+    int timed;  /* some record of it has timed calls (min_ns and max_ns are theirs) */
+};
+
+/* "module.qualname" of a key "module\0qualname", each part decoded as
+   UTF-8 with "replace", as decode_records names a record. Returns a new
+   reference. */
+static PyObject *
+key_name(PyObject *key)
+{
+    const char *start = PyBytes_AS_STRING(key);
+    Py_ssize_t size = PyBytes_GET_SIZE(key);
+    const char *nul = memchr(start, 0, (size_t)size);
+    if (nul == NULL) {
+        return PyErr_Format(PyExc_ValueError, "merge_records: a key %R is not module\\0qualname", key);
+    }
+    PyObject *module = PyUnicode_DecodeUTF8(start, nul - start, "replace");
+    PyObject *qualname = PyUnicode_DecodeUTF8(nul + 1, size - (nul + 1 - start), "replace");
+    PyObject *name = NULL;
+    if (module != NULL && qualname != NULL) {
+        name = PyUnicode_FromFormat("%U.%U", module, qualname);
+    }
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    return name;
+}
+
+/* The index of the merged row of `key` (see key_name), n_rows if its name
+   is new; -1 with an exception set. `by_key` maps each key met to its
+   index, so that a name seen in an earlier file is not decoded again;
+   `by_name` maps the decoded names, as two keys may decode to one (invalid
+   UTF-8, or a dot moved between module and qualname). */
+static Py_ssize_t
+merged_index(PyObject *by_key, PyObject *by_name, PyObject *names, PyObject *key)
+{
+    PyObject *found = PyDict_GetItemWithError(by_key, key);  /* borrowed */
+    if (found != NULL) {
+        return PyLong_AsSsize_t(found);
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    Py_ssize_t index = -1;
+    PyObject *position = NULL;
+    PyObject *name = key_name(key);
+    if (name == NULL) {
+        return -1;
+    }
+    found = PyDict_GetItemWithError(by_name, name);
+    if (found != NULL) {
+        position = Py_NewRef(found);
+    }
+    else if (PyErr_Occurred() || (position = PyLong_FromSsize_t(PyList_GET_SIZE(names))) == NULL
+             || PyDict_SetItem(by_name, name, position) < 0 || PyList_Append(names, name) < 0) {
+        goto done;
+    }
+    if (PyDict_SetItem(by_key, key, position) == 0) {
+        index = PyLong_AsSsize_t(position);
+    }
+done:
+    Py_DECREF(name);
+    Py_XDECREF(position);
+    return index;
+}
+
+/* Add the packed record `f` into `row` and its `counts`; -1 if a sum needs
+   more than 64 bits. */
+static int
+merge_packed(struct merged_row *row, uint64_t *counts, const uint64_t *f, Py_ssize_t n_cuts, int alive)
+{
+    /* f: flags, firstlineno, sample, calls, completed, errors, timed, total_ns, min_ns, max_ns, counts */
+    uint64_t calls = f[3], completed = f[4], errors = f[5], timed = f[6], total_ns = f[7];
+    if (add_u64(&row->calls, calls) < 0 || add_u64(&row->errors, errors) < 0 || add_u64(&row->total_ns, total_ns) < 0
+        || (alive && calls > completed && add_u64(&row->active, calls - completed) < 0)) {
+        return -1;
+    }
+    if (timed) {
+        row->min_ns = row->timed && row->min_ns < f[8] ? row->min_ns : f[8];
+        row->max_ns = row->timed && row->max_ns > f[9] ? row->max_ns : f[9];
+        row->timed = 1;
+    }
+    for (Py_ssize_t j = 0; j < n_cuts; j++) {
+        if (add_u64(&counts[j], f[FOLD_FIELDS + j]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The dict merge_records returns, of its rows. Returns a new reference. */
+static PyObject *
+merged_dict(PyObject *names, const struct merged_row *rows, const uint64_t *counts, Py_ssize_t n_cuts)
+{
+    PyObject *result = PyDict_New();
+    for (Py_ssize_t k = 0; result != NULL && k < PyList_GET_SIZE(names); k++) {
+        const struct merged_row *row = &rows[k];
+        PyObject *spans = PyList_New(n_cuts);
+        for (Py_ssize_t j = 0; spans != NULL && j < n_cuts; j++) {
+            PyObject *n = PyLong_FromUnsignedLongLong(counts[k * n_cuts + j]);
+            if (n == NULL) {
+                Py_CLEAR(spans);
+                break;
+            }
+            PyList_SET_ITEM(spans, j, n);
+        }
+        PyObject *value = spans == NULL ? NULL : Py_BuildValue(
+            "[KKKKNKK]", (unsigned long long)row->calls, (unsigned long long)row->errors,
+            (unsigned long long)row->total_ns, (unsigned long long)row->active, spans,
+            (unsigned long long)(row->timed ? row->min_ns : 0), (unsigned long long)(row->timed ? row->max_ns : 0));
+        if (value == NULL || PyDict_SetItem(result, PyList_GET_ITEM(names, k), value) < 0) {
+            Py_XDECREF(value);
+            Py_CLEAR(result);
+            break;
+        }
+        Py_DECREF(value);
+    }
+    return result;
+}
+
+/* merge_records(sources, n_cuts) -> dict or None: see the docstring in
+   _ext.c's method table. Returns a new reference. */
+PyObject *
+fp_merge_records(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "merge_records(sources, n_cuts) takes 2 arguments");
+        return NULL;
+    }
+    Py_ssize_t n_cuts = PyLong_AsSsize_t(args[1]);
+    if (n_cuts == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (n_cuts < 1 || n_cuts > FPT_HIST_BUCKETS) {
+        PyErr_Format(PyExc_ValueError, "merge_records: n_cuts %zd is not 1 to %d", n_cuts, FPT_HIST_BUCKETS);
+        return NULL;
+    }
+    PyObject *sources = PySequence_Fast(args[0], "merge_records: sources must be a sequence");
+    if (sources == NULL) {
+        return NULL;
+    }
+    PyObject *by_key = PyDict_New(), *by_name = PyDict_New(), *names = PyList_New(0), *result = NULL;
+    struct merged_row *rows = NULL;
+    uint64_t *counts = NULL;
+    Py_ssize_t capacity = 0, n_rows = 0, width = FOLD_FIELDS + n_cuts;
+    int overflow = 0;
+    if (by_key == NULL || by_name == NULL || names == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t s = 0; s < PySequence_Fast_GET_SIZE(sources) && !overflow; s++) {
+        PyObject *keys, *packed, *alive_obj;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(sources, s), "O!O!O;merge_records: each source is "
+                              "(keys, packed, alive)", &PyList_Type, &keys, &PyBytes_Type, &packed, &alive_obj)) {
+            goto done;
+        }
+        int alive = PyObject_IsTrue(alive_obj);
+        if (alive < 0) {
+            goto done;
+        }
+        Py_ssize_t n_keys = PyList_GET_SIZE(keys);
+        if (PyBytes_GET_SIZE(packed) != n_keys * width * (Py_ssize_t)sizeof(uint64_t)) {
+            PyErr_Format(PyExc_ValueError, "merge_records: %zd packed bytes for %zd keys of %zd counts",
+                         PyBytes_GET_SIZE(packed), n_keys, n_cuts);
+            goto done;
+        }
+        const char *fields = PyBytes_AS_STRING(packed);
+        for (Py_ssize_t i = 0; i < n_keys && !overflow; i++) {
+            PyObject *key = PyList_GET_ITEM(keys, i);
+            if (!PyBytes_Check(key)) {
+                PyErr_SetString(PyExc_TypeError, "merge_records: keys must be bytes");
+                goto done;
+            }
+            Py_ssize_t k = merged_index(by_key, by_name, names, key);
+            if (k < 0) {
+                goto done;
+            }
+            if (k == n_rows) {  /* a new name: its row, zeroed */
+                if (n_rows == capacity) {
+                    Py_ssize_t grown = capacity ? 2 * capacity : 256;
+                    struct merged_row *more_rows = PyMem_Realloc(rows, (size_t)grown * sizeof *rows);
+                    if (more_rows != NULL) {
+                        rows = more_rows;
+                    }
+                    uint64_t *more_counts = PyMem_Realloc(counts, (size_t)(grown * n_cuts) * sizeof *counts);
+                    if (more_counts != NULL) {
+                        counts = more_counts;
+                    }
+                    if (more_rows == NULL || more_counts == NULL) {
+                        PyErr_NoMemory();
+                        goto done;
+                    }
+                    capacity = grown;
+                }
+                memset(&rows[k], 0, sizeof rows[k]);
+                memset(&counts[k * n_cuts], 0, (size_t)n_cuts * sizeof *counts);
+                n_rows++;
+            }
+            uint64_t f[FOLD_FIELDS + FPT_HIST_BUCKETS];
+            memcpy(f, fields + i * width * (Py_ssize_t)sizeof *f, (size_t)width * sizeof *f);
+            overflow = merge_packed(&rows[k], &counts[k * n_cuts], f, n_cuts, alive) < 0;
+        }
+    }
+    result = overflow ? Py_NewRef(Py_None) : merged_dict(names, rows, counts, n_cuts);
+done:
+    PyMem_Free(rows);
+    PyMem_Free(counts);
+    Py_XDECREF(by_key);
+    Py_XDECREF(by_name);
+    Py_XDECREF(names);
+    Py_DECREF(sources);
     return result;
 }
 

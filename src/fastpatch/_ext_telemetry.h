@@ -31,6 +31,8 @@ FP_INTERNAL void fp_telemetry_before_reset(ProbeObject *p);
 /* The module functions (see their docstrings in _ext.c's method table). */
 FP_INTERNAL PyObject *fp_read_slots(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 FP_INTERNAL PyObject *fp_decode_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+FP_INTERNAL PyObject *fp_fold_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+FP_INTERNAL PyObject *fp_merge_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 FP_INTERNAL PyObject *fp_telemetry_layout(PyObject *module, PyObject *ignored);
 FP_INTERNAL PyObject *fp_filesystem_type(PyObject *module, PyObject *fd);
 FP_INTERNAL PyObject *fp_telemetry_arm(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

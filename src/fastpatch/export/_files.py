@@ -101,10 +101,11 @@ class ProcessView:
 
     __slots__ = ("name", "pid", "start_ticks", "state", "alive", "created_unix_ns", "heartbeat_unix_ns",
                  "generation", "interval_ms", "service", "python", "fastpatch_version", "unstable_records",
-                 "absorbed", "folded", "_stats")
+                 "absorbed", "packed", "_folded", "_stats")
 
     def __init__(self, name: str, header: Tuple[Any, ...], alive: bool, stats: Optional[List[Stats]],
-                 unstable: int, absorbed: List[Tuple[int, int, int]], folded: Optional[List[Folded]] = None) -> None:
+                 unstable: int, absorbed: List[Tuple[int, int, int]],
+                 folded: Optional[List[Folded]] = None, packed: Optional[Tuple[List[bytes], bytes]] = None) -> None:
         (_magic, _major, _minor, _hsize, _ssize, _buckets, _crc, _endian, pid, start_ticks, created, heartbeat,
          generation, state, _n_slots, interval_ms, _flags, service, python, version) = header
         self.name = name
@@ -122,9 +123,24 @@ class ProcessView:
         self.unstable_records = unstable
         #: An archive's (pid, start_ticks, absorbed_unix_ns) of each process folded into it.
         self.absorbed = absorbed
-        #: Read with cuts: a Folded tuple per record, in the file's order (else None).
-        self.folded = folded
+        #: Read with cuts, unless a count needs more than 64 bits: ``_ext.fold_records``'
+        #: (keys, packed) of the records, what ``_ext.merge_records`` merges (else None).
+        self.packed = packed
+        self._folded = folded
         self._stats = stats
+
+    @property
+    def folded(self) -> Optional[List[Folded]]:
+        """Read with cuts: a Folded tuple per record, in the file's order (else None)."""
+        if self._folded is None and self.packed is not None:
+            # Built at first use only: the exporters merge ``packed`` in C, without these tuples.
+            keys, packed = self.packed
+            width = len(packed) // 8 // len(keys) if keys else 0
+            self._folded = [
+                (_key_name(key), *fields[:10], fields[10:])
+                for key, fields in zip(keys, struct.iter_unpack(f"={width}Q", packed) if width else ())
+            ]
+        return self._folded
 
     def stats(self) -> List[Stats]:
         """A Stats per record of the file (not merged), in the file's order.
@@ -183,8 +199,14 @@ def _decode(name: str, buf: Any, size: int, alive: bool, cuts: Optional[Sequence
     # The records' fields, names and histograms are decoded (and folded into
     # cuts) in C: 24,000 records x 231 buckets would be 5.5 million Python ints.
     try:
-        rows, others, unstable = _ext.decode_records(data, slot_size, _EVERY_BUCKET if cuts is None else cuts,
-                                                     cuts is None)
+        if cuts is None:
+            rows, others, unstable = _ext.decode_records(data, slot_size, _EVERY_BUCKET, True)
+        else:
+            # Compact, for the exporters to merge in C; decoded records only
+            # when a count needs Python's ints.
+            keys, packed, others, unstable = _ext.fold_records(data, slot_size, cuts)
+            if packed is None:
+                rows = _ext.decode_records(data, slot_size, cuts, False)[0]
     except ValueError as exc:  # a record's names: the message says what is wrong
         raise BadFile(str(exc)) from None
     absorbed: List[Tuple[int, int, int]] = []
@@ -201,7 +223,9 @@ def _decode(name: str, buf: Any, size: int, alive: bool, cuts: Optional[Sequence
             entries = struct.unpack_from(f"<{3 * count}Q", data, at + ABSORBED.size)
             absorbed += zip(entries[0::3], entries[1::3], entries[2::3])
     if cuts is not None:
-        return ProcessView(name, header, alive, None, unstable, absorbed, rows)
+        if packed is None:
+            return ProcessView(name, header, alive, None, unstable, absorbed, folded=rows)
+        return ProcessView(name, header, alive, None, unstable, absorbed, packed=(keys, packed))
     stats = [
         _stats.Stats(
             name=full_name, calls=calls, errors=errors, total_ns=total_ns, min_ns=min_ns, max_ns=max_ns,
@@ -213,6 +237,12 @@ def _decode(name: str, buf: Any, size: int, alive: bool, cuts: Optional[Sequence
              total_ns, min_ns, max_ns, counts) in rows
     ]
     return ProcessView(name, header, alive, stats, unstable, absorbed)
+
+
+def _key_name(key: bytes) -> str:
+    """"module.qualname" of fold_records' key ``module\0qualname``, as decode_records names a record."""
+    module, _, qualname = key.partition(b"\0")
+    return f"{module.decode('utf-8', 'replace')}.{qualname.decode('utf-8', 'replace')}"
 
 
 class BeingCreated(BadFile):

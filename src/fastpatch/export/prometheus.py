@@ -17,8 +17,10 @@ import sys
 from itertools import accumulate
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from .._native import ext as _ext
 from ._functions import BUCKET_CHOICES, bounds_seconds, bucket_edges, cuts, merge_folded, spans
 
 TYPE_CHECKING = False
@@ -83,6 +85,8 @@ class FastpatchCollector:
         self._le = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call, unused-ignore]
         self._cuts = cuts(spans(edges))
         self._warned: Set[str] = set()
+        #: _cached_lines' answer for each name of the last scrape.
+        self._lines: Dict[str, Tuple[bytes, bytes, bytes, bytes, str]] = {}
 
     def describe(self) -> List[Metric]:
         """The families, without reading the directory (what a registry asks at registration)."""
@@ -99,47 +103,71 @@ class FastpatchCollector:
         directory, written without building the samples: what the ``export
         prometheus`` sidecar serves."""
         merged, states, bad = self._read()
-        out: List[str] = []
+        # Bytes throughout, as UTF-8 is what generate_latest encodes: no
+        # 8 MB str to encode at the end.
+        out: List[bytes] = []
         add = out.append
 
-        def head(family: str, kind: str, text: str) -> str:
+        def head(family: str, kind: str, text: str) -> bytes:
             # The text format names a counter's HELP and TYPE after its _total sample; OpenMetrics after the family.
             name = family if openmetrics or kind != "counter" else f"{family}_total"
             text = text.replace("\\", r"\\").replace("\n", r"\n")
-            return f"# HELP {name} {text.replace(chr(34), chr(92) + chr(34)) if openmetrics else text}\n" \
-                   f"# TYPE {name} {kind}\n"
+            return (f"# HELP {name} {text.replace(chr(34), chr(92) + chr(34)) if openmetrics else text}\n"
+                    f"# TYPE {name} {kind}\n").encode()
 
         names = sorted(merged)
-        labels = [_label_value(name) for name in names]
         rows = [merged[name] for name in names]
+        lines = self._cached_lines(names)
         add(head("fastpatch_function_calls", "counter", _HELP["calls"]))
-        out += [f'fastpatch_function_calls_total{{{LABEL}="{label}"}} {_value(row[0])}\n'
-                for label, row in zip(labels, rows)]
+        out += [b"%b%b\n" % (line[0], _value_bytes(row[0])) for line, row in zip(lines, rows)]
         add(head("fastpatch_function_errors", "counter", _HELP["errors"]))
-        out += [f'fastpatch_function_errors_total{{{LABEL}="{label}"}} {_value(row[1])}\n'
-                for label, row in zip(labels, rows)]
+        out += [b"%b%b\n" % (line[1], _value_bytes(row[1])) for line, row in zip(lines, rows)]
         add(head("fastpatch_function_duration_seconds", "histogram", _HELP["duration"]))
         le = self._le
-        for label, row in zip(labels, rows):
-            count = 0
-            for bound, n in zip(le, row[4]):
-                count += n
-                # _value(count), inlined for the common case: most of a scrape is these lines.
-                value = f"{count}.0" if count < 1_000_000 else _value(count)
-                add(f'fastpatch_function_duration_seconds_bucket{{{LABEL}="{label}",le="{bound}"}} {value}\n')
-            add(f'fastpatch_function_duration_seconds_count{{{LABEL}="{label}"}} {_value(count)}\n'
-                f'fastpatch_function_duration_seconds_sum{{{LABEL}="{label}"}} {_value(row[2] / 1e9)}\n')
+        for line, row in zip(lines, rows):
+            counts = list(accumulate(row[4]))
+            if counts[-1] < 1_000_000:
+                # Every bucket's line in one formatting: most of a scrape is these lines.
+                add(line[2] % (*counts, counts[-1], _value_bytes(row[2] / 1e9)))
+                continue
+            label = line[4]
+            add("".join([
+                *(f'fastpatch_function_duration_seconds_bucket{{{LABEL}="{label}",le="{bound}"}} {_value(count)}\n'
+                  for bound, count in zip(le, counts)),
+                f'fastpatch_function_duration_seconds_count{{{LABEL}="{label}"}} {_value(counts[-1])}\n'
+                f'fastpatch_function_duration_seconds_sum{{{LABEL}="{label}"}} {_value(row[2] / 1e9)}\n',
+            ]).encode())
         add(head("fastpatch_function_active_calls", "gauge", _HELP["active"]))
-        out += [f'fastpatch_function_active_calls{{{LABEL}="{label}"}} {_value(row[3])}\n'
-                for label, row in zip(labels, rows)]
+        out += [b"%b%b\n" % (line[3], _value_bytes(row[3])) for line, row in zip(lines, rows)]
         add(head("fastpatch_telemetry_processes", "gauge", _HELP["processes"]))
-        out += [f'fastpatch_telemetry_processes{{state="{state}"}} {_value(states.get(state, 0))}\n'
+        out += [f'fastpatch_telemetry_processes{{state="{state}"}} {_value(states.get(state, 0))}\n'.encode()
                 for state in PROCESS_STATES]
         add(head("fastpatch_telemetry_bad_files", "gauge", _HELP["bad"]))
-        add(f"fastpatch_telemetry_bad_files {_value(bad)}\n")
+        add(f"fastpatch_telemetry_bad_files {_value(bad)}\n".encode())
         if openmetrics:
-            add("# EOF\n")
-        return "".join(out).encode()
+            add(b"# EOF\n")
+        return b"".join(out)
+
+    def _cached_lines(self, names: List[str]) -> List[Tuple[bytes, bytes, bytes, bytes, str]]:
+        """For each name, the start of its calls, errors and active lines (up
+        to the value), the %-template of its histogram's lines when every
+        count is below 10**6 (``%d.0`` each, then ``%b`` for the sum), all
+        UTF-8, and its escaped label. Kept across scrapes for the names of
+        the last one: a service's functions rarely change between two scrapes."""
+        cached = self._lines
+        if cached.keys() != set(names):
+            self._lines = cached = {name: cached.get(name) or self._lines_of(name) for name in names}
+        return [cached[name] for name in names]
+
+    def _lines_of(self, name: str) -> Tuple[bytes, bytes, bytes, bytes, str]:
+        label = _label_value(name)
+        series = f'{{{LABEL}="{label}"}} '
+        bucket = f'fastpatch_function_duration_seconds_bucket{{{LABEL}="{label.replace("%", "%%")}",le="'
+        histogram = "".join([f'{bucket}{bound}"}} %d.0\n' for bound in self._le]) + (
+            f"fastpatch_function_duration_seconds_count{series.replace('%', '%%')}%d.0\n"
+            f"fastpatch_function_duration_seconds_sum{series.replace('%', '%%')}%b\n")
+        return (f"fastpatch_function_calls_total{series}".encode(), f"fastpatch_function_errors_total{series}".encode(),
+                histogram.encode(), f"fastpatch_function_active_calls{series}".encode(), label)
 
     def _read(self) -> Tuple[Dict[str, List[Any]], Dict[str, int], int]:
         """(the functions merged by name, files by state, bad files) of one read of the directory."""
@@ -168,7 +196,11 @@ class FastpatchCollector:
         states = dict.fromkeys(PROCESS_STATES, 0)
         for p in processes:
             states["live" if p.alive else "stale" if p.state == "live" else p.state] += 1
-        return merge_folded((p.folded or [], p.alive) for p in processes), states, len(bad)
+        sources = [(*p.packed, p.alive) for p in processes if p.packed is not None]
+        merged = _ext.merge_records(sources, len(self._cuts)) if len(sources) == len(processes) else None
+        if merged is None:  # a count or a sum beyond 64 bits: Python's ints are exact
+            merged = merge_folded((p.folded or [], p.alive) for p in processes)
+        return merged, states, len(bad)
 
     def _warn(self, message: str) -> None:
         """A RuntimeWarning, the first time only: a scrape comes every few seconds."""
@@ -185,21 +217,21 @@ class FastpatchCollector:
         duration = HistogramMetricFamily("fastpatch_function_duration_seconds", _HELP["duration"], labels=labels)
         active = GaugeMetricFamily("fastpatch_function_active_calls", _HELP["active"], labels=labels)
         le = self._le
-        # Metric.add_sample, not add_metric: the same samples, built without
-        # add_metric's per-sample list and dict copies (a scrape can hold
-        # tens of thousands of bucket samples).
-        add_calls, add_errors, add_duration, add_active = (
-            f.add_sample for f in (calls, errors, duration, active))
+        # Samples built directly, not through add_metric (a list and a dict
+        # copied per sample) or add_sample (a call per sample): the same
+        # samples, and a scrape holds tens of thousands of bucket samples.
+        bucket = "fastpatch_function_duration_seconds_bucket"
+        buckets = duration.samples
         for name in sorted(merged):
             n_calls, n_errors, total_ns, n_active, counts, _min, _max = merged[name]
             label = {LABEL: name}
-            add_calls("fastpatch_function_calls_total", label, n_calls)
-            add_errors("fastpatch_function_errors_total", label, n_errors)
-            for bound, count in zip(le, accumulate(counts)):
-                add_duration("fastpatch_function_duration_seconds_bucket", {LABEL: name, "le": bound}, count)
-            add_duration("fastpatch_function_duration_seconds_count", label, count)
-            add_duration("fastpatch_function_duration_seconds_sum", label, total_ns / 1e9)
-            add_active("fastpatch_function_active_calls", label, n_active)
+            calls.samples.append(Sample("fastpatch_function_calls_total", label, n_calls))
+            errors.samples.append(Sample("fastpatch_function_errors_total", label, n_errors))
+            cumulative = list(accumulate(counts))
+            buckets += [Sample(bucket, {LABEL: name, "le": bound}, count) for bound, count in zip(le, cumulative)]
+            buckets.append(Sample("fastpatch_function_duration_seconds_count", label, cumulative[-1]))
+            buckets.append(Sample("fastpatch_function_duration_seconds_sum", label, total_ns / 1e9))
+            active.samples.append(Sample("fastpatch_function_active_calls", label, n_active))
         yield calls
         yield errors
         yield duration
@@ -332,6 +364,13 @@ def _value(value: float) -> str:
     if type(value) is int and -(10**15) < value < 10**6:
         return f"{value}.0"  # what repr(float(value)) is for these (Go writes 1e+06 and up with an exponent)
     return floatToGoString(value)  # type: ignore[no-untyped-call, no-any-return, unused-ignore]
+
+
+def _value_bytes(value: float) -> bytes:
+    """_value(value), UTF-8."""
+    if type(value) is int and -(10**15) < value < 10**6:
+        return b"%d.0" % value
+    return _value(value).encode()
 
 
 def _one_line(message: Union[Warning, str], category: type, filename: str, lineno: int,
