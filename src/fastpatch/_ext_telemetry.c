@@ -366,6 +366,53 @@ record_tuple(const unsigned char *base, Py_ssize_t n_slots, Py_ssize_t slot_size
                          (unsigned long long)r.max_ns, counts);
 }
 
+/* The arguments that decode_records and fold_records share: (data,
+   slot_size, cuts). On success the buffer is held (the caller releases it)
+   and holds whole slots; -1 with an exception set, nothing held. */
+static int
+records_arguments(const char *name, PyObject *const *args, Py_ssize_t *slot_size, Py_ssize_t *cuts,
+                  Py_ssize_t *n_cuts, Py_buffer *view)
+{
+    *slot_size = PyLong_AsSsize_t(args[1]);
+    if (*slot_size == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (*slot_size < (Py_ssize_t)offsetof(struct fpt_record, pad) || *slot_size % 8) {
+        PyErr_Format(PyExc_ValueError, "%s: slot size %zd is smaller than a record or unaligned", name,
+                     *slot_size);
+        return -1;
+    }
+    *n_cuts = 0;
+    if (parse_cuts(args[2], name, cuts, n_cuts) < 0) {
+        return -1;
+    }
+    if (PyObject_GetBuffer(args[0], view, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    if (view->len % *slot_size) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes are not whole slots of %zd", name, view->len, *slot_size);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* The kind of a slot copied at `slot`, or -1 (and *unstable counted) when
+   its writer was inside its seqlock. */
+static inline int
+stable_slot_kind(const unsigned char *slot, Py_ssize_t *unstable)
+{
+    uint64_t seq;
+    uint16_t kind;
+    memcpy(&seq, slot, sizeof seq);
+    memcpy(&kind, slot + offsetof(struct fpt_record, kind), sizeof kind);
+    if (seq & 1) {
+        (*unstable)++;
+        return -1;
+    }
+    return kind;
+}
+
 /* decode_records(data, slot_size, cuts, full_names) -> (records, others, unstable):
    see the docstring in _ext.c's method table. Returns a new reference. */
 PyObject *
@@ -379,31 +426,13 @@ fp_decode_records(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     if (full < 0) {
         return NULL;
     }
-    Py_ssize_t slot_size = PyLong_AsSsize_t(args[1]);
-    if (slot_size == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (slot_size < (Py_ssize_t)offsetof(struct fpt_record, pad) || slot_size % 8) {
-        PyErr_Format(PyExc_ValueError, "decode_records: slot size %zd is smaller than a record or unaligned",
-                     slot_size);
-        return NULL;
-    }
-    Py_ssize_t cuts[FPT_HIST_BUCKETS];
-    Py_ssize_t n_cuts = 0;
-    if (parse_cuts(args[2], "decode_records", cuts, &n_cuts) < 0) {
-        return NULL;
-    }
+    Py_ssize_t slot_size, cuts[FPT_HIST_BUCKETS], n_cuts;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+    if (records_arguments("decode_records", args, &slot_size, cuts, &n_cuts, &view) < 0) {
         return NULL;
     }
     PyObject *records = NULL, *others = NULL, *result = NULL;
     Py_ssize_t unstable = 0;
-    if (view.len % slot_size) {
-        PyErr_Format(PyExc_ValueError, "decode_records: %zd bytes are not whole slots of %zd", view.len,
-                     slot_size);
-        goto done;
-    }
     records = PyList_New(0);
     others = PyList_New(0);
     if (records == NULL || others == NULL) {
@@ -411,14 +440,9 @@ fp_decode_records(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     }
     const unsigned char *base = (const unsigned char *)view.buf;
     for (Py_ssize_t i = 0; i < view.len / slot_size; i++) {
-        const unsigned char *slot = base + i * slot_size;
-        uint64_t seq;
-        uint16_t kind;
-        memcpy(&seq, slot, sizeof seq);
-        memcpy(&kind, slot + offsetof(struct fpt_record, kind), sizeof kind);
+        int kind = stable_slot_kind(base + i * slot_size, &unstable);
         PyObject *item;
-        if (seq & 1) {
-            unstable++;
+        if (kind < 0) {
             continue;
         }
         if (kind == FPT_KIND_RECORD) {
@@ -514,32 +538,15 @@ fp_fold_records(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "fold_records(data, slot_size, cuts) takes 3 arguments");
         return NULL;
     }
-    Py_ssize_t slot_size = PyLong_AsSsize_t(args[1]);
-    if (slot_size == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (slot_size < (Py_ssize_t)offsetof(struct fpt_record, pad) || slot_size % 8) {
-        PyErr_Format(PyExc_ValueError, "fold_records: slot size %zd is smaller than a record or unaligned",
-                     slot_size);
-        return NULL;
-    }
-    Py_ssize_t cuts[FPT_HIST_BUCKETS];
-    Py_ssize_t n_cuts = 0;
-    if (parse_cuts(args[2], "fold_records", cuts, &n_cuts) < 0) {
-        return NULL;
-    }
+    Py_ssize_t slot_size, cuts[FPT_HIST_BUCKETS], n_cuts;
     Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+    if (records_arguments("fold_records", args, &slot_size, cuts, &n_cuts, &view) < 0) {
         return NULL;
     }
     PyObject *keys = NULL, *others = NULL, *packed = NULL, *result = NULL;
     uint64_t *fields = NULL;
     Py_ssize_t unstable = 0, n_records = 0;
     int overflow = 0;
-    if (view.len % slot_size) {
-        PyErr_Format(PyExc_ValueError, "fold_records: %zd bytes are not whole slots of %zd", view.len, slot_size);
-        goto done;
-    }
     const unsigned char *base = (const unsigned char *)view.buf;
     Py_ssize_t n_slots = view.len / slot_size;
     Py_ssize_t width = FOLD_FIELDS + n_cuts;
@@ -554,12 +561,8 @@ fp_fold_records(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
     }
     for (Py_ssize_t i = 0; i < n_slots; i++) {
         const unsigned char *slot = base + i * slot_size;
-        uint64_t seq;
-        uint16_t kind;
-        memcpy(&seq, slot, sizeof seq);
-        memcpy(&kind, slot + offsetof(struct fpt_record, kind), sizeof kind);
-        if (seq & 1) {
-            unstable++;
+        int kind = stable_slot_kind(slot, &unstable);
+        if (kind < 0) {
             continue;
         }
         PyObject *item;
