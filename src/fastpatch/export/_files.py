@@ -313,10 +313,7 @@ class Directory:
 
         definitions = Definitions()
         for s in self.stats(merged=False):
-            definitions.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
-                s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns, enumerate(s.histogram), s.clock,
-                s.timed, s.sample,
-            )
+            definitions.add(s)
         return definitions.stats()
 
     def report(self) -> Dict[str, Any]:
@@ -339,8 +336,7 @@ class Directory:
             first = processes[0] if processes else {"pid": os.getpid(), "python": build.python_version(),
                                                     "created": 0.0}
             return {
-                "format": "fastpatch", "version": schema.VERSION, "fastpatch_version": schema.fastpatch_version(),
-                "report_id": schema.new_report_id(), "pid": first["pid"], "argv": [], "python": first["python"],
+                **schema.new_identity(), "pid": first["pid"], "argv": [], "python": first["python"],
                 "clock": clocks[0] if len(clocks) == 1 else "mixed" if clocks else "monotonic",
                 "created": first["created"], "processes": processes,
             }
@@ -497,10 +493,7 @@ def _sweep_locked(path: str, dir_fd: int, now: int, after_rename: Optional[Any])
         definitions = Definitions()
         sources = ([archive] if archive is not None else []) + [view for _, view in dead]
         for s in (s for view in sources for s in view.stats()):
-            definitions.entry(s.name, s.module, s.qualname, s.filename, s.firstlineno).add(
-                s.calls, s.errors, s.completed, s.total_ns, s.min_ns, s.max_ns, enumerate(s.histogram), s.clock,
-                s.timed, s.sample,
-            )
+            definitions.add(s)
         present = {parse_file_name(n) for n in os.listdir(dir_fd)}
         absorbed = [(pid, ticks, when) for (pid, ticks), when in folded.items()
                     if now - when < ABSORBED_KEEP_NS or (pid, ticks) in present]
