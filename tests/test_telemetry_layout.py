@@ -167,6 +167,40 @@ def test_a_file_its_process_is_still_creating_is_passed_over_without_a_word(tmp_
         assert [name for name, _ in found.bad_files] == [BAD]
 
 
+@pytest.mark.parametrize("case", ["grows while read, locked", "announces more, never grows", "grows, unlocked"])
+def test_a_live_file_that_grows_between_the_size_and_the_header_is_read_again_whole(tmp_path, monkeypatch, case):
+    # The writer reserves room (the file grows) and then announces the new slots in its header; a
+    # reader that took the size before and reads the header after sees more slots announced than it
+    # mapped. Here the header already announces a third slot that the file does not hold yet, and the
+    # file grows by that slot right after the reader's first attempt, as the writer would.
+    path = tmp_path / GOOD
+    path.write_bytes(patch(valid_file(state=1), 76, "<I", 3))
+    attempts = []
+    read_once = _files._read_open_file
+
+    def writer_grows_after_the_first_attempt(*args):
+        attempts.append(len(attempts))
+        try:
+            return read_once(*args)
+        finally:
+            if len(attempts) == 1 and case != "announces more, never grows":
+                with open(path, "ab") as fh:
+                    fh.write(bytes(SLOT))
+
+    monkeypatch.setattr(_files, "_read_open_file", writer_grows_after_the_first_attempt)
+    with open(path, "rb") as writer:
+        if case != "grows, unlocked":
+            fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        if case == "grows while read, locked":
+            view = _files.read_file(str(path))
+            assert [(s.name, s.calls) for s in view.stats()] == [("app.f", 7)]
+            assert attempts == [0, 1]
+        else:
+            with pytest.raises(_files.BadFile, match="3 slots announced, the file holds 2"):
+                _files.read_file(str(path))
+            assert attempts == [0]
+
+
 def test_a_directory_of_garbage_and_foreign_names_costs_one_bad_entry_per_process_file(tmp_path):
     files = {GOOD: valid_file(state=2), "notes.txt": b"hello", "fastpatch-x-1.fpt": b"junk",
              "fastpatch-1-2.fpt": os.urandom(8192), "fastpatch-3-4.fpt": b"\0" * 10000}

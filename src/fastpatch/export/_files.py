@@ -263,35 +263,52 @@ def read_file(path: str, *, dir_fd: Optional[int] = None, cuts: Optional[Sequenc
     bucket indexes ending at HIST_BUCKETS), the view holds ``folded``
     records instead of Stats: each histogram summed over [0, cuts[0]),
     [cuts[0], cuts[1]), ... (what the exporters need, at a fraction of the cost)."""
-    import mmap
-    import stat
-
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
     fd = os.open(path, flags, dir_fd=dir_fd)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise BadFile("not a regular file")
-        if st.st_uid not in (os.geteuid(), 0):
-            raise BadFile(f"owned by uid {st.st_uid}, not by this user")
-        if st.st_nlink != 1:
-            # Writers and sweeps only make files of one link. Another name for
-            # it would count its process twice, here or in a sweep's archive.
-            raise BadFile(f"{st.st_nlink} hard links to it; a counters file has one")
-        if st.st_size < HEADER_PAGE:
-            if st.st_size == 0 or _is_locked(fd):
-                raise BeingCreated("being created by its process")
-            raise BadFile(f"truncated: {st.st_size} bytes, less than the {HEADER_PAGE}-byte header")
-        alive = _is_locked(fd)
-        with mmap.mmap(fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ) as mm:
+        # A live writer grows its file (reserving the space first) and then announces the new slots in
+        # its header, so a header read after that through a mapping of the size seen before announces
+        # more slots than the mapping holds. The file only grows: a larger size now means exactly that,
+        # and the file is mapped again (three tries; a file that keeps failing is refused).
+        for attempt in range(3):
+            st = os.fstat(fd)
             try:
-                return _decode(os.path.basename(path), mm, st.st_size, alive, cuts)
-            except BadFile:
-                if alive and _header_unwritten(mm):
-                    raise BeingCreated("being created by its process") from None
+                return _read_open_file(path, fd, st, cuts)
+            except BeingCreated:
                 raise
+            except BadFile:
+                if attempt == 2 or os.fstat(fd).st_size <= st.st_size or not _is_locked(fd):
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
     finally:
         os.close(fd)
+
+
+def _read_open_file(path: str, fd: int, st: os.stat_result, cuts: Optional[Sequence[int]]) -> ProcessView:
+    """read_file's one attempt at the file open at ``fd``, whose fstat is ``st``."""
+    import mmap
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
+        raise BadFile("not a regular file")
+    if st.st_uid not in (os.geteuid(), 0):
+        raise BadFile(f"owned by uid {st.st_uid}, not by this user")
+    if st.st_nlink != 1:
+        # Writers and sweeps only make files of one link. Another name for
+        # it would count its process twice, here or in a sweep's archive.
+        raise BadFile(f"{st.st_nlink} hard links to it; a counters file has one")
+    if st.st_size < HEADER_PAGE:
+        if st.st_size == 0 or _is_locked(fd):
+            raise BeingCreated("being created by its process")
+        raise BadFile(f"truncated: {st.st_size} bytes, less than the {HEADER_PAGE}-byte header")
+    alive = _is_locked(fd)
+    with mmap.mmap(fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ) as mm:
+        try:
+            return _decode(os.path.basename(path), mm, st.st_size, alive, cuts)
+        except BadFile:
+            if alive and _header_unwritten(mm):
+                raise BeingCreated("being created by its process") from None
+            raise
 
 
 class Directory:
