@@ -269,7 +269,9 @@ def read_file(path: str, *, dir_fd: Optional[int] = None, cuts: Optional[Sequenc
         # A live writer grows its file (reserving the space first) and then announces the new slots in
         # its header, so a header read after that through a mapping of the size seen before announces
         # more slots than the mapping holds. The file only grows: a larger size now means exactly that,
-        # and the file is mapped again (three tries; a file that keeps failing is refused).
+        # and the file is mapped again (three tries; a file that keeps failing is refused). The writer
+        # may have exited since (a worker recycled right after it grew), so whether the file is still
+        # locked does not matter: a file no process writes any more does not grow.
         for attempt in range(3):
             st = os.fstat(fd)
             try:
@@ -277,7 +279,7 @@ def read_file(path: str, *, dir_fd: Optional[int] = None, cuts: Optional[Sequenc
             except BeingCreated:
                 raise
             except BadFile:
-                if attempt == 2 or os.fstat(fd).st_size <= st.st_size or not _is_locked(fd):
+                if attempt == 2 or os.fstat(fd).st_size <= st.st_size:
                     raise
         raise AssertionError("unreachable: the last attempt returns or raises")
     finally:
