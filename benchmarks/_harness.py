@@ -584,6 +584,45 @@ class FastpatchSample16(_FastpatchOnClock):
     tsc = True
 
 
+class SlotFloor(Fastpatch):
+    """Not a timer: the function spliced for count-only, with fastpatch's
+    probe swapped for ``_ext._testing_slot_floor()``, whose C slots only
+    hand a token back and forth and count both ends. It runs the injected
+    instructions exactly as fastpatch does (the entry's ``UNARY_INVERT``,
+    the exit's subscript, 3.9's deallocator), so it is the floor under every
+    probe on them: what count-only and ``sample=N`` pay above it is their
+    own work (counts, countdown, fork and error checks)."""
+
+    name = "floor-empty-slots"
+    sample = 0
+
+    def install(self, func: FunctionType) -> Any:
+        from fastpatch import _ext
+
+        super().install(func)
+        self.spliced = func.__code__
+        probes = [c for c in self.spliced.co_consts if isinstance(c, _ext.Probe)]
+        assert len(probes) == 1, f"expected one probe among the spliced constants, found {len(probes)}"
+        self.probe, self.floor = probes[0], _ext._testing_slot_floor()
+        consts = tuple(self.floor if c is self.probe else c for c in self.spliced.co_consts)
+        func.__code__ = self.spliced.replace(co_consts=consts)
+        return func
+
+    def before(self) -> None:
+        self.baseline = (self.floor.entries, self.floor.exits)
+
+    def verify(self, calls: int) -> Dict[str, Any]:
+        entries, exits = self.floor.entries - self.baseline[0], self.floor.exits - self.baseline[1]
+        assert entries == exits == calls, f"the slot floor saw {entries} entries and {exits} ends of {calls} calls"
+        assert self.probe.calls == 0, "fastpatch's own probe ran in the floor's place"
+        return {"floor_entries": entries}
+
+    def close(self) -> None:
+        if getattr(self, "spliced", None) is not None:
+            self.func.__code__ = self.spliced  # fastpatch's own splice back, for uninstrument()
+        super().close()
+
+
 class FastpatchTelemetry(Fastpatch):
     """fastpatch with live telemetry on (fastpatch.export.start, the default
     1 s interval, in a directory of its own): its writer's thread runs
@@ -626,15 +665,15 @@ class FastpatchTelemetry(Fastpatch):
 
 
 VARIANT_CLASSES = {cls.name: cls for cls in (
-    Bare, Floor, Naive, Functools, FunctoolsActivation, Wrapt, Monitoring, MonitoringC, Profiled, Fastpatch,
-    FastpatchMonotonic, FastpatchTsc, FastpatchSample16, FastpatchCountOnly, FastpatchTelemetry,
+    Bare, Floor, SlotFloor, Naive, Functools, FunctoolsActivation, Wrapt, Monitoring, MonitoringC, Profiled,
+    Fastpatch, FastpatchMonotonic, FastpatchTsc, FastpatchSample16, FastpatchCountOnly, FastpatchTelemetry,
 )}
 
 #: Order of the variants in reports.
 VARIANT_ORDER = [
-    "bare", "floor-2x-perf_counter_ns", "naive-time.time", "functools-perf_counter_ns", "functools-activation",
-    "wrapt", "sys.monitoring", "sys.monitoring-C-callback", "cProfile", "fastpatch", "fastpatch-monotonic",
-    "fastpatch-tsc", "fastpatch-sample16", "fastpatch-count-only", "fastpatch-telemetry",
+    "bare", "floor-2x-perf_counter_ns", "floor-empty-slots", "naive-time.time", "functools-perf_counter_ns",
+    "functools-activation", "wrapt", "sys.monitoring", "sys.monitoring-C-callback", "cProfile", "fastpatch",
+    "fastpatch-monotonic", "fastpatch-tsc", "fastpatch-sample16", "fastpatch-count-only", "fastpatch-telemetry",
 ]
 
 
@@ -644,6 +683,7 @@ def variants_for(workload: Workload) -> List[str]:
         names.remove("functools-activation")
     if workload.name != "trivial":
         names.remove("floor-2x-perf_counter_ns")
+        names.remove("floor-empty-slots")
         names.remove("fastpatch-telemetry")
         # sampled timing is measured where it is meant to matter: the cheapest call
         names.remove("fastpatch-sample16")

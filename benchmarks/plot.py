@@ -39,7 +39,7 @@ from typing import Dict, List, Optional, Tuple
 # Same order as benchmarks/_harness.py, which this script does not import so
 # that it runs without fastpatch installed.
 VARIANT_ORDER = [
-    "bare", "floor-2x-perf_counter_ns", "naive-time.time", "functools-perf_counter_ns",
+    "bare", "floor-2x-perf_counter_ns", "floor-empty-slots", "naive-time.time", "functools-perf_counter_ns",
     "functools-activation", "wrapt", "sys.monitoring", "sys.monitoring-C-callback", "cProfile", "fastpatch",
     "fastpatch-monotonic", "fastpatch-tsc", "fastpatch-sample16", "fastpatch-count-only", "fastpatch-telemetry",
 ]
@@ -135,7 +135,9 @@ def overhead_markdown(calls: Table, group: str, stat: str) -> str:
                              ("fastpatch", "sys.monitoring", 2), ("fastpatch", "sys.monitoring-C-callback", 2),
                              ("fastpatch-sample16", "fastpatch", 2), ("fastpatch-count-only", "fastpatch", 2),
                              ("fastpatch-sample16", REFERENCE, 3), ("fastpatch-count-only", REFERENCE, 3),
-                             ("fastpatch-sample16", FLOOR, 2)):
+                             ("fastpatch-sample16", FLOOR, 2), ("floor-empty-slots", "fastpatch-tsc", 2),
+                             ("fastpatch-count-only", "floor-empty-slots", 2),
+                             ("fastpatch-sample16", "floor-empty-slots", 2)):
         vals = [_ratio(table[ver].get(num), table[ver].get(den)) for ver in versions]
         if any(x is not None for x in vals):
             lines.append(f"| *ratio {num} / {den}* | " + " | ".join(_fmt(x, digits) for x in vals) + " |")

@@ -7,6 +7,11 @@ table shows their ratios to the bare call:
 * ``floor-2x-perf_counter_ns`` (trivial group only): not a timer, the bare
   call between two time.perf_counter_ns() calls, i.e. two C calls and two
   clock reads per call: the floor DESIGN.md compares fastpatch with;
+* ``floor-empty-slots`` (trivial group only): not a timer either, the
+  function spliced as for count-only with fastpatch's probe swapped for one
+  whose C slots only hand the token back and forth (and count both ends):
+  the injected instructions' own cost, the floor under count-only and
+  ``sample=N``;
 * ``naive-time.time``: a plain decorator reading time.time() into a global;
 * ``functools-perf_counter_ns``: functools.wraps, perf_counter_ns, try/finally;
 * ``functools-activation`` (generators and coroutines only): the same, but the

@@ -176,3 +176,45 @@ def test_steady_state_allocates_no_tokens_spare_slot_or_free_list(ending):
     assert _ext._testing_idle_tokens() == idle
     target = {"return": returns, "raise": raises, "close": gen}[ending]
     assert fastpatch.stats(target).completed == 1001
+
+
+def _on_slot_floor(func):
+    """``func`` spliced for count-only, with its probe swapped for a slot
+    floor (the benchmarks' ``floor-empty-slots``); returns the floor."""
+    fastpatch.instrument(func, sample=0)
+    code = func.__code__
+    (probe,) = [c for c in code.co_consts if isinstance(c, _ext.Probe)]
+    floor = _ext._testing_slot_floor()
+    func.__code__ = code.replace(co_consts=tuple(floor if c is probe else c for c in code.co_consts))
+    return floor
+
+
+def test_the_slot_floor_sees_both_ends_of_every_activation_and_changes_no_result():
+    # The benchmarks measure count-only and sampled timing against this floor, so it must run the
+    # injected instructions as a probe does: every activation begun once and ended once, through
+    # the subscript or the deallocator, recursion (a second token) and exceptions included.
+    def add(x):
+        return x + 1
+
+    def fails(x):
+        raise KeyError(x)
+
+    def depth(n):
+        return n if n == 0 else depth(n - 1) + 1
+
+    def gen(n):
+        yield from range(n)
+
+    floors = {f.__name__: _on_slot_floor(f) for f in (add, fails, depth, gen)}
+    assert [add(i) for i in range(100)] == list(range(1, 101))
+    for i in range(50):
+        with pytest.raises(KeyError) as caught:
+            fails(i)
+        assert caught.value.args == (i,)
+    assert depth(20) == 20
+    assert list(gen(5)) == [0, 1, 2, 3, 4]
+    it = gen(5)
+    next(it)
+    it.close()
+    expected = {"add": 100, "fails": 50, "depth": 21, "gen": 2}
+    assert {name: (f.entries, f.exits) for name, f in floors.items()} == {n: (c, c) for n, c in expected.items()}

@@ -35,6 +35,8 @@ PER_CALL_ROWS: List[Tuple[str, str, int, bool]] = [
     ("cProfile enabled", "cProfile", 1, False),
     ("two `perf_counter_ns()` calls from Python (the floor of any Python-level timer)",
      "floor-2x-perf_counter_ns", 1, False),
+    ("two C slot calls that only hand a token back and forth (the floor under count-only and `sample=N`)",
+     "floor-empty-slots", 1, False),
     ("**fastpatch, TSC** (the default clock on this host)", "fastpatch-tsc", 1, True),
     ("fastpatch, `CLOCK_MONOTONIC`", "fastpatch-monotonic", 1, False),
     ("**fastpatch, `sample=16`** (every call counted, one in 16 timed)", "fastpatch-sample16", 1, True),
@@ -46,9 +48,12 @@ PER_CALL_RATIOS: List[Tuple[str, str, str, int]] = [
     ("fastpatch (TSC) / `sys.monitoring` C callbacks", "fastpatch-tsc", "sys.monitoring-C-callback", 2),
     ("`sample=16` / exact (TSC) (target ≤ 0.5)", "fastpatch-sample16", "fastpatch-tsc", 2),
     ("count-only / exact (TSC) (target ≤ 0.33)", "fastpatch-count-only", "fastpatch-tsc", 2),
+    ("the slot floor / exact (TSC) (count-only / exact cannot be lower)", "floor-empty-slots", "fastpatch-tsc", 2),
     ("`sample=16` / decorator (target ≤ 0.050 on 3.9–3.13, ≤ 0.067 on 3.14 and 3.15)",
      "fastpatch-sample16", "functools-perf_counter_ns", 3),
     ("count-only / decorator", "fastpatch-count-only", "functools-perf_counter_ns", 3),
+    ("the slot floor / decorator (`sample=16` / decorator cannot be lower)", "floor-empty-slots",
+     "functools-perf_counter_ns", 3),
     ("`sample=16` / two `perf_counter_ns()` calls", "fastpatch-sample16", "floor-2x-perf_counter_ns", 2),
 ]
 PATCHING_GROUP = "patch-200-lines"

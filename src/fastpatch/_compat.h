@@ -150,7 +150,8 @@ fp_restore_function_version(PyObject *func, PyObject *code)
  *
  * fp_revive: a token whose refcount reached zero becomes a live object with
  * one reference again, as CPython's own free lists revive theirs, so that
- * the activations of a function that keeps raising allocate nothing.
+ * the activations of a function that keeps raising allocate nothing (3.9's
+ * release builds set the refcount themselves: see below).
  * fp_type_lookup: a borrowed reference to the attribute `name` found in
  * `type`'s MRO, without calling a descriptor (the f_lineno getset the jump
  * guard wraps).
@@ -158,7 +159,16 @@ fp_restore_function_version(PyObject *func, PyObject *code)
 static inline void
 fp_revive(PyObject *op)
 {
+#if PY_VERSION_HEX < 0x030A0000 && !defined(Py_REF_DEBUG) && !defined(Py_TRACE_REFS)
+    /* 3.9 ends every activation through the token's deallocator, so this
+       runs on every call there. Its _Py_NewReference is a call that, in a
+       release build, sets the refcount and, while tracemalloc traces, moves
+       the memory block's traceback to this line; the block stays traced
+       either way (it was never freed), so only the refcount is set here. */
+    Py_SET_REFCNT(op, 1);
+#else
     _Py_NewReference(op);
+#endif
 }
 
 static inline PyObject *

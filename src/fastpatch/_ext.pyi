@@ -163,6 +163,18 @@ def _testing_seed_sampler(seed: int, /) -> None:
 def _testing_sampler_gap(sample: int, word: int, /) -> tuple[int, int]:
     """The gap to the next timed activation that a nonzero 64-bit word draws at a rate, and log()'s gap for it."""
 
+class SlotFloor:
+    """A probe that only hands a token back and forth (benchmarks: the floor under every probe)."""
+
+    @property
+    def entries(self) -> int: ...
+    @property
+    def exits(self) -> int: ...
+    def __invert__(self) -> object: ...
+
+def _testing_slot_floor() -> SlotFloor:
+    """A new slot floor, to put in a Probe's place among a spliced code object's constants."""
+
 # Live telemetry (_ext_telemetry.c; the layout is _telemetry.h).
 def read_slots(buffer: object, first: int, count: int, /) -> bytes:
     """``count`` slots of a mapped counters file from slot ``first``, each copied under its seqlock."""
