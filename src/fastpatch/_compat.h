@@ -61,6 +61,42 @@
 /* CPython                                                               */
 /* ===================================================================== */
 
+/* fp_error_set: whether an exception is set in the running thread, as
+   PyErr_Occurred() != NULL. 3.9 ends every activation through the token's
+   deallocator, which asks this on every call to tell a return from an
+   exception; PyErr_Occurred is an exported function there, whose call
+   costs the deallocator its leaf shape (a stack frame, saved registers).
+   3.9's internal header has the same read inline (the running thread state
+   is one word of _PyRuntime, exported), so it is used where installed. */
+#if PY_VERSION_HEX < 0x030A0000 && defined(__has_include)
+#  if __has_include("internal/pycore_pystate.h")
+#    define FP_ERROR_SET_INLINE 1
+#  endif
+#endif
+#if defined(FP_ERROR_SET_INLINE)
+#  ifndef Py_BUILD_CORE
+#    define Py_BUILD_CORE
+#    define FP_UNDEF_BUILD_CORE
+#  endif
+#  include "internal/pycore_pystate.h"
+#  ifdef FP_UNDEF_BUILD_CORE
+#    undef Py_BUILD_CORE
+#    undef FP_UNDEF_BUILD_CORE
+#  endif
+static inline int
+fp_error_set(void)
+{
+    PyThreadState *tstate = _PyThreadState_GET();
+    return tstate != NULL && tstate->curexc_type != NULL;
+}
+#else
+static inline int
+fp_error_set(void)
+{
+    return PyErr_Occurred() != NULL;
+}
+#endif
+
 /* Token: created only by the entry probe (3.10+ can say so). */
 #if PY_VERSION_HEX >= 0x030A0000
 #  define FP_TOKEN_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION)

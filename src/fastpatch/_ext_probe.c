@@ -1143,7 +1143,7 @@ token_dealloc(PyObject *self)
 {
     TokenObject *t = (TokenObject *)self;
     ProbeObject *p = t->probe;
-    if (FP_LIKELY(TOKEN_CAN_END_FAST(t, p) && PyErr_Occurred() == NULL)) {
+    if (FP_LIKELY(TOKEN_CAN_END_FAST(t, p) && !fp_error_set())) {
         if (FP_LIKELY(TOKEN_EXACT_FAST(t, p))) {
             uint64_t previous = token_end_fast(t, p);
             fp_revive(self);  /* the spare slot's reference */
