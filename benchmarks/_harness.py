@@ -605,7 +605,9 @@ class SlotFloor(Fastpatch):
         assert len(probes) == 1, f"expected one probe among the spliced constants, found {len(probes)}"
         self.probe, self.floor = probes[0], _ext._testing_slot_floor()
         consts = tuple(self.floor if c is self.probe else c for c in self.spliced.co_consts)
-        func.__code__ = self.spliced.replace(co_consts=consts)
+        # as instrument() assigns it: a plain __code__ assignment would keep 3.11+ from specialising
+        # the calls to func, which would cost more than the probes
+        _ext.set_code(func, self.spliced.replace(co_consts=consts))
         return func
 
     def before(self) -> None:
@@ -619,7 +621,9 @@ class SlotFloor(Fastpatch):
 
     def close(self) -> None:
         if getattr(self, "spliced", None) is not None:
-            self.func.__code__ = self.spliced  # fastpatch's own splice back, for uninstrument()
+            from fastpatch import _ext
+
+            _ext.set_code(self.func, self.spliced)  # fastpatch's own splice back, for uninstrument()
         super().close()
 
 

@@ -185,7 +185,7 @@ def _on_slot_floor(func):
     code = func.__code__
     (probe,) = [c for c in code.co_consts if isinstance(c, _ext.Probe)]
     floor = _ext._testing_slot_floor()
-    func.__code__ = code.replace(co_consts=tuple(floor if c is probe else c for c in code.co_consts))
+    _ext.set_code(func, code.replace(co_consts=tuple(floor if c is probe else c for c in code.co_consts)))
     return floor
 
 
