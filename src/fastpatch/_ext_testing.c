@@ -117,18 +117,28 @@ slot_floor_enter(PyObject *self)
     return (PyObject *)t;
 }
 
+/* Ends the activation of token `t`, if it has one: counted, the token
+   idle. Returns its floor when that floor's spare slot is free for the
+   token, else NULL. */
+static inline SlotFloorObject *
+slot_floor_end(SlotFloorTokenObject *t)
+{
+    SlotFloorObject *f = t->floor;
+    if (f == NULL) {
+        return NULL;
+    }
+    f->exits++;
+    t->floor = NULL;
+    return f->spare == NULL ? f : NULL;
+}
+
 static PyObject *
 slot_floor_exit(PyObject *self, PyObject *retval)
 {
-    SlotFloorTokenObject *t = (SlotFloorTokenObject *)self;
-    SlotFloorObject *f = t->floor;
+    SlotFloorObject *f = slot_floor_end((SlotFloorTokenObject *)self);
     if (f != NULL) {
-        f->exits++;
-        t->floor = NULL;
-        if (f->spare == NULL) {
-            Py_INCREF(self);
-            f->spare = self;
-        }
+        Py_INCREF(self);
+        f->spare = self;
     }
     Py_INCREF(retval);
     return retval;
@@ -137,16 +147,11 @@ slot_floor_exit(PyObject *self, PyObject *retval)
 static void
 slot_floor_token_dealloc(PyObject *self)
 {
-    SlotFloorTokenObject *t = (SlotFloorTokenObject *)self;
-    SlotFloorObject *f = t->floor;
+    SlotFloorObject *f = slot_floor_end((SlotFloorTokenObject *)self);
     if (f != NULL) {
-        f->exits++;
-        t->floor = NULL;
-        if (f->spare == NULL) {
-            fp_revive(self);
-            f->spare = self;
-            return;
-        }
+        fp_revive(self);
+        f->spare = self;
+        return;
     }
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_Free(self);
