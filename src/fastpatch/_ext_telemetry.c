@@ -413,6 +413,30 @@ stable_slot_kind(const unsigned char *slot, Py_ssize_t *unstable)
     return kind;
 }
 
+/* Files what the records loops make of slot `i` of kind `kind`: a record's
+   `item` (stolen; NULL when making it failed) in `records`, a strings or
+   absorbed slot's index in `others`, and nothing for an unused or newer
+   kind of slot, as the Python reader treats those. Returns 0, or -1 with an
+   exception set. */
+static int
+records_file_slot(int kind, Py_ssize_t i, PyObject *item, PyObject *records, PyObject *others)
+{
+    PyObject *list = records;
+    if (kind != FPT_KIND_RECORD) {
+        if (kind != FPT_KIND_STRINGS && kind != FPT_KIND_ABSORBED) {
+            return 0;
+        }
+        item = PyLong_FromSsize_t(i);
+        list = others;
+    }
+    if (item == NULL || PyList_Append(list, item) < 0) {
+        Py_XDECREF(item);
+        return -1;
+    }
+    Py_DECREF(item);
+    return 0;
+}
+
 /* decode_records(data, slot_size, cuts, full_names) -> (records, others, unstable):
    see the docstring in _ext.c's method table. Returns a new reference. */
 PyObject *
@@ -441,24 +465,16 @@ fp_decode_records(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t
     const unsigned char *base = (const unsigned char *)view.buf;
     for (Py_ssize_t i = 0; i < view.len / slot_size; i++) {
         int kind = stable_slot_kind(base + i * slot_size, &unstable);
-        PyObject *item;
         if (kind < 0) {
             continue;
         }
+        PyObject *item = NULL;
         if (kind == FPT_KIND_RECORD) {
             item = record_tuple(base, view.len / slot_size, slot_size, i, cuts, n_cuts, full);
         }
-        else if (kind == FPT_KIND_STRINGS || kind == FPT_KIND_ABSORBED) {
-            item = PyLong_FromSsize_t(i);
-        }
-        else {
-            continue;  /* an unused or newer kind of slot, as the Python reader treats it */
-        }
-        if (item == NULL || PyList_Append(kind == FPT_KIND_RECORD ? records : others, item) < 0) {
-            Py_XDECREF(item);
+        if (records_file_slot(kind, i, item, records, others) < 0) {
             goto done;
         }
-        Py_DECREF(item);
     }
     result = Py_BuildValue("(OOn)", records, others, unstable);
 done:
@@ -565,7 +581,7 @@ fp_fold_records(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
         if (kind < 0) {
             continue;
         }
-        PyObject *item;
+        PyObject *item = NULL;
         if (kind == FPT_KIND_RECORD) {
             const char *parts[4];
             if (record_name_parts(base, n_slots, slot_size, read_u32(slot, name_slot), read_u32(slot, name_off),
@@ -577,17 +593,9 @@ fp_fold_records(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t n
             overflow = overflow || pack_record(fields + n_records * width, slot, cuts, n_cuts) < 0;
             n_records++;
         }
-        else if (kind == FPT_KIND_STRINGS || kind == FPT_KIND_ABSORBED) {
-            item = PyLong_FromSsize_t(i);
-        }
-        else {
-            continue;  /* an unused or newer kind of slot, as the Python reader treats it */
-        }
-        if (item == NULL || PyList_Append(kind == FPT_KIND_RECORD ? keys : others, item) < 0) {
-            Py_XDECREF(item);
+        if (records_file_slot(kind, i, item, keys, others) < 0) {
             goto done;
         }
-        Py_DECREF(item);
     }
     packed = overflow ? Py_NewRef(Py_None)
                       : PyBytes_FromStringAndSize((const char *)fields,
